@@ -1,0 +1,231 @@
+//! `mdmctl serve`: run the MDM server on the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use zeroize::Zeroizing;
+
+use super::Ctx;
+use super::files::read_input;
+use crate::error::UserError;
+use crate::pki;
+use crate::push::{ApnsConfig, PRODUCTION_URL, PushService};
+use crate::server::{self, AppState, ServeConfig};
+use crate::store::{AssetKind, AssetState, NewActivity};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The public URL devices reach this server at: the old MDM's DNS name after the cutover.
+    #[arg(long, env = "MDMCTL_URL", value_name = "URL")]
+    pub url: String,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "MDMCTL_LISTEN",
+        default_value = "0.0.0.0:8443",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+    /// TLS certificate (PEM chain, leaf first) for the server's DNS name; without it, plain HTTP
+    /// behind a TLS-terminating proxy.
+    #[arg(
+        long,
+        env = "MDMCTL_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key.
+    #[arg(
+        long,
+        env = "MDMCTL_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Header in which a TLS-terminating proxy forwards the client certificate (RFC 9440
+    /// `:base64:` form, or URL-escaped PEM as nginx's `$ssl_client_escaped_cert`).
+    #[arg(long, env = "MDMCTL_CLIENT_CERT_HEADER", value_name = "NAME")]
+    pub client_cert_header: Option<String>,
+    /// More paths to answer MDM check-ins and commands on (besides /mdm, /mdm/checkin,
+    /// /mdm/connect, /checkin, /mdm/apple/mdm).
+    #[arg(long = "mdm-path", value_name = "PATH")]
+    pub mdm_paths: Vec<String>,
+    /// Let an imported enrollment with no recorded identity hash bind the first valid
+    /// certificate it presents. Off by default: it lets anyone holding any certificate from a
+    /// trusted CA claim such a device. Recorded in the activity log.
+    #[arg(long)]
+    pub allow_retro_association: bool,
+    /// A fixed SCEP challenge; without it, every `/enroll` download carries a one-time challenge.
+    #[arg(long, env = "MDMCTL_SCEP_CHALLENGE", hide_env_values = true)]
+    pub scep_challenge: Option<String>,
+    /// Accept SCEP requests encrypted with single DES (OpenSSL's legacy provider). Only for old
+    /// SCEP clients such as micromdm's `scepclient`; Apple devices use AES.
+    #[arg(long)]
+    pub scep_legacy_des: bool,
+    /// Validity of identity certificates the SCEP CA issues.
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    pub scep_validity_days: u32,
+    /// APNs base URL (Apple's production gateway unless testing).
+    #[arg(long, env = "MDMCTL_APNS_URL", default_value = PRODUCTION_URL, value_name = "URL")]
+    pub apns_url: String,
+    /// Trust only this CA for the APNs server's certificate (a local APNs stand-in).
+    #[arg(long, env = "MDMCTL_APNS_CA_FILE", value_name = "FILE")]
+    pub apns_ca_file: Option<PathBuf>,
+    /// A CA certificate the enrollment profile tells devices to trust (a private TLS CA).
+    #[arg(long, value_name = "FILE")]
+    pub enroll_anchor: Vec<PathBuf>,
+    /// Organization name shown in the enrollment profile and on `/`.
+    #[arg(long, env = "MDMCTL_ORG", default_value = "mdmctl")]
+    pub org: String,
+}
+
+pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
+    let url = args.url.trim_end_matches('/').to_string();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        crate::bail_user!(
+            format!("`{url}` is not an http(s) URL"),
+            hint: "pass the URL devices enrolled to, e.g. `--url https://mdm.example.com`"
+        );
+    }
+    let listen: SocketAddr = args.listen.parse().map_err(|e| {
+        UserError::new(format!(
+            "`{}` is not an address to listen on: {e}",
+            args.listen
+        ))
+        .with_hint("pass `--listen 0.0.0.0:8443` (IP and port)")
+    })?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => {
+            let certs = pki::parse_certs(&read_input(c, "--tls-cert")?)
+                .with_context(|| format!("reading `{}`", c.display()))?;
+            let key = pki::load_private_key(&read_input(k, "--tls-key")?, None)
+                .with_context(|| format!("reading `{}`", k.display()))?;
+            if !pki::key_matches_cert(&key, &certs[0])? {
+                crate::bail_user!(
+                    format!("the key `{}` does not match the certificate `{}`", k.display(), c.display()),
+                    hint: "pass the key the TLS certificate was issued for"
+                );
+            }
+            Some((certs, key))
+        }
+        _ => None,
+    };
+    let apns_roots = match &args.apns_ca_file {
+        Some(p) => pki::parse_certs(&read_input(p, "--apns-ca-file")?)
+            .with_context(|| format!("reading `{}`", p.display()))?,
+        None => Vec::new(),
+    };
+    let mut anchors = Vec::new();
+    for p in &args.enroll_anchor {
+        anchors.extend(
+            pki::parse_certs(&read_input(p, "--enroll-anchor")?)
+                .with_context(|| format!("reading `{}`", p.display()))?,
+        );
+    }
+
+    if args.scep_legacy_des {
+        crate::pki::scep::enable_legacy_des().map_err(|e| {
+            UserError::new(format!("cannot enable single DES: {e}"))
+                .with_hint("this OpenSSL has no legacy provider; drop `--scep-legacy-des`")
+        })?;
+        tracing::warn!("SCEP accepts single-DES requests (--scep-legacy-des)");
+    }
+    let store = ctx.open_store()?;
+    store.unlock()?;
+    let (has_ca, has_apns) = store.read(|tx| -> Result<_, crate::store::StoreError> {
+        let cas = tx.assets(AssetKind::ScepCa)?;
+        Ok((
+            cas.iter().any(|a| a.state != AssetState::Retired),
+            tx.active_asset(AssetKind::Apns)?.is_some(),
+        ))
+    })?;
+    if !has_ca {
+        crate::bail_user!(
+            "the store has no SCEP CA: device identities cannot be checked and no device can enroll",
+            hint: "import the old MDM's CA (`mdmctl set mdm-apple --scep-cert F --scep-key F` or `mdmctl import-devices`), or generate one with `mdmctl generate mdm-apple`"
+        );
+    }
+    if !has_apns {
+        ctx.warn("the store has no APNs push certificate: devices will only get commands when they check in on their own; `mdmctl set mdm-apple --apns-cert FILE`");
+    }
+    if args.allow_retro_association {
+        let actor = ctx.actor();
+        store.write(|tx| {
+            tx.record_activity(&NewActivity {
+                actor: actor.clone(),
+                kind: "serve.retro_association".into(),
+                device_id: None,
+                summary: "started serve with --allow-retro-association".into(),
+                details: serde_json::json!({ "url": url }),
+            })
+        })?;
+    }
+
+    let mut config = ServeConfig::new(&url);
+    config.mdm_paths.extend(args.mdm_paths.iter().cloned());
+    config.client_cert_header = args.client_cert_header.clone();
+    config.allow_retro_association = args.allow_retro_association;
+    config.scep_challenge = args.scep_challenge.clone().map(Zeroizing::new);
+    config.scep_validity_days = args.scep_validity_days;
+    config.enroll_anchors = anchors;
+    config.organization = args.org.clone();
+    if let Some((certs, key)) = &tls {
+        config.profile_signer = Some((certs[0].clone(), key.clone()));
+    }
+    let mut apns = if apns_roots.is_empty() {
+        ApnsConfig::production()
+    } else {
+        ApnsConfig::local(args.apns_url.clone(), apns_roots)
+    };
+    apns.base_url = args.apns_url.trim_end_matches('/').to_string();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            UserError::new(format!("cannot listen on `{listen}`: {e}"))
+                .with_hint("pick a free port with `--listen`")
+        })?;
+        let bound = listener.local_addr()?;
+        let acceptor = match &tls {
+            Some((certs, key)) => Some(server::tls_acceptor(certs, key)?),
+            None => None,
+        };
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        // The first line on stdout says where we listen (scripts and tests read it).
+        println!("listening on {scheme}://{bound}");
+        tracing::info!(%bound, url = %url, tls = acceptor.is_some(), "serving");
+        let pushes = Arc::new(PushService::new(store.clone(), apns));
+        let state = AppState::new(store, config, pushes);
+        server::serve(listener, acceptor, server::app(state), shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// SIGTERM (service managers) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

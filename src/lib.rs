@@ -1,0 +1,70 @@
+//! mdmctl moves a fleet of Apple devices from one MDM server to another without
+//! re-enrollment, and manages it after.
+//!
+//! # Layout
+//! - [`cli`]: one file per subcommand, thin adapters over the modules below.
+//! - [`assets`]: the server assets (APNs push certificate, SCEP CAs, Apple Business Manager
+//!   keys and token): generating, checking and storing them.
+//! - [`store`]: everything mdmctl knows, on SQLite or PostgreSQL, behind role traits.
+//! - [`secrets`]: the master key and encryption of secrets at rest.
+//! - [`pki`]: keys, certificates, CSRs and CMS, on OpenSSL.
+//! - [`error`]: how failures reach the user (message, hint, exit code).
+//!
+//! Arrows point down: `cli` uses everything, `assets` uses `store` and `pki`, `store` uses
+//! `secrets`, and `pki` uses nothing of ours.
+
+pub mod apple;
+pub mod assets;
+pub mod cli;
+pub mod error;
+pub mod mdm;
+pub mod pki;
+pub mod push;
+pub mod secrets;
+pub mod server;
+pub mod sim;
+pub mod store;
+pub mod timestamp;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Run mdmctl with these arguments (the first is the program name).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode> {
+    cli::run(args)
+}
+
+/// Print an error the way mdmctl promises (one line, then a hint) and pick the exit code.
+pub fn report_error(err: &anyhow::Error) -> ExitCode {
+    if is_broken_pipe(err) {
+        return ExitCode::SUCCESS;
+    }
+    let d = error::diagnose(err);
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {}", d.message);
+    if let Some(hint) = d.hint {
+        let _ = writeln!(stderr, "hint: {hint}");
+    }
+    ExitCode::from(d.exit_code)
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A panic is a bug: say so plainly and exit 2, not Rust's 101.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "error: mdmctl hit a bug: {info}");
+        let _ = writeln!(
+            stderr,
+            "hint: please report it with the command you ran (secrets removed); nothing was half-written: every change runs in a transaction"
+        );
+        std::process::exit(2);
+    }));
+}

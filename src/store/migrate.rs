@@ -1,0 +1,127 @@
+//! Numbered schema migrations, embedded per backend and applied in order inside one
+//! transaction. A store whose schema is newer than this binary knows is refused.
+
+use super::sql::Conn;
+use super::{Backend, StoreError};
+use crate::timestamp::Timestamp;
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The schema version this mdmctl writes.
+pub const LATEST_SCHEMA_VERSION: i64 = 4;
+
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "serve",
+        sql: include_str!("migrations/sqlite/0004_serve.sql"),
+    },
+];
+
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "serve",
+        sql: include_str!("migrations/postgres/0004_serve.sql"),
+    },
+];
+
+fn migrations(backend: Backend) -> &'static [Migration] {
+    match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }
+}
+
+/// The schema version of the database (its highest applied migration), or `None` if it is
+/// not an mdmctl store.
+pub(crate) fn current_version(conn: &mut dyn Conn) -> Result<Option<i64>, StoreError> {
+    if !table_exists(conn, "schema_migrations")? {
+        return Ok(None);
+    }
+    let row = conn.query_one("SELECT MAX(version) FROM schema_migrations", &[])?;
+    Ok(Some(row.opt_int(0)?.unwrap_or(0)))
+}
+
+/// Whether some embedded migration has not been applied yet.
+pub(crate) fn pending(conn: &mut dyn Conn) -> Result<bool, StoreError> {
+    let applied = applied_versions(conn)?;
+    Ok(migrations(conn.backend())
+        .iter()
+        .any(|m| !applied.contains(&m.version)))
+}
+
+fn applied_versions(conn: &mut dyn Conn) -> Result<Vec<i64>, StoreError> {
+    if !table_exists(conn, "schema_migrations")? {
+        return Ok(Vec::new());
+    }
+    conn.query("SELECT version FROM schema_migrations", &[])?
+        .iter()
+        .map(|r| r.int(0))
+        .collect()
+}
+
+pub(crate) fn table_exists(conn: &mut dyn Conn, table: &str) -> Result<bool, StoreError> {
+    let sql = match conn.backend() {
+        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+        // The table must be visible on the search path, like every query mdmctl runs.
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM (SELECT to_regclass(?) AS t) r WHERE r.t IS NOT NULL"
+        }
+    };
+    Ok(conn.query_one(sql, &[table.into()])?.int(0)? > 0)
+}
+
+/// Refuse a store written by a newer mdmctl.
+pub(crate) fn check_not_newer(location: &str, version: i64) -> Result<(), StoreError> {
+    if version > LATEST_SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            location: location.to_string(),
+            found: version,
+            supported: LATEST_SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Apply every embedded migration the database has not recorded, in version order, in the
+/// caller's transaction. Versions are compared as a set, not against the highest one, so
+/// migrations written on parallel branches apply whatever order they land in.
+/// Returns the versions applied.
+pub(crate) fn upgrade(conn: &mut dyn Conn, location: &str) -> Result<Vec<i64>, StoreError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        &[],
+    )?;
+    let done = applied_versions(conn)?;
+    if let Some(max) = done.iter().max() {
+        check_not_newer(location, *max)?;
+    }
+    let mut applied = Vec::new();
+    for m in migrations(conn.backend()) {
+        if done.contains(&m.version) {
+            continue;
+        }
+        conn.batch(m.sql)?;
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            &[m.version.into(), m.name.into(), Timestamp::now().into()],
+        )?;
+        applied.push(m.version);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,265 @@
+//! The store: everything mdmctl knows, in one SQLite file (the default) or one PostgreSQL
+//! database shared by several `serve` instances.
+//!
+//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], …) that the rest of
+//! mdmctl programs against, combined in [`Tx`]; transactions ([`Store::write`],
+//! [`Store::read`]); the two backends and their numbered, embedded migrations; sealing of secret
+//! columns with the master key (see [`crate::secrets`]). Must not import the server or the CLI.
+//!
+//! # Shape
+//! Each role trait is implemented once, over [`sql::Conn`], in the file named after it
+//! (`assets.rs`, `devices.rs`, …): the SQL is shared, so the backends cannot drift apart. A
+//! backend (`sqlite.rs`, `postgres.rs`) owns connections, pooling, transactions, type mapping
+//! and its DDL. Callers only ever see `Arc<dyn Store>` and `&mut dyn Tx`.
+
+mod activities;
+mod assets;
+mod devices;
+mod keys;
+mod location;
+mod meta;
+mod migrate;
+mod pool;
+mod postgres;
+mod queue;
+mod sql;
+mod sqlite;
+mod tokens;
+mod tx;
+
+pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
+pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
+pub use devices::{
+    DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
+};
+pub use location::{Location, redact_url};
+pub use meta::{Meta, StoreInfo};
+pub use migrate::LATEST_SCHEMA_VERSION;
+pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand};
+pub use tokens::{ApiToken, Tokens};
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::secrets::{KeyProvider, SecretsError};
+use keys::Keys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no mdmctl store at `{location}`")]
+    NotInitialized { location: String },
+    #[error("`{location}` already holds an mdmctl store")]
+    AlreadyInitialized { location: String },
+    #[error(
+        "the store at `{location}` was written by a newer mdmctl (schema version {found}; this mdmctl knows up to {supported})"
+    )]
+    TooNew {
+        location: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("cannot open the store at `{location}`: {reason}")]
+    Open { location: String, reason: String },
+    #[error("the store is busy: another mdmctl holds a write lock")]
+    Busy,
+    #[error("no database connection free after {waited_ms} ms ({max} in use)")]
+    PoolExhausted { max: usize, waited_ms: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(String),
+    #[error("unexpected data in the store: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+impl crate::error::Diagnose for StoreError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::NotInitialized { .. } => Some(
+                "create one with `mdmctl init`, or point `--db` / `MDMCTL_DB` at an existing store"
+                    .into(),
+            ),
+            StoreError::AlreadyInitialized { .. } => {
+                Some("the store is ready to use; pick another `--db` to create a new one".into())
+            }
+            StoreError::TooNew { .. } => {
+                Some("upgrade mdmctl to the version that wrote this store (`mdmctl --version`)".into())
+            }
+            StoreError::Open { .. } => Some(
+                "check `--db` / `MDMCTL_DB`: a writable file path, or a reachable `postgres://user@host/db` URL".into(),
+            ),
+            StoreError::Busy => Some("wait for the other mdmctl to finish and retry".into()),
+            StoreError::PoolExhausted { .. } => {
+                Some("the database is overloaded or a query hangs; check the server".into())
+            }
+            StoreError::Secrets(e) => e.hint(),
+            _ => None,
+        }
+    }
+
+    fn unexpected(&self) -> bool {
+        matches!(self, StoreError::Decode(_))
+    }
+}
+
+/// What a transaction may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Read,
+    Write,
+}
+
+/// Whether a transaction's work is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Commit,
+    Rollback,
+}
+
+/// Everything a transaction can do: the role traits together.
+pub trait Tx: Meta + Assets + Devices + Activities + CommandQueue + Tokens {}
+impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens> Tx for T {}
+
+/// A store backend. Work happens in transactions; see [`dyn Store::write`] and
+/// [`dyn Store::read`] for the convenient forms.
+pub trait Store: Send + Sync {
+    fn location(&self) -> &Location;
+
+    /// Run `f` in one transaction; keep its work if it returns [`Finish::Commit`]. A backend
+    /// may run `f` again after a serialization conflict.
+    fn transact(
+        &self,
+        mode: Mode,
+        f: &mut dyn FnMut(&mut dyn Tx) -> Result<Finish, StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Unlock the master key now (asking for the passphrase if needed), so that no transaction
+    /// waits on a prompt. Later secret access reuses it.
+    fn unlock(&self) -> Result<(), StoreError>;
+}
+
+impl dyn Store + '_ {
+    /// Run `f` in one write transaction: all of it is committed, or (on any error) none of it.
+    /// Write transactions are serializable on both backends; when PostgreSQL reports a
+    /// serialization conflict the whole of `f` runs again, so `f` must not have side effects
+    /// outside the transaction.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::Write, f)
+    }
+
+    /// Run `f` in one read transaction (a consistent snapshot).
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::Read, f)
+    }
+
+    fn run<T, E: From<StoreError>>(
+        &self,
+        mode: Mode,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut outcome: Option<Result<T, E>> = None;
+        self.transact(mode, &mut |tx| {
+            let result = f(tx);
+            let finish = if result.is_ok() {
+                Finish::Commit
+            } else {
+                Finish::Rollback
+            };
+            outcome = Some(result);
+            Ok(finish)
+        })?;
+        outcome.unwrap_or_else(|| {
+            Err(StoreError::Decode("transaction body did not run".into()).into())
+        })
+    }
+}
+
+/// How a new store protects its master key.
+pub enum NewKey {
+    Passphrase(Zeroizing<String>),
+    Keyring,
+}
+
+/// What `init` created.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Created {
+    pub location: String,
+    pub backend: Backend,
+    pub store_id: String,
+    pub key_source: crate::secrets::KeySource,
+    pub schema_version: i64,
+}
+
+/// Open an initialized store, upgrading its schema if this mdmctl is newer. `provider` is asked
+/// for the passphrase only when a secret is first needed.
+pub fn open(
+    location: &Location,
+    provider: Box<dyn KeyProvider>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let keys = Keys::new(provider);
+    match location {
+        Location::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(
+            location.clone(),
+            path,
+            keys,
+        )?)),
+        Location::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(
+            location.clone(),
+            url,
+            keys,
+        )?)),
+    }
+}
+
+/// Create a new store at `location` with fresh key material. Fails if one is already there;
+/// on failure nothing is left behind.
+pub fn create(location: &Location, key: NewKey) -> Result<(Arc<dyn Store>, Created), StoreError> {
+    let store_id = uuid::Uuid::new_v4().to_string();
+    let (master, envelope) = match key {
+        NewKey::Passphrase(p) => crate::secrets::create_with_passphrase(&p)?,
+        NewKey::Keyring => crate::secrets::create_with_keyring(&format!("store:{store_id}"))?,
+    };
+    let keys = Keys::unlocked(master);
+    let store: Arc<dyn Store> = match location {
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::create(
+            location.clone(),
+            path,
+            keys,
+            &store_id,
+            &envelope,
+        )?),
+        Location::Postgres(url) => Arc::new(postgres::PgStore::create(
+            location.clone(),
+            url,
+            keys,
+            &store_id,
+            &envelope,
+        )?),
+    };
+    let created = Created {
+        location: location.to_string(),
+        backend: location.backend(),
+        store_id,
+        key_source: envelope.source,
+        schema_version: LATEST_SCHEMA_VERSION,
+    };
+    Ok((store, created))
+}

@@ -1,0 +1,320 @@
+//! The command queue: a command is stored once (sealed: it may carry a PIN or a profile with
+//! passwords) and queued once per enrollment; each entry moves pending → sent → acknowledged /
+//! error / format_error, or notnow (kept, offered again on the device's next Idle).
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::StoreError;
+use super::sql::{Row, Val};
+use super::tx::SqlTx;
+use crate::timestamp::Timestamp;
+
+const PAYLOAD: &str = "command";
+const RESULT: &str = "command-result";
+/// Enrollment IDs per statement when queueing to many devices.
+const CHUNK: usize = 500;
+
+/// Where one enrollment's copy of a command is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStatus {
+    Pending,
+    Sent,
+    Acknowledged,
+    Error,
+    FormatError,
+    NotNow,
+}
+
+impl QueueStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Pending => "pending",
+            QueueStatus::Sent => "sent",
+            QueueStatus::Acknowledged => "acknowledged",
+            QueueStatus::Error => "error",
+            QueueStatus::FormatError => "format_error",
+            QueueStatus::NotNow => "notnow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "pending" => QueueStatus::Pending,
+            "sent" => QueueStatus::Sent,
+            "acknowledged" => QueueStatus::Acknowledged,
+            "error" => QueueStatus::Error,
+            "format_error" => QueueStatus::FormatError,
+            "notnow" => QueueStatus::NotNow,
+            other => {
+                return Err(StoreError::Decode(format!(
+                    "unknown queue status `{other}`"
+                )));
+            }
+        })
+    }
+
+    /// Still waiting for the device.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            QueueStatus::Pending | QueueStatus::Sent | QueueStatus::NotNow
+        )
+    }
+}
+
+/// A command to store.
+#[derive(Clone, Debug)]
+pub struct NewCommand<'a> {
+    pub uuid: &'a str,
+    pub request_type: &'a str,
+    pub plist: &'a [u8],
+    pub created_by: &'a str,
+}
+
+/// The next command to hand a device.
+#[derive(Clone, Debug)]
+pub struct QueuedCommand {
+    pub uuid: String,
+    pub request_type: String,
+    pub plist: Zeroizing<Vec<u8>>,
+}
+
+/// One enrollment's copy of a command, as listings show it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct QueueEntry {
+    pub enrollment_id: String,
+    pub command_uuid: String,
+    pub request_type: String,
+    pub status: QueueStatus,
+    pub created_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+    pub result_at: Option<Timestamp>,
+    pub not_now_count: i64,
+    /// Apple's ErrorChain, for errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_chain: Option<serde_json::Value>,
+}
+
+pub trait CommandQueue {
+    /// Store `command` and queue it for each of `enrollment_ids` that exists. Returns the IDs it
+    /// was queued for (unknown IDs are left out; the caller reports them).
+    fn enqueue(
+        &mut self,
+        command: &NewCommand<'_>,
+        enrollment_ids: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+    /// The next command for an enrollment, marked sent. NotNow'd commands are offered only when
+    /// `include_not_now` (the device reported Idle: a new session).
+    fn next_command(
+        &mut self,
+        enrollment_id: &str,
+        include_not_now: bool,
+    ) -> Result<Option<QueuedCommand>, StoreError>;
+    /// Whether the enrollment has a command to hand out (without marking anything sent): the
+    /// cheap question an Idle check-in asks first.
+    fn has_open_command(
+        &mut self,
+        enrollment_id: &str,
+        include_not_now: bool,
+    ) -> Result<bool, StoreError>;
+    /// Record a device's answer. Returns the request type, or `None` when that command is not
+    /// queued for this enrollment (a stale or forged report).
+    fn record_result(
+        &mut self,
+        enrollment_id: &str,
+        command_uuid: &str,
+        status: QueueStatus,
+        result: &[u8],
+        error_chain: Option<&serde_json::Value>,
+    ) -> Result<Option<String>, StoreError>;
+    /// Every enrollment's copy of one command.
+    fn command_entries(&mut self, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError>;
+    /// A device's commands (all its channels), newest first.
+    fn device_commands(
+        &mut self,
+        device_id: &str,
+        limit: u32,
+    ) -> Result<Vec<QueueEntry>, StoreError>;
+    /// The raw report a device sent for a command (decrypted).
+    fn command_result(
+        &mut self,
+        enrollment_id: &str,
+        command_uuid: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    /// Drop an enrollment's open entries (on re-enrollment); returns how many.
+    fn clear_queue(&mut self, enrollment_id: &str) -> Result<u64, StoreError>;
+}
+
+const ENTRY_COLUMNS: &str = "q.enrollment_id, q.command_uuid, c.request_type, q.status, q.created_at, q.sent_at, q.result_at, q.not_now_count, q.error_chain";
+
+fn entry(r: &Row) -> Result<QueueEntry, StoreError> {
+    Ok(QueueEntry {
+        enrollment_id: r.text(0)?,
+        command_uuid: r.text(1)?,
+        request_type: r.text(2)?,
+        status: QueueStatus::parse(&r.text(3)?)?,
+        created_at: r.ts(4)?,
+        sent_at: r.opt_ts(5)?,
+        result_at: r.opt_ts(6)?,
+        not_now_count: r.int(7)?,
+        error_chain: r.opt_text(8)?.and_then(|t| serde_json::from_str(&t).ok()),
+    })
+}
+
+impl CommandQueue for SqlTx<'_> {
+    fn enqueue(
+        &mut self,
+        c: &NewCommand<'_>,
+        enrollment_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let sealed = self.seal(PAYLOAD, c.plist)?;
+        let now = Timestamp::now();
+        self.conn.execute(
+            "INSERT INTO commands (uuid, request_type, payload_sealed, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+            &[c.uuid.into(), c.request_type.into(), (&sealed).into(), now.into(), c.created_by.into()],
+        )?;
+        let mut queued = Vec::with_capacity(enrollment_ids.len());
+        for chunk in enrollment_ids.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO command_queue (enrollment_id, command_uuid, status, created_at) \
+                 SELECT e.id, ?, 'pending', ? FROM enrollments e WHERE e.id IN ({marks}) \
+                 ON CONFLICT (enrollment_id, command_uuid) DO NOTHING RETURNING enrollment_id"
+            );
+            let mut params: Vec<Val<'_>> = vec![c.uuid.into(), now.into()];
+            params.extend(chunk.iter().map(|id| Val::Text(id)));
+            for r in self.conn.query(&sql, &params)? {
+                queued.push(r.text(0)?);
+            }
+        }
+        Ok(queued)
+    }
+
+    fn next_command(
+        &mut self,
+        enrollment_id: &str,
+        include_not_now: bool,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
+        let sql = if include_not_now {
+            "SELECT q.id, c.uuid, c.request_type, c.payload_sealed FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
+             WHERE q.enrollment_id = ? AND q.status IN ('pending', 'sent', 'notnow') ORDER BY q.priority DESC, q.id LIMIT 1"
+        } else {
+            "SELECT q.id, c.uuid, c.request_type, c.payload_sealed FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
+             WHERE q.enrollment_id = ? AND q.status IN ('pending', 'sent') ORDER BY q.priority DESC, q.id LIMIT 1"
+        };
+        let Some(r) = self.conn.query_opt(sql, &[enrollment_id.into()])? else {
+            return Ok(None);
+        };
+        let id = r.int(0)?;
+        let plist = self.open(PAYLOAD, &r.opt_blob(3)?.unwrap_or_default())?;
+        self.conn.execute(
+            "UPDATE command_queue SET status = 'sent', sent_at = ? WHERE id = ?",
+            &[Timestamp::now().into(), id.into()],
+        )?;
+        Ok(Some(QueuedCommand {
+            uuid: r.text(1)?,
+            request_type: r.text(2)?,
+            plist,
+        }))
+    }
+
+    fn has_open_command(
+        &mut self,
+        enrollment_id: &str,
+        include_not_now: bool,
+    ) -> Result<bool, StoreError> {
+        let sql = if include_not_now {
+            "SELECT COUNT(*) FROM (SELECT 1 FROM command_queue WHERE enrollment_id = ? AND status IN ('pending', 'sent', 'notnow') LIMIT 1) x"
+        } else {
+            "SELECT COUNT(*) FROM (SELECT 1 FROM command_queue WHERE enrollment_id = ? AND status IN ('pending', 'sent') LIMIT 1) x"
+        };
+        Ok(self.conn.query_one(sql, &[enrollment_id.into()])?.int(0)? > 0)
+    }
+
+    fn record_result(
+        &mut self,
+        enrollment_id: &str,
+        command_uuid: &str,
+        status: QueueStatus,
+        result: &[u8],
+        error_chain: Option<&serde_json::Value>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(r) = self.conn.query_opt(
+            "SELECT q.id, c.request_type FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
+             WHERE q.enrollment_id = ? AND q.command_uuid = ?",
+            &[enrollment_id.into(), command_uuid.into()],
+        )?
+        else {
+            return Ok(None);
+        };
+        let id = r.int(0)?;
+        let sealed = self.seal(RESULT, result)?;
+        let chain = error_chain.map(|c| c.to_string());
+        let now = Timestamp::now();
+        if status == QueueStatus::NotNow {
+            self.conn.execute(
+                "UPDATE command_queue SET status = 'notnow', not_now_count = not_now_count + 1, result_at = ?, result_sealed = ? WHERE id = ?",
+                &[now.into(), (&sealed).into(), id.into()],
+            )?;
+        } else {
+            self.conn.execute(
+                "UPDATE command_queue SET status = ?, result_at = ?, result_sealed = ?, error_chain = ? WHERE id = ?",
+                &[status.as_str().into(), now.into(), (&sealed).into(), chain.as_deref().into(), id.into()],
+            )?;
+        }
+        Ok(Some(r.text(1)?))
+    }
+
+    fn command_entries(&mut self, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid WHERE q.command_uuid = ? ORDER BY q.enrollment_id"
+        );
+        self.conn
+            .query(&sql, &[command_uuid.into()])?
+            .iter()
+            .map(entry)
+            .collect()
+    }
+
+    fn device_commands(
+        &mut self,
+        device_id: &str,
+        limit: u32,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
+             JOIN enrollments e ON e.id = q.enrollment_id WHERE e.device_id = ? ORDER BY q.id DESC LIMIT {limit}"
+        );
+        self.conn
+            .query(&sql, &[device_id.into()])?
+            .iter()
+            .map(entry)
+            .collect()
+    }
+
+    fn command_result(
+        &mut self,
+        enrollment_id: &str,
+        command_uuid: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let sealed = self
+            .conn
+            .query_opt(
+                "SELECT result_sealed FROM command_queue WHERE enrollment_id = ? AND command_uuid = ?",
+                &[enrollment_id.into(), command_uuid.into()],
+            )?
+            .map(|r| r.opt_blob(0))
+            .transpose()?
+            .flatten();
+        self.open_opt(RESULT, sealed)
+    }
+
+    fn clear_queue(&mut self, enrollment_id: &str) -> Result<u64, StoreError> {
+        self.conn.execute(
+            "DELETE FROM command_queue WHERE enrollment_id = ? AND status IN ('pending', 'sent', 'notnow')",
+            &[enrollment_id.into()],
+        )
+    }
+}

@@ -1,0 +1,968 @@
+//! The conformance cases. Each takes a fresh [`TestStore`] and must hold on every backend.
+
+use std::sync::Arc;
+
+use mdmctl::store::{
+    ActivityQuery, AssetKind, AssetState, DeviceRecord, EnrollmentRecord, LATEST_SCHEMA_VERSION,
+    NewActivity, NewAsset, NewKey, StoreError, Tx,
+};
+use mdmctl::timestamp::Timestamp;
+use zeroize::Zeroizing;
+
+use crate::TestStore;
+use crate::common::{PASSPHRASE, contains};
+
+fn w<T>(s: &TestStore, f: impl FnMut(&mut dyn Tx) -> Result<T, StoreError>) -> T {
+    s.store.write(f).expect("write transaction")
+}
+
+fn r<T>(s: &TestStore, f: impl FnMut(&mut dyn Tx) -> Result<T, StoreError>) -> T {
+    s.store.read(f).expect("read transaction")
+}
+
+fn z(s: &str) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(s.as_bytes().to_vec())
+}
+
+fn apns_asset(state: AssetState, sha: &str) -> NewAsset {
+    let mut a = NewAsset::new(AssetKind::Apns, state, "generated");
+    a.cert_pem = Some(format!(
+        "-----BEGIN CERTIFICATE-----\n{sha}\n-----END CERTIFICATE-----\n"
+    ));
+    a.key_pem = Some(z(
+        "-----BEGIN PRIVATE KEY-----\nAPNSKEYMATERIAL\n-----END PRIVATE KEY-----\n",
+    ));
+    a.topic = Some("com.apple.mgmt.External.t1".into());
+    a.sha256 = Some(sha.into());
+    a.not_after = Some(Timestamp(2_000_000_000));
+    a
+}
+
+fn device(id: &str, serial: &str) -> DeviceRecord {
+    DeviceRecord {
+        id: id.into(),
+        serial: Some(serial.into()),
+        model: Some("Mac14,2".into()),
+        model_name: Some("MacBook Air".into()),
+        product_name: Some("Mac14,2".into()),
+        os_version: Some("14.6.1".into()),
+        build_version: Some("23G93".into()),
+        device_name: Some("Ada's MacBook Air".into()),
+        source: "imported:nanomdm".into(),
+        imported_at: Some(Timestamp(1_700_000_000)),
+        enrolled_at: Some(Timestamp(1_690_000_000)),
+        migrated_at: None,
+        last_seen_at: Some(Timestamp(1_699_999_000)),
+        authenticate_raw: Some(b"<plist>Authenticate</plist>".to_vec()),
+        token_update_raw: Some(z("<plist>TokenUpdate PUSHMAGIC-SECRET</plist>")),
+        unlock_token: Some(z("UNLOCKTOKEN-SECRET")),
+        bootstrap_token: Some(z("BOOTSTRAP-SECRET")),
+        identity_sha256: Some(format!("{:0>64}", hex::encode(id))),
+        identity_not_after: Some(Timestamp(1_800_000_000)),
+    }
+}
+
+fn enrollment(id: &str, device_id: &str, topic: &str) -> EnrollmentRecord {
+    EnrollmentRecord {
+        id: id.into(),
+        device_id: device_id.into(),
+        kind: if id == device_id {
+            "Device".into()
+        } else {
+            "User".into()
+        },
+        user_id: (id != device_id).then(|| "501".into()),
+        user_short_name: (id != device_id).then(|| "ada".into()),
+        user_long_name: (id != device_id).then(|| "Ada Lovelace".into()),
+        topic: topic.into(),
+        push_magic: Some(Zeroizing::new("PUSHMAGIC-SECRET".into())),
+        token: Some(Zeroizing::new(vec![0xde, 0xad, 0xbe, 0xef, 0x42])),
+        token_update_raw: Some(z("<plist>TokenUpdate PUSHMAGIC-SECRET</plist>")),
+        enabled: true,
+        last_seen_at: Some(Timestamp(1_699_999_500)),
+    }
+}
+
+pub fn fresh_store_is_at_the_latest_schema(s: &TestStore) {
+    let info = r(s, |tx| tx.store_info());
+    assert_eq!(info.schema_version, LATEST_SCHEMA_VERSION);
+    assert!(!info.store_id.is_empty());
+    assert!(info.created_by.unwrap().starts_with("mdmctl "));
+    // Reopening finds it initialized and at the same version.
+    let again = s.reopen(PASSPHRASE).expect("reopen");
+    let info2 = again.read(|tx| tx.store_info()).unwrap();
+    assert_eq!(info2.store_id, info.store_id);
+}
+
+pub fn create_refuses_an_existing_store(s: &TestStore) {
+    let err = mdmctl::store::create(
+        &s.location,
+        NewKey::Passphrase(Zeroizing::new("another passphrase".into())),
+    )
+    .err()
+    .expect("second create must fail");
+    assert!(
+        matches!(err, StoreError::AlreadyInitialized { .. }),
+        "{err:?}"
+    );
+    // The original store and its passphrase still work.
+    s.reopen(PASSPHRASE)
+        .unwrap()
+        .unlock()
+        .expect("original passphrase still unlocks");
+}
+
+pub fn newer_schema_is_refused(s: &TestStore) {
+    s.raw_execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
+    )
+    .unwrap();
+    let err = s
+        .reopen(PASSPHRASE)
+        .err()
+        .expect("a newer schema must be refused");
+    match err {
+        StoreError::TooNew {
+            found, supported, ..
+        } => {
+            assert_eq!((found, supported), (999, LATEST_SCHEMA_VERSION));
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+}
+
+pub fn meta_get_set_and_store_info(s: &TestStore) {
+    assert_eq!(r(s, |tx| tx.meta_get("nothing")), None);
+    w(s, |tx| tx.meta_set("k", "v1"));
+    w(s, |tx| tx.meta_set("k", "v2"));
+    assert_eq!(r(s, |tx| tx.meta_get("k")).as_deref(), Some("v2"));
+    let info = r(s, |tx| tx.store_info());
+    assert_eq!(info.key_source, mdmctl::secrets::KeySource::Passphrase);
+    // The envelope in meta holds no passphrase.
+    let env = r(s, |tx| tx.meta_get("key_envelope")).unwrap();
+    assert!(!env.contains(PASSPHRASE));
+    w(s, |tx| tx.unlock_secrets());
+}
+
+pub fn secrets_need_the_right_passphrase(s: &TestStore) {
+    let id = w(s, |tx| {
+        tx.insert_asset(&apns_asset(AssetState::Active, "aa"))
+    });
+    // Public parts read without the passphrase.
+    let other = s.reopen("not the passphrase").unwrap();
+    let asset = other.read(|tx| tx.asset(id)).unwrap().unwrap();
+    assert!(asset.has_key);
+    // The key does not.
+    let err = other
+        .read(|tx| tx.asset_key(id))
+        .expect_err("wrong passphrase");
+    assert!(
+        matches!(
+            err,
+            StoreError::Secrets(mdmctl::secrets::SecretsError::WrongPassphrase)
+        ),
+        "{err:?}"
+    );
+    let good = s.reopen(PASSPHRASE).unwrap();
+    let key = good.read(|tx| tx.asset_key(id)).unwrap().unwrap();
+    assert!(contains(&key, "APNSKEYMATERIAL"));
+}
+
+pub fn wrong_passphrase_changes_nothing(s: &TestStore) {
+    let other = s.reopen("not the passphrase").unwrap();
+    let result = other.write(|tx| {
+        tx.meta_set("written", "yes")?;
+        tx.insert_asset(&apns_asset(AssetState::Pending, "bb"))
+    });
+    assert!(result.is_err());
+    assert_eq!(r(s, |tx| tx.meta_get("written")), None);
+    assert!(r(s, |tx| tx.assets(AssetKind::Apns)).is_empty());
+}
+
+pub fn assets_round_trip_with_sealed_keys(s: &TestStore) {
+    let a = apns_asset(AssetState::Pending, "01");
+    let id1 = w(s, |tx| tx.insert_asset(&a));
+    let mut b = NewAsset::new(AssetKind::ScepCa, AssetState::Active, "imported:nanomdm");
+    b.cert_pem = Some("CA PEM".into());
+    b.key_pem = Some(z("CA KEY"));
+    b.sha256 = Some("02".into());
+    let id2 = w(s, |tx| tx.insert_asset(&b));
+    let mut c = NewAsset::new(AssetKind::Apns, AssetState::Active, "set");
+    c.sha256 = Some("03".into());
+    let id3 = w(s, |tx| tx.insert_asset(&c));
+
+    let apns = r(s, |tx| tx.assets(AssetKind::Apns));
+    assert_eq!(
+        apns.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![id3, id1],
+        "newest first, one kind only"
+    );
+    let got = r(s, |tx| tx.asset(id1)).unwrap();
+    assert_eq!(got.kind, AssetKind::Apns);
+    assert_eq!(got.state, AssetState::Pending);
+    assert_eq!(got.source, "generated");
+    assert_eq!(got.cert_pem, a.cert_pem);
+    assert_eq!(got.topic, a.topic);
+    assert_eq!(got.not_after, a.not_after);
+    assert!(got.has_key && !got.has_token);
+    assert!(r(s, |tx| tx.asset(99_999)).is_none());
+
+    assert_eq!(
+        r(s, |tx| tx.active_asset(AssetKind::ScepCa)).unwrap().id,
+        id2
+    );
+    assert!(r(s, |tx| tx.active_asset(AssetKind::Abm)).is_none());
+    assert_eq!(
+        r(s, |tx| tx.asset_by_fingerprint(AssetKind::ScepCa, "02"))
+            .unwrap()
+            .id,
+        id2
+    );
+    assert!(r(s, |tx| tx.asset_by_fingerprint(AssetKind::Apns, "02")).is_none());
+
+    assert_eq!(&r(s, |tx| tx.asset_key(id2)).unwrap()[..], b"CA KEY");
+    assert!(r(s, |tx| tx.asset_key(id3)).is_none());
+    assert!(r(s, |tx| tx.asset_token(id2)).is_none());
+}
+
+pub fn one_active_asset_per_kind(s: &TestStore) {
+    w(s, |tx| {
+        tx.insert_asset(&apns_asset(AssetState::Active, "a1"))
+    });
+    let err = s
+        .store
+        .write(|tx| tx.insert_asset(&apns_asset(AssetState::Active, "a2")))
+        .expect_err("two active push certificates");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // The same fingerprint twice is refused too.
+    let err = s
+        .store
+        .write(|tx| tx.insert_asset(&apns_asset(AssetState::Retired, "a1")))
+        .expect_err("duplicate fingerprint");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+pub fn asset_state_cert_and_token_updates(s: &TestStore) {
+    let mut pending = NewAsset::new(AssetKind::Abm, AssetState::Pending, "generated");
+    pending.key_pem = Some(z("ABM KEY"));
+    let id = w(s, |tx| tx.insert_asset(&pending));
+    w(s, |tx| {
+        tx.set_asset_cert(id, "CERT", "ff", Timestamp(1_900_000_000), Some("topic.x"))
+    });
+    w(s, |tx| {
+        tx.set_asset_token(
+            id,
+            br#"{"access_secret":"AS-SECRET"}"#,
+            Some(Timestamp(1_950_000_000)),
+        )
+    });
+    w(s, |tx| tx.set_asset_state(id, AssetState::Active));
+    let a = r(s, |tx| tx.asset(id)).unwrap();
+    assert_eq!(a.state, AssetState::Active);
+    assert_eq!(a.cert_pem.as_deref(), Some("CERT"));
+    assert_eq!(a.sha256.as_deref(), Some("ff"));
+    assert_eq!(a.topic.as_deref(), Some("topic.x"));
+    assert_eq!(
+        a.not_after,
+        Some(Timestamp(1_950_000_000)),
+        "the token's expiry wins"
+    );
+    assert!(a.has_token);
+    assert!(a.updated_at >= a.created_at);
+    assert!(contains(
+        &r(s, |tx| tx.asset_token(id)).unwrap(),
+        "AS-SECRET"
+    ));
+    // A token without an expiry keeps the last one.
+    w(s, |tx| tx.set_asset_token(id, b"{}", None));
+    assert_eq!(
+        r(s, |tx| tx.asset(id)).unwrap().not_after,
+        Some(Timestamp(1_950_000_000))
+    );
+    let err = s
+        .store
+        .write(|tx| tx.set_asset_state(424_242, AssetState::Retired))
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Conflict(_)));
+}
+
+pub fn devices_and_enrollments_round_trip(s: &TestStore) {
+    let d = device("UDID-1", "C02AAA");
+    w(s, |tx| {
+        tx.put_device(&d)?;
+        tx.put_enrollment(&enrollment(
+            "UDID-1",
+            "UDID-1",
+            "com.apple.mgmt.External.t1",
+        ))?;
+        tx.put_enrollment(&enrollment(
+            "UDID-1:501",
+            "UDID-1",
+            "com.apple.mgmt.External.t1",
+        ))
+    });
+    let got = r(s, |tx| tx.device("UDID-1")).unwrap();
+    assert_eq!(got.serial.as_deref(), Some("C02AAA"));
+    assert_eq!(got.model_name.as_deref(), Some("MacBook Air"));
+    assert_eq!(got.device_name, d.device_name);
+    assert_eq!(got.source, "imported:nanomdm");
+    assert_eq!(got.imported_at, d.imported_at);
+    assert_eq!(got.enrolled_at, d.enrolled_at);
+    assert_eq!(got.last_seen_at, d.last_seen_at);
+    assert_eq!(got.authenticate_raw, d.authenticate_raw);
+    assert_eq!(
+        got.token_update_raw.as_deref(),
+        d.token_update_raw.as_deref()
+    );
+    assert_eq!(got.unlock_token.as_deref(), d.unlock_token.as_deref());
+    assert_eq!(got.bootstrap_token.as_deref(), d.bootstrap_token.as_deref());
+    assert_eq!(got.identity_sha256, d.identity_sha256);
+    assert_eq!(got.identity_not_after, d.identity_not_after);
+
+    let ens = r(s, |tx| tx.enrollments_of("UDID-1"));
+    assert_eq!(
+        ens.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["UDID-1", "UDID-1:501"],
+        "device channel first"
+    );
+    assert_eq!(ens[0].kind, "Device");
+    assert_eq!(ens[1].user_short_name.as_deref(), Some("ada"));
+    assert_eq!(
+        ens[1].push_magic.as_deref().map(String::as_str),
+        Some("PUSHMAGIC-SECRET")
+    );
+    assert_eq!(
+        ens[1].token.as_deref().map(|t| t.to_vec()),
+        Some(vec![0xde, 0xad, 0xbe, 0xef, 0x42])
+    );
+    assert!(ens[1].enabled);
+
+    // Upserts replace.
+    let mut d2 = d.clone();
+    d2.os_version = Some("15.1".into());
+    d2.unlock_token = None;
+    let mut e2 = enrollment("UDID-1", "UDID-1", "com.apple.mgmt.External.t1");
+    e2.enabled = false;
+    e2.push_magic = None;
+    w(s, |tx| {
+        tx.put_device(&d2)?;
+        tx.put_enrollment(&e2)
+    });
+    let got = r(s, |tx| tx.device("UDID-1")).unwrap();
+    assert_eq!(got.os_version.as_deref(), Some("15.1"));
+    assert!(got.unlock_token.is_none());
+    let e = r(s, |tx| tx.enrollments_of("UDID-1")).remove(0);
+    assert!(!e.enabled && e.push_magic.is_none());
+    assert_eq!(r(s, |tx| tx.count_devices()), 1);
+    assert!(r(s, |tx| tx.enrollments_of("nobody")).is_empty());
+}
+
+pub fn device_lookup_by_serial_and_summaries(s: &TestStore) {
+    w(s, |tx| {
+        for (id, serial) in [("B-UDID", "SER-B"), ("A-UDID", "SER-A")] {
+            tx.put_device(&device(id, serial))?;
+        }
+        tx.put_enrollment(&enrollment("A-UDID", "A-UDID", "topic.a"))
+    });
+    assert_eq!(r(s, |tx| tx.device("SER-B")).unwrap().id, "B-UDID");
+    assert!(r(s, |tx| tx.device("SER-Z")).is_none());
+    let list = r(s, |tx| tx.device_summaries());
+    assert_eq!(
+        list.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        vec!["A-UDID", "B-UDID"]
+    );
+    assert_eq!(list[0].topic.as_deref(), Some("topic.a"));
+    assert_eq!(list[1].topic, None, "no enrollment yet");
+    assert_eq!(list[0].identity_not_after, Some(Timestamp(1_800_000_000)));
+}
+
+pub fn identity_certificate_belongs_to_one_device(s: &TestStore) {
+    let mut a = device("ID-A", "S1");
+    a.identity_sha256 = Some("c".repeat(64));
+    let mut b = device("ID-B", "S2");
+    b.identity_sha256 = Some("c".repeat(64));
+    w(s, |tx| tx.put_device(&a));
+    let err = s
+        .store
+        .write(|tx| tx.put_device(&b))
+        .expect_err("shared identity");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // Devices without a recorded identity do not collide.
+    a.identity_sha256 = None;
+    b.identity_sha256 = None;
+    w(s, |tx| {
+        tx.put_device(&a)?;
+        tx.put_device(&b)
+    });
+}
+
+pub fn enrollment_needs_its_device(s: &TestStore) {
+    let err = s
+        .store
+        .write(|tx| tx.put_enrollment(&enrollment("ORPHAN", "ORPHAN", "t")))
+        .expect_err("foreign key");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+pub fn enrollment_topics_are_counted(s: &TestStore) {
+    assert!(r(s, |tx| tx.enrollment_topics()).is_empty());
+    w(s, |tx| {
+        for i in 0..3 {
+            let id = format!("U{i}");
+            tx.put_device(&DeviceRecord {
+                identity_sha256: None,
+                ..device(&id, &format!("S{i}"))
+            })?;
+            tx.put_enrollment(&enrollment(
+                &id,
+                &id,
+                if i < 2 { "topic.main" } else { "topic.other" },
+            ))?;
+        }
+        Ok(())
+    });
+    let topics = r(s, |tx| tx.enrollment_topics());
+    assert_eq!(
+        topics
+            .iter()
+            .map(|t| (t.topic.as_str(), t.enrollments))
+            .collect::<Vec<_>>(),
+        vec![("topic.main", 2), ("topic.other", 1)]
+    );
+}
+
+pub fn activities_are_appended_and_filtered(s: &TestStore) {
+    let entry = |kind: &str, device: Option<&str>| NewActivity {
+        actor: "tester@host".into(),
+        kind: kind.into(),
+        device_id: device.map(Into::into),
+        summary: format!("did {kind}"),
+        details: serde_json::json!({ "n": 1, "kind": kind }),
+    };
+    let before = Timestamp::now();
+    let ids = w(s, |tx| {
+        Ok(vec![
+            tx.record_activity(&entry("apns.set", None))?,
+            tx.record_activity(&entry("apns.topic_override", None))?,
+            tx.record_activity(&entry("device.migrated", Some("UDID-9")))?,
+            tx.record_activity(&entry("apns_other", None))?,
+        ])
+    });
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let all = r(s, |tx| tx.activities(&ActivityQuery::default()));
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].summary, "did apns.set");
+    assert_eq!(all[0].details["kind"], "apns.set");
+    assert_eq!(all[0].actor, "tester@host");
+    assert!(all[0].at >= before);
+    let q = |q: ActivityQuery| {
+        r(s, |tx| tx.activities(&q))
+            .into_iter()
+            .map(|a| a.kind)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        q(ActivityQuery {
+            kind: Some("apns.".into()),
+            ..Default::default()
+        }),
+        vec!["apns.set", "apns.topic_override"],
+        "prefix, and `_` is literal"
+    );
+    assert_eq!(
+        q(ActivityQuery {
+            kind: Some("apns.set".into()),
+            ..Default::default()
+        }),
+        vec!["apns.set"]
+    );
+    assert_eq!(
+        q(ActivityQuery {
+            device_id: Some("UDID-9".into()),
+            ..Default::default()
+        }),
+        vec!["device.migrated"]
+    );
+    assert_eq!(
+        q(ActivityQuery {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .len(),
+        2
+    );
+    assert!(
+        q(ActivityQuery {
+            since: Some(Timestamp::now().plus_days(1)),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+}
+
+pub fn activities_cannot_be_changed(s: &TestStore) {
+    w(s, |tx| {
+        tx.record_activity(&NewActivity {
+            actor: "a".into(),
+            kind: "k".into(),
+            device_id: None,
+            summary: "s".into(),
+            details: serde_json::json!({}),
+        })
+    });
+    let upd = s.raw_execute("UPDATE activities SET summary = 'rewritten'");
+    assert!(upd.unwrap_err().contains("append-only"));
+    let del = s.raw_execute("DELETE FROM activities");
+    assert!(del.unwrap_err().contains("append-only"));
+    assert_eq!(
+        r(s, |tx| tx.activities(&ActivityQuery::default()))[0].summary,
+        "s"
+    );
+}
+
+pub fn failed_transaction_writes_nothing(s: &TestStore) {
+    let result: Result<(), StoreError> = s.store.write(|tx| {
+        tx.put_device(&device("T-1", "S-T1"))?;
+        tx.meta_set("half", "written")?;
+        Err(StoreError::Conflict("the caller gave up".into()))
+    });
+    assert!(result.is_err());
+    assert!(r(s, |tx| tx.device("T-1")).is_none());
+    assert_eq!(r(s, |tx| tx.meta_get("half")), None);
+    // A failed statement mid-way rolls back the earlier ones too.
+    let result = s.store.write(|tx| {
+        tx.put_device(&device("T-2", "S-T2"))?;
+        tx.put_enrollment(&enrollment("ORPHAN", "ORPHAN", "t"))
+    });
+    assert!(result.is_err());
+    assert!(r(s, |tx| tx.device("T-2")).is_none());
+}
+
+pub fn concurrent_writers_do_not_lose_updates(s: &TestStore) {
+    let threads = 4;
+    let per_thread = 25;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let store = Arc::clone(&s.store);
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    store
+                        .write(|tx| {
+                            let n: i64 = tx
+                                .meta_get("counter")?
+                                .map(|v| v.parse().unwrap_or(0))
+                                .unwrap_or(0);
+                            tx.meta_set("counter", &(n + 1).to_string())?;
+                            tx.put_device(&DeviceRecord {
+                                identity_sha256: None,
+                                ..device(&format!("C-{t}-{i}"), "S")
+                            })
+                        })
+                        .expect("concurrent write");
+                }
+            });
+        }
+    });
+    assert_eq!(r(s, |tx| tx.meta_get("counter")).as_deref(), Some("100"));
+    assert_eq!(r(s, |tx| tx.count_devices()), 100);
+}
+
+pub fn secrets_are_not_stored_in_clear(s: &TestStore) {
+    let mut abm = NewAsset::new(AssetKind::Abm, AssetState::Active, "generated");
+    abm.key_pem = Some(z(
+        "-----BEGIN PRIVATE KEY-----\nABMKEYMATERIAL\n-----END PRIVATE KEY-----",
+    ));
+    abm.token = Some(z(
+        r#"{"access_token":"AT-CLEARTEXT-CANARY","access_secret":"AS-CLEARTEXT-CANARY"}"#,
+    ));
+    w(s, |tx| {
+        tx.insert_asset(&apns_asset(AssetState::Active, "s1"))?;
+        tx.insert_asset(&abm)?;
+        tx.put_device(&device("SEC-1", "S"))?;
+        tx.put_enrollment(&enrollment("SEC-1", "SEC-1", "t"))
+    });
+    if !s.is_postgres() {
+        // Checkpoint the WAL so everything is in the main file too, and look at both.
+        s.raw_execute("PRAGMA wal_checkpoint(FULL)").unwrap();
+    }
+    let bytes = s.raw_bytes();
+    assert!(
+        contains(&bytes, "com.apple.mgmt.External.t1"),
+        "the check must see the store's contents"
+    );
+    for secret in [
+        "PRIVATE KEY",
+        "APNSKEYMATERIAL",
+        "ABMKEYMATERIAL",
+        "AT-CLEARTEXT-CANARY",
+        "AS-CLEARTEXT-CANARY",
+        "PUSHMAGIC-SECRET",
+        "UNLOCKTOKEN-SECRET",
+        "BOOTSTRAP-SECRET",
+        PASSPHRASE,
+    ] {
+        assert!(!contains(&bytes, secret), "`{secret}` is stored in clear");
+    }
+}
+
+pub fn tampered_secret_is_reported(s: &TestStore) {
+    let id = w(s, |tx| {
+        tx.insert_asset(&apns_asset(AssetState::Active, "t1"))
+    });
+    let flip = match s.is_postgres() {
+        true => {
+            "UPDATE assets SET key_sealed = overlay(key_sealed placing '\\x00'::bytea from 20 for 1)"
+        }
+        false => {
+            "UPDATE assets SET key_sealed = CAST(substr(key_sealed, 1, 19) || x'00' || substr(key_sealed, 21) AS BLOB)"
+        }
+    };
+    s.raw_execute(flip).unwrap();
+    let err = s
+        .store
+        .read(|tx| tx.asset_key(id))
+        .expect_err("tampered ciphertext");
+    assert!(
+        matches!(
+            err,
+            StoreError::Secrets(mdmctl::secrets::SecretsError::Damaged { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+fn with_device_and_channels(s: &TestStore, id: &str) {
+    w(s, |tx| {
+        tx.put_device(&DeviceRecord {
+            identity_sha256: None,
+            ..device(id, &format!("S-{id}"))
+        })?;
+        tx.put_enrollment(&enrollment(id, id, "topic.q"))?;
+        tx.put_enrollment(&enrollment(&format!("{id}:501"), id, "topic.q"))
+    });
+}
+
+pub fn commands_queue_per_enrollment_in_order(s: &TestStore) {
+    use mdmctl::store::{NewCommand, QueueStatus};
+    with_device_and_channels(s, "Q1");
+    let ids = vec![
+        "Q1".to_string(),
+        "Q1:501".to_string(),
+        "UNKNOWN".to_string(),
+    ];
+    let queued = w(s, |tx| {
+        tx.enqueue(
+            &NewCommand {
+                uuid: "C-1",
+                request_type: "ProfileList",
+                plist: b"<plist>one</plist>",
+                created_by: "t",
+            },
+            &ids,
+        )
+    });
+    assert_eq!(
+        queued,
+        vec!["Q1".to_string(), "Q1:501".to_string()],
+        "unknown enrollments are left out"
+    );
+    w(s, |tx| {
+        tx.enqueue(
+            &NewCommand {
+                uuid: "C-2",
+                request_type: "SecurityInfo",
+                plist: b"<plist>two</plist>",
+                created_by: "t",
+            },
+            &ids[..1],
+        )
+    });
+
+    assert!(r(s, |tx| tx.has_open_command("Q1", false)));
+    assert!(!r(s, |tx| tx.has_open_command("nobody", true)));
+    // First in, first out; handing a command out marks it sent.
+    let first = w(s, |tx| tx.next_command("Q1", true)).unwrap();
+    assert_eq!(
+        (first.uuid.as_str(), first.request_type.as_str()),
+        ("C-1", "ProfileList")
+    );
+    assert_eq!(&first.plist[..], b"<plist>one</plist>");
+    assert_eq!(
+        r(s, |tx| tx.command_entries("C-1"))
+            .iter()
+            .find(|e| e.enrollment_id == "Q1")
+            .unwrap()
+            .status,
+        QueueStatus::Sent
+    );
+    // Sent but unanswered: offered again.
+    assert_eq!(w(s, |tx| tx.next_command("Q1", false)).unwrap().uuid, "C-1");
+
+    // NotNow: kept, not offered again in the same session, offered on the next Idle.
+    assert_eq!(
+        w(s, |tx| tx.record_result(
+            "Q1",
+            "C-1",
+            QueueStatus::NotNow,
+            b"<notnow/>",
+            None
+        ))
+        .as_deref(),
+        Some("ProfileList")
+    );
+    assert_eq!(w(s, |tx| tx.next_command("Q1", false)).unwrap().uuid, "C-2");
+    let chain = serde_json::json!([{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain"}]);
+    w(s, |tx| {
+        tx.record_result("Q1", "C-2", QueueStatus::Error, b"<error/>", Some(&chain))
+    });
+    assert!(
+        w(s, |tx| tx.next_command("Q1", false)).is_none(),
+        "only the NotNow'd one is left"
+    );
+    assert_eq!(w(s, |tx| tx.next_command("Q1", true)).unwrap().uuid, "C-1");
+    w(s, |tx| {
+        tx.record_result(
+            "Q1",
+            "C-1",
+            QueueStatus::Acknowledged,
+            b"<ack>result</ack>",
+            None,
+        )
+    });
+    assert!(w(s, |tx| tx.next_command("Q1", true)).is_none());
+
+    let entries = r(s, |tx| tx.command_entries("C-1"));
+    let q1 = entries.iter().find(|e| e.enrollment_id == "Q1").unwrap();
+    assert_eq!(q1.status, QueueStatus::Acknowledged);
+    assert_eq!(q1.not_now_count, 1);
+    assert!(q1.sent_at.is_some() && q1.result_at.is_some());
+    assert_eq!(
+        entries
+            .iter()
+            .find(|e| e.enrollment_id == "Q1:501")
+            .unwrap()
+            .status,
+        QueueStatus::Pending
+    );
+    assert_eq!(
+        &r(s, |tx| tx.command_result("Q1", "C-1")).unwrap()[..],
+        b"<ack>result</ack>"
+    );
+    let mine = r(s, |tx| tx.device_commands("Q1", 10));
+    assert_eq!(mine.len(), 3, "both channels' entries");
+    let err = mine.iter().find(|e| e.command_uuid == "C-2").unwrap();
+    assert_eq!(err.error_chain.as_ref().unwrap()[0]["ErrorCode"], 12021);
+    assert_eq!(r(s, |tx| tx.device_commands("Q1", 1)).len(), 1);
+
+    // A report for a command that is not queued for this enrollment is refused.
+    assert!(
+        w(s, |tx| tx.record_result(
+            "Q1:501",
+            "C-2",
+            QueueStatus::Acknowledged,
+            b"x",
+            None
+        ))
+        .is_none()
+    );
+    // Re-enrollment drops open entries only.
+    assert_eq!(w(s, |tx| tx.clear_queue("Q1:501")), 1);
+    assert_eq!(w(s, |tx| tx.clear_queue("Q1")), 0);
+    assert!(w(s, |tx| tx.next_command("Q1:501", true)).is_none());
+}
+
+pub fn queueing_to_thousands_of_enrollments(s: &TestStore) {
+    use mdmctl::store::NewCommand;
+    let ids: Vec<String> = (0..1_200).map(|i| format!("M-{i:05}")).collect();
+    w(s, |tx| {
+        for id in &ids {
+            tx.put_device(&DeviceRecord {
+                id: id.clone(),
+                source: "enrolled".into(),
+                ..Default::default()
+            })?;
+            tx.put_enrollment(&EnrollmentRecord {
+                id: id.clone(),
+                device_id: id.clone(),
+                kind: "Device".into(),
+                topic: "t".into(),
+                enabled: true,
+                ..Default::default()
+            })?;
+        }
+        Ok(())
+    });
+    let queued = w(s, |tx| {
+        tx.enqueue(
+            &NewCommand {
+                uuid: "FAN",
+                request_type: "DeviceInformation",
+                plist: b"p",
+                created_by: "t",
+            },
+            &ids,
+        )
+    });
+    assert_eq!(queued.len(), 1_200);
+    assert_eq!(r(s, |tx| tx.command_entries("FAN")).len(), 1_200);
+    // Queueing the same command again changes nothing.
+    let err = s.store.write(|tx| {
+        tx.enqueue(
+            &NewCommand {
+                uuid: "FAN",
+                request_type: "DeviceInformation",
+                plist: b"p",
+                created_by: "t",
+            },
+            &ids,
+        )
+    });
+    assert!(
+        matches!(err, Err(StoreError::Conflict(_))),
+        "a command UUID is used once"
+    );
+}
+
+pub fn api_tokens_and_scep_challenges(s: &TestStore) {
+    let id = w(s, |tx| tx.create_api_token("ci", &"a".repeat(64), "tester"));
+    assert!(
+        s.store
+            .write(|tx| tx.create_api_token("ci", &"b".repeat(64), "tester"))
+            .is_err(),
+        "names are unique"
+    );
+    let t = r(s, |tx| tx.api_token_by_hash(&"a".repeat(64))).unwrap();
+    assert_eq!(
+        (t.id, t.name.as_str(), t.created_by.as_str()),
+        (id, "ci", "tester")
+    );
+    assert!(t.last_used_at.is_none());
+    w(s, |tx| tx.touch_api_token(id));
+    assert!(r(s, |tx| tx.api_tokens())[0].last_used_at.is_some());
+    assert!(w(s, |tx| tx.revoke_api_token("ci")));
+    assert!(!w(s, |tx| tx.revoke_api_token("ci")), "already revoked");
+    assert!(r(s, |tx| tx.api_token_by_hash(&"a".repeat(64))).is_none());
+    assert!(
+        r(s, |tx| tx.api_tokens())[0].revoked_at.is_some(),
+        "kept for the record"
+    );
+    w(s, |tx| tx.create_api_token("ci", &"c".repeat(64), "tester"));
+
+    w(s, |tx| {
+        tx.add_scep_challenge(&"1".repeat(64), Timestamp::now().plus_days(1), "t")
+    });
+    w(s, |tx| {
+        tx.add_scep_challenge(&"2".repeat(64), Timestamp(1), "t")
+    });
+    assert!(w(s, |tx| tx.use_scep_challenge(&"1".repeat(64))));
+    assert!(
+        !w(s, |tx| tx.use_scep_challenge(&"1".repeat(64))),
+        "one time only"
+    );
+    assert!(
+        !w(s, |tx| tx.use_scep_challenge(&"2".repeat(64))),
+        "expired"
+    );
+    assert!(
+        !w(s, |tx| tx.use_scep_challenge(&"3".repeat(64))),
+        "unknown"
+    );
+}
+
+pub fn checkin_primitives(s: &TestStore) {
+    with_device_and_channels(s, "K1");
+    let a = r(s, |tx| tx.device_auth("K1", Some("K1:501"))).unwrap();
+    assert_eq!(a.channel_enabled, Some(true));
+    assert_eq!(a.source, "imported:nanomdm");
+    assert!(a.imported() && a.migrated_at.is_none() && a.identity_sha256.is_none());
+    assert_eq!(
+        r(s, |tx| tx.device_auth("K1", Some("K1:999")))
+            .unwrap()
+            .channel_enabled,
+        None
+    );
+    assert_eq!(
+        r(s, |tx| tx.device_auth("K1", None))
+            .unwrap()
+            .channel_enabled,
+        None
+    );
+    assert!(r(s, |tx| tx.device_auth("nobody", None)).is_none());
+
+    w(s, |tx| {
+        tx.bind_identity("K1", &"e".repeat(64), Some(Timestamp(1_900_000_000)))
+    });
+    assert_eq!(
+        r(s, |tx| tx.device_by_identity(&"e".repeat(64))).as_deref(),
+        Some("K1")
+    );
+    assert!(r(s, |tx| tx.device_by_identity(&"f".repeat(64))).is_none());
+    assert_eq!(
+        r(s, |tx| tx.device_auth("K1", None))
+            .unwrap()
+            .identity_not_after,
+        Some(Timestamp(1_900_000_000))
+    );
+
+    assert!(w(s, |tx| tx.mark_migrated("K1")));
+    assert!(
+        !w(s, |tx| tx.mark_migrated("K1")),
+        "only the first contact counts"
+    );
+    w(s, |tx| tx.touch("K1:501", "K1"));
+    let d = r(s, |tx| tx.device("K1")).unwrap();
+    assert!(d.migrated_at.is_some() && d.last_seen_at.unwrap() >= Timestamp::now().plus_days(-1));
+    assert!(
+        r(s, |tx| tx.enrollment("K1:501"))
+            .unwrap()
+            .last_seen_at
+            .unwrap()
+            >= Timestamp::now().plus_days(-1)
+    );
+
+    assert_eq!(
+        r(s, |tx| tx.push_targets(&[
+            "K1".into(),
+            "K1:501".into(),
+            "none".into()
+        ]))
+        .len(),
+        2
+    );
+    let t = &r(s, |tx| tx.push_targets(&["K1".into()]))[0];
+    assert_eq!(
+        (t.topic.as_str(), t.push_magic.as_str()),
+        ("topic.q", "PUSHMAGIC-SECRET")
+    );
+    assert_eq!(&t.token[..], &[0xde, 0xad, 0xbe, 0xef, 0x42]);
+    assert_eq!(w(s, |tx| tx.set_enrollment_enabled("K1:501", false)), 1);
+    assert_eq!(
+        r(s, |tx| tx.push_targets(&["K1".into(), "K1:501".into()])).len(),
+        1,
+        "disabled channels are not pushed"
+    );
+    assert_eq!(w(s, |tx| tx.disable_device("K1")), 2);
+    assert!(r(s, |tx| tx.push_targets(&["K1".into()])).is_empty());
+
+    w(s, |tx| tx.set_bootstrap_token("K1", Some(b"BOOTSTRAP-2")));
+    assert_eq!(
+        r(s, |tx| tx.device("K1"))
+            .unwrap()
+            .bootstrap_token
+            .as_deref()
+            .map(|b| b.to_vec()),
+        Some(b"BOOTSTRAP-2".to_vec())
+    );
+    w(s, |tx| tx.set_bootstrap_token("K1", None));
+    assert!(
+        r(s, |tx| tx.device("K1"))
+            .unwrap()
+            .bootstrap_token
+            .is_none()
+    );
+    w(s, |tx| tx.record_push_error("K1", Some("BadDeviceToken")));
+    w(s, |tx| tx.record_push_error("K1", None));
+    assert!(r(s, |tx| tx.enrollment("none")).is_none());
+    assert_eq!(r(s, |tx| tx.enrollment("K1")).unwrap().kind, "Device");
+}
