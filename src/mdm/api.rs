@@ -1,0 +1,213 @@
+//! The admin API's wire types (JSON under `/api/v1`), and [`ApiClient`], which the CLI uses
+//! with `--server URL` / `MDMCTL_SERVER` and `MDMCTL_API_TOKEN` to run commands against a
+//! remote `serve` instead of a local store.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{DeviceDetail, Sent};
+use crate::push::PushSummary;
+use crate::store::{DeviceSummary, QueueEntry};
+
+/// `POST /api/v1/commands`: a named command with parameters, or a raw plist (base64).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CommandRequest {
+    /// UDIDs, EnrollmentIDs or serial numbers.
+    pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_type: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
+    /// A whole command plist, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plist: Option<String>,
+    /// Push after queueing (default true).
+    #[serde(default = "yes")]
+    pub push: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/v1/push`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub devices: Vec<String>,
+}
+
+/// `GET /api/v1/devices` filters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeviceFilter {
+    /// Only devices that have (`true`) or have not (`false`) contacted mdmctl since the cutover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated: Option<bool>,
+    /// Only devices last seen at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_since: Option<String>,
+    /// Only devices not seen since this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_seen_since: Option<String>,
+}
+
+/// A one-time SCEP challenge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Challenge {
+    pub challenge: String,
+    pub expires_at: crate::timestamp::Timestamp,
+}
+
+/// Every error the API returns: what went wrong, and how to fix it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiClientError {
+    #[error("cannot reach `{url}`: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the server refused the API token")]
+    Unauthorized,
+    #[error("the server answered {status}: {error}")]
+    Api {
+        status: u16,
+        error: String,
+        hint: Option<String>,
+    },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl crate::error::Diagnose for ApiClientError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ApiClientError::Unreachable { .. } => {
+                Some("check `--server` / `MDMCTL_SERVER` and that `mdmctl serve` is running there".into())
+            }
+            ApiClientError::Unauthorized => Some(
+                "set `MDMCTL_API_TOKEN` to a token made with `mdmctl token create --name NAME` on the server's store".into(),
+            ),
+            ApiClientError::Api { hint, .. } => hint.clone(),
+            ApiClientError::Decode(_) => Some("check the server runs the same mdmctl version".into()),
+        }
+    }
+}
+
+/// A blocking client for the admin API.
+pub struct ApiClient {
+    base: String,
+    token: Zeroizing<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Zeroizing<String>) -> Result<Self, ApiClientError> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| ApiClientError::Unreachable {
+                url: base.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            base: format!("{}/api/v1", base.trim_end_matches('/')),
+            token,
+            http,
+        })
+    }
+
+    fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> Result<T, ApiClientError> {
+        let url = self.base.clone();
+        let r = req.bearer_auth(self.token.as_str()).send().map_err(|e| {
+            ApiClientError::Unreachable {
+                url,
+                reason: e.to_string(),
+            }
+        })?;
+        let status = r.status();
+        let body = r
+            .bytes()
+            .map_err(|e| ApiClientError::Decode(e.to_string()))?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ApiClientError::Unauthorized);
+        }
+        if !status.is_success() {
+            let e: ApiErrorBody = serde_json::from_slice(&body).unwrap_or(ApiErrorBody {
+                error: String::from_utf8_lossy(&body).trim().to_string(),
+                hint: None,
+            });
+            return Err(ApiClientError::Api {
+                status: status.as_u16(),
+                error: e.error,
+                hint: e.hint,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiClientError::Decode(e.to_string()))
+    }
+
+    pub fn devices(&self, filter: &DeviceFilter) -> Result<Vec<DeviceSummary>, ApiClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/devices", self.base))
+                .query(filter),
+        )
+    }
+
+    pub fn device(&self, id: &str) -> Result<DeviceDetail, ApiClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/devices/{}", self.base, encode(id))),
+        )
+    }
+
+    pub fn device_commands(&self, id: &str, limit: u32) -> Result<Vec<QueueEntry>, ApiClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/devices/{}/commands", self.base, encode(id)))
+                .query(&[("limit", limit)]),
+        )
+    }
+
+    pub fn send_command(&self, req: &CommandRequest) -> Result<Sent, ApiClientError> {
+        self.call(self.http.post(format!("{}/commands", self.base)).json(req))
+    }
+
+    pub fn command(&self, uuid: &str) -> Result<Vec<QueueEntry>, ApiClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/commands/{}", self.base, encode(uuid))),
+        )
+    }
+
+    pub fn push(&self, devices: &[String]) -> Result<PushSummary, ApiClientError> {
+        self.call(
+            self.http
+                .post(format!("{}/push", self.base))
+                .json(&PushRequest {
+                    devices: devices.to_vec(),
+                }),
+        )
+    }
+
+    pub fn scep_challenge(&self) -> Result<Challenge, ApiClientError> {
+        self.call(self.http.post(format!("{}/scep/challenges", self.base)))
+    }
+}
+
+/// Percent-encode a path segment.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,246 @@
+//! MDM operations the CLI (on a local store), the admin API and `serve` share: sending a
+//! command to devices (queue, then push), reading what devices answered.
+//!
+//! Must not import the server or the CLI: both call in.
+
+pub mod api;
+
+use serde::{Deserialize, Serialize};
+
+use crate::apple::command::Command;
+use crate::push::{PushService, PushSummary};
+use crate::store::{DeviceSummary, NewActivity, NewCommand, QueueEntry, Store, StoreError, Tx};
+use crate::timestamp::Timestamp;
+
+/// One device as `get device` and the API show it: no secrets unless asked for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    pub id: String,
+    pub serial: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub device_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub source: String,
+    pub imported_at: Option<Timestamp>,
+    pub enrolled_at: Option<Timestamp>,
+    pub migrated_at: Option<Timestamp>,
+    pub last_seen_at: Option<Timestamp>,
+    pub identity_sha256: Option<String>,
+    pub identity_not_after: Option<Timestamp>,
+    pub enrollments: Vec<ChannelDetail>,
+    /// The most recent commands on any of its channels.
+    pub commands: Vec<QueueEntry>,
+}
+
+/// A device or user channel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelDetail {
+    pub id: String,
+    pub kind: String,
+    pub user_short_name: Option<String>,
+    pub topic: String,
+    pub enabled: bool,
+    pub last_seen_at: Option<Timestamp>,
+    pub has_push_token: bool,
+    /// Only with `secrets`: the push credentials (their viewing is recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_magic: Option<String>,
+}
+
+/// A device by UDID, EnrollmentID or serial; with `secrets`, its channels' push token and
+/// magic, and an activity-log entry saying who looked.
+pub fn device_detail(
+    tx: &mut dyn Tx,
+    id: &str,
+    secrets: Option<&str>,
+) -> Result<Option<DeviceDetail>, StoreError> {
+    let Some(d) = tx.device(id)? else {
+        return Ok(None);
+    };
+    let enrollments = tx
+        .enrollments_of(&d.id)?
+        .into_iter()
+        .map(|e| ChannelDetail {
+            has_push_token: e.token.is_some() && e.push_magic.is_some(),
+            token_hex: secrets.and(e.token.as_ref().map(|t| hex::encode(&t[..]))),
+            push_magic: secrets.and(e.push_magic.as_ref().map(|m| m.to_string())),
+            id: e.id,
+            kind: e.kind,
+            user_short_name: e.user_short_name,
+            topic: e.topic,
+            enabled: e.enabled,
+            last_seen_at: e.last_seen_at,
+        })
+        .collect();
+    if let Some(actor) = secrets {
+        tx.record_activity(&NewActivity {
+            actor: actor.to_string(),
+            kind: "device.push_credentials_viewed".into(),
+            device_id: Some(d.id.clone()),
+            summary: format!("viewed the push token and push magic of {}", d.id),
+            details: serde_json::json!({}),
+        })?;
+    }
+    let commands = tx.device_commands(&d.id, 20)?;
+    Ok(Some(DeviceDetail {
+        id: d.id,
+        serial: d.serial,
+        model: d.model,
+        model_name: d.model_name,
+        device_name: d.device_name,
+        os_version: d.os_version,
+        build_version: d.build_version,
+        source: d.source,
+        imported_at: d.imported_at,
+        enrolled_at: d.enrolled_at,
+        migrated_at: d.migrated_at,
+        last_seen_at: d.last_seen_at,
+        identity_sha256: d.identity_sha256,
+        identity_not_after: d.identity_not_after,
+        enrollments,
+        commands,
+    }))
+}
+
+/// Devices matching the API's filters.
+pub fn devices(
+    tx: &mut dyn Tx,
+    filter: &api::DeviceFilter,
+) -> Result<Vec<DeviceSummary>, StoreError> {
+    let since = filter
+        .seen_since
+        .as_deref()
+        .and_then(Timestamp::parse_rfc3339);
+    let not_since = filter
+        .not_seen_since
+        .as_deref()
+        .and_then(Timestamp::parse_rfc3339);
+    Ok(tx
+        .device_summaries()?
+        .into_iter()
+        .filter(|d| filter.migrated.is_none_or(|m| d.migrated_at.is_some() == m))
+        .filter(|d| since.is_none_or(|s| d.last_seen_at.is_some_and(|l| l >= s)))
+        .filter(|d| not_since.is_none_or(|s| d.last_seen_at.is_none_or(|l| l < s)))
+        .collect())
+}
+
+/// What sending a command did.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Sent {
+    pub command_uuid: String,
+    pub request_type: String,
+    /// The device channels it was queued for.
+    pub queued: Vec<String>,
+    /// Targets that name no known device.
+    pub unknown: Vec<String>,
+    /// What APNs said, when pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSummary>,
+}
+
+/// Map each target (UDID, EnrollmentID or serial number) to its device channel; unknown ones
+/// are returned apart.
+pub fn resolve_devices(
+    tx: &mut dyn Tx,
+    targets: &[String],
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let mut found = Vec::with_capacity(targets.len());
+    let mut unknown = Vec::new();
+    for t in targets {
+        match tx.device_auth(t, None)? {
+            Some(a) => found.push(a.device_id),
+            None => match tx.device(t)? {
+                Some(d) => found.push(d.id),
+                None => unknown.push(t.clone()),
+            },
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok((found, unknown))
+}
+
+/// Queue `command` for the devices named by `targets`, record who did it, and push unless told
+/// not to. One transaction for the queueing: all targets get it or none.
+pub async fn send(
+    store: &std::sync::Arc<dyn Store>,
+    pushes: Option<&PushService>,
+    command: &Command,
+    targets: &[String],
+    actor: &str,
+) -> Result<Sent, StoreError> {
+    let store2 = store.clone();
+    let (c, t, a) = (command.clone(), targets.to_vec(), actor.to_string());
+    let (queued, unknown) = tokio::task::spawn_blocking(move || queue(store2.as_ref(), &c, &t, &a))
+        .await
+        .map_err(|e| StoreError::Decode(e.to_string()))??;
+    let push = match pushes {
+        Some(p) if !queued.is_empty() => match p.push(&queued).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "queued, but could not push");
+                Some(PushSummary {
+                    requested: queued.len(),
+                    certificate_problem: Some(e.to_string()),
+                    ..Default::default()
+                })
+            }
+        },
+        _ => None,
+    };
+    Ok(Sent {
+        command_uuid: command.uuid.clone(),
+        request_type: command.request_type.clone(),
+        queued,
+        unknown,
+        push,
+    })
+}
+
+/// The queueing half of [`send`] (no push): for a CLI on a local store with no APNs access.
+pub fn queue(
+    store: &dyn Store,
+    command: &Command,
+    targets: &[String],
+    actor: &str,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    store.write(|tx| -> Result<_, StoreError> {
+        let (ids, unknown) = resolve_devices(tx, targets)?;
+        if ids.is_empty() {
+            return Ok((Vec::new(), unknown));
+        }
+        let queued = tx.enqueue(
+            &NewCommand {
+                uuid: &command.uuid,
+                request_type: &command.request_type,
+                plist: &command.plist,
+                created_by: actor,
+            },
+            &ids,
+        )?;
+        tx.record_activity(&NewActivity {
+            actor: actor.to_string(),
+            kind: "command.sent".into(),
+            device_id: (queued.len() == 1).then(|| queued[0].clone()),
+            summary: format!(
+                "sent {} to {} device(s)",
+                command.request_type,
+                queued.len()
+            ),
+            details: serde_json::json!({
+                "command_uuid": command.uuid, "request_type": command.request_type,
+                "devices": queued.len(), "unknown": unknown,
+            }),
+        })?;
+        Ok((queued, unknown))
+    })
+}
+
+/// A command's status on every device it was sent to.
+pub fn status(store: &dyn Store, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError> {
+    store.read(|tx| tx.command_entries(command_uuid))
+}

@@ -1,0 +1,307 @@
+//! The admin API under `/api/v1`: devices, commands (named or raw plist) to many devices,
+//! their status and results, pushes, one-time SCEP challenges. Bearer tokens are checked
+//! against the SHA-256 hashes in the store; a missing or wrong token is 401 (this is for
+//! admins and CI, not devices).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde::Deserialize;
+
+use super::AppState;
+use crate::apple::command::{Command, named};
+use crate::mdm::api::{ApiErrorBody, Challenge, CommandRequest, DeviceFilter, PushRequest};
+use crate::store::StoreError;
+use crate::timestamp::Timestamp;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/devices", get(devices))
+        .route("/devices/{id}", get(device))
+        .route("/devices/{id}/commands", get(device_commands))
+        .route("/commands", post(send_command))
+        .route("/commands/{uuid}", get(command))
+        .route("/push", post(push))
+        .route("/scep/challenges", post(challenge))
+}
+
+/// An API error: status, message, hint.
+pub(crate) struct ApiError(StatusCode, String, Option<String>);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, msg.into(), Some(hint.into()))
+    }
+    fn not_found(msg: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, msg.into(), None)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error in the admin API");
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable".into(),
+            None,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(ApiErrorBody {
+                error: self.1,
+                hint: self.2,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// The caller, once its bearer token checked out: `api:<token name>` in the activity log.
+pub(crate) struct Caller(String);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown API token".into(),
+                Some(
+                    "send `Authorization: Bearer <token>` with a token from `mdmctl token create`"
+                        .into(),
+                ),
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let hash = hex::encode(openssl::sha::sha256(token.trim().as_bytes()));
+        let store = st.store.clone();
+        let st2 = st.clone();
+        let found = blocking(move || {
+            let t = store.read(|tx| tx.api_token_by_hash(&hash))?;
+            if let Some(t) = &t
+                && st2.touch_due(&format!("api:{}", t.id))
+            {
+                let id = t.id;
+                store.write(|tx| tx.touch_api_token(id))?;
+            }
+            Ok::<_, StoreError>(t)
+        })
+        .await?;
+        match found {
+            Some(t) => Ok(Caller(format!("api:{}", t.name))),
+            None => Err(unauthorized()),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
+        .map_err(ApiError::from)
+}
+
+async fn devices(
+    State(st): State<Arc<AppState>>,
+    _: Caller,
+    Query(f): Query<DeviceFilter>,
+) -> Result<Response, ApiError> {
+    for t in [&f.seen_since, &f.not_seen_since].into_iter().flatten() {
+        if Timestamp::parse_rfc3339(t).is_none() {
+            return Err(ApiError::bad(
+                format!("`{t}` is not an RFC 3339 time"),
+                "write times like `2026-11-23T09:00:00Z`",
+            ));
+        }
+    }
+    let store = st.store.clone();
+    let list = blocking(move || store.read(|tx| crate::mdm::devices(tx, &f))).await?;
+    Ok(Json(list).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    #[serde(default)]
+    secrets: bool,
+}
+
+async fn device(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<DeviceQuery>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let id2 = id.clone();
+    let d = blocking(move || {
+        if q.secrets {
+            store.write(|tx| crate::mdm::device_detail(tx, &id2, Some(&who)))
+        } else {
+            store.read(|tx| crate::mdm::device_detail(tx, &id2, None))
+        }
+    })
+    .await?;
+    d.map(|d| Json(d).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`")))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn device_commands(
+    State(st): State<Arc<AppState>>,
+    _: Caller,
+    Path(id): Path<String>,
+    Query(l): Query<Limit>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let id2 = id.clone();
+    let out = blocking(move || {
+        store.read(|tx| {
+            let Some(d) = tx.device(&id2)? else {
+                return Ok(None);
+            };
+            tx.device_commands(&d.id, l.limit.unwrap_or(50).min(1000))
+                .map(Some)
+        })
+    })
+    .await?;
+    out.map(|c| Json(c).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`")))
+}
+
+/// Build the command a request describes (named, or a raw plist).
+pub(crate) fn command_of(req: &CommandRequest) -> Result<Command, ApiError> {
+    match (&req.request_type, &req.plist) {
+        (Some(name), None) => named::by_name(name, &req.params).map_err(|e| {
+            ApiError::bad(
+                e.to_string(),
+                format!("name one of {}, or send `plist`", named::NAMES.join(", ")),
+            )
+        }),
+        (None, Some(b64)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| {
+                    ApiError::bad(
+                        format!("`plist` is not base64: {e}"),
+                        "base64-encode the command plist",
+                    )
+                })?;
+            Command::from_plist(&bytes).map_err(|e| {
+                ApiError::bad(
+                    e.to_string(),
+                    "send `{Command: {RequestType: …}}` as a plist",
+                )
+            })
+        }
+        _ => Err(ApiError::bad(
+            "give exactly one of `request_type` and `plist`",
+            "e.g. {\"devices\": [\"UDID\"], \"request_type\": \"DeviceInformation\"}",
+        )),
+    }
+}
+
+async fn send_command(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Json(req): Json<CommandRequest>,
+) -> Result<Response, ApiError> {
+    if req.devices.is_empty() {
+        return Err(ApiError::bad(
+            "no devices",
+            "list UDIDs or serial numbers in `devices`",
+        ));
+    }
+    let command = command_of(&req)?;
+    let pushes = req.push.then_some(st.pushes.as_ref());
+    let sent = crate::mdm::send(&st.store, pushes, &command, &req.devices, &who).await?;
+    let status = if sent.queued.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(sent)).into_response())
+}
+
+async fn command(
+    State(st): State<Arc<AppState>>,
+    _: Caller,
+    Path(uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let u = uuid.clone();
+    let entries = blocking(move || crate::mdm::status(store.as_ref(), &u)).await?;
+    if entries.is_empty() {
+        return Err(ApiError::not_found(format!("no command `{uuid}`")));
+    }
+    Ok(Json(entries).into_response())
+}
+
+async fn push(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Json(req): Json<PushRequest>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let targets = req.devices.clone();
+    let (ids, unknown) =
+        blocking(move || store.read(|tx| crate::mdm::resolve_devices(tx, &targets))).await?;
+    if ids.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no such devices: {}",
+            unknown.join(", ")
+        )));
+    }
+    tracing::info!(by = %who, devices = ids.len(), "push requested");
+    let summary = st.pushes.push(&ids).await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+            crate::error::Diagnose::hint(&e),
+        )
+    })?;
+    Ok(Json(summary).into_response())
+}
+
+async fn challenge(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    let st2 = st.clone();
+    let challenge = blocking(move || super::enroll::mint_challenge(&st2)).await?;
+    tracing::info!(by = %who, "minted a one-time SCEP challenge");
+    Ok((
+        StatusCode::CREATED,
+        Json(Challenge {
+            challenge,
+            expires_at: Timestamp::now().plus_days(7),
+        }),
+    )
+        .into_response())
+}

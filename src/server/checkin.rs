@@ -1,0 +1,299 @@
+//! Check-in messages: enrollment (Authenticate, TokenUpdate), CheckOut, bootstrap tokens,
+//! UserAuthenticate (declined with 410), DeclarativeManagement, GetToken (declined).
+//! Each runs in one write transaction.
+
+use axum::http::StatusCode;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use super::device::{authorize, record, store_failure};
+use super::{AppState, Reply};
+use crate::apple::checkin::{self, Authenticate, Checkin, CheckinMessage, TokenUpdate};
+use crate::apple::command::named;
+use crate::pki::identity::Verified;
+use crate::store::{DeviceRecord, EnrollmentRecord, NewActivity, NewCommand, StoreError, Tx};
+use crate::timestamp::Timestamp;
+
+pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
+    let msg = match checkin::parse(body) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "refused a check-in that does not parse");
+            return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let channel = match msg.sender.channel() {
+        Ok(c) => c,
+        Err(e) => return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let name = msg.message.name().to_string();
+    let result = st.store.write(|tx| -> Result<Reply, StoreError> {
+        if let CheckinMessage::Authenticate(a) = &msg.message {
+            return authenticate(tx, &channel, v, a, body);
+        }
+        let authz = match authorize(st, tx, &channel, v)? {
+            Ok(a) => a,
+            Err(refusal) => return Ok(refusal),
+        };
+        record(tx, &channel, v, &authz)?;
+        tx.touch(&channel.id, &channel.device_id)?;
+        dispatch(st, tx, &channel, &msg, body)
+    });
+    match result {
+        Ok(reply) => {
+            if matches!(reply, Reply::Refuse(..)) {
+                return reply;
+            }
+            info!(message = %name, channel = %channel.id, "check-in");
+            if matches!(
+                msg.message,
+                CheckinMessage::TokenUpdate(_) | CheckinMessage::Authenticate(_)
+            ) {
+                st.forget_touch(&channel.id);
+            }
+            reply
+        }
+        Err(e) => store_failure(e),
+    }
+}
+
+fn dispatch(
+    st: &AppState,
+    tx: &mut dyn Tx,
+    channel: &checkin::ChannelId,
+    msg: &Checkin,
+    body: &[u8],
+) -> Result<Reply, StoreError> {
+    Ok(match &msg.message {
+        // Handled before authorization (it is what binds the identity).
+        CheckinMessage::Authenticate(_) => Reply::Empty,
+        CheckinMessage::TokenUpdate(t) => token_update(st, tx, channel, msg, t, body)?,
+        CheckinMessage::CheckOut => {
+            let n = tx.disable_device(&channel.device_id)?;
+            tx.record_activity(&NewActivity {
+                actor: "serve".into(),
+                kind: "device.checked_out".into(),
+                device_id: Some(channel.device_id.clone()),
+                summary: format!(
+                    "{} removed its MDM profile ({n} channels disabled)",
+                    channel.device_id
+                ),
+                details: serde_json::json!({ "channels": n }),
+            })?;
+            Reply::Empty
+        }
+        CheckinMessage::SetBootstrapToken(s) => {
+            tx.set_bootstrap_token(&channel.device_id, s.bootstrap_token.as_deref())?;
+            Reply::Empty
+        }
+        CheckinMessage::GetBootstrapToken => {
+            let token = tx
+                .device(&channel.device_id)?
+                .and_then(|d| d.bootstrap_token);
+            let mut dict = plist::Dictionary::new();
+            if let Some(t) = &token {
+                dict.insert("BootstrapToken".into(), plist::Value::Data(t.to_vec()));
+                tx.record_activity(&NewActivity {
+                    actor: "serve".into(),
+                    kind: "device.bootstrap_token_served".into(),
+                    device_id: Some(channel.device_id.clone()),
+                    summary: format!("served the bootstrap token to {}", channel.device_id),
+                    details: serde_json::json!({}),
+                })?;
+            }
+            Reply::Plist(plist_xml(dict))
+        }
+        // Declined as NanoMDM does: 410 tells the device not to ask again for this user.
+        CheckinMessage::UserAuthenticate => {
+            Reply::Refuse(StatusCode::GONE, "UserAuthenticate declined".into())
+        }
+        CheckinMessage::DeclarativeManagement(d) => super::ddm::handle(tx, channel, d)?,
+        CheckinMessage::GetToken { service_type } => {
+            warn!(service = %service_type, channel = %channel.id, "declined GetToken: no token service is configured");
+            Reply::Refuse(StatusCode::BAD_REQUEST, "GetToken declined".into())
+        }
+        CheckinMessage::Unknown(t) => {
+            warn!(message = %t, channel = %channel.id, "unknown check-in message type");
+            Reply::Refuse(StatusCode::BAD_REQUEST, format!("unknown message type {t}"))
+        }
+    })
+}
+
+pub(crate) fn plist_xml(dict: plist::Dictionary) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = plist::Value::Dictionary(dict).to_writer_xml(&mut out);
+    out
+}
+
+/// Authenticate: the device is enrolling (or re-enrolling) and binds its new identity. Its
+/// channels stay disabled until its TokenUpdate, and what was queued for the old enrollment
+/// is dropped.
+fn authenticate(
+    tx: &mut dyn Tx,
+    channel: &checkin::ChannelId,
+    v: &Verified,
+    a: &Authenticate,
+    body: &[u8],
+) -> Result<Reply, StoreError> {
+    if !channel.is_device_channel() {
+        return Ok(Reply::Refuse(
+            StatusCode::BAD_REQUEST,
+            "Authenticate on a user channel".into(),
+        ));
+    }
+    let id = &channel.device_id;
+    if let Some(other) = tx.device_by_identity(&v.sha256)?
+        && &other != id
+    {
+        warn!(device = %id, other = %other, "refused Authenticate: the certificate is bound to another device");
+        return Ok(Reply::Refuse(
+            StatusCode::FORBIDDEN,
+            "certificate bound to another device".into(),
+        ));
+    }
+    let existing = tx.device(id)?;
+    if let Some(d) = &existing {
+        // Re-binding a known device to a different certificate needs one our CA issued (a real
+        // re-enrollment through mdmctl's SCEP), not any certificate an old CA once issued.
+        if d.identity_sha256.as_deref().is_some_and(|h| h != v.sha256) && !v.by_issuing_ca {
+            warn!(device = %id, "refused Authenticate: a new identity for a known device must come from mdmctl's SCEP CA");
+            return Ok(Reply::Refuse(
+                StatusCode::FORBIDDEN,
+                "identity not from the issuing CA".into(),
+            ));
+        }
+    }
+    let now = Timestamp::now();
+    let mut d = existing.clone().unwrap_or_else(|| DeviceRecord {
+        id: id.clone(),
+        source: "enrolled".into(),
+        ..Default::default()
+    });
+    let keep = |new: &Option<String>, old: &Option<String>| new.clone().or_else(|| old.clone());
+    d.serial = keep(&a.serial_number, &d.serial);
+    d.model = keep(&a.model, &d.model);
+    d.model_name = keep(&a.model_name, &d.model_name);
+    d.product_name = keep(&a.product_name, &d.product_name);
+    d.os_version = keep(&a.os_version, &d.os_version);
+    d.build_version = keep(&a.build_version, &d.build_version);
+    d.device_name = keep(&a.device_name, &d.device_name);
+    d.authenticate_raw = Some(body.to_vec());
+    d.enrolled_at = Some(now);
+    d.last_seen_at = Some(now);
+    d.identity_sha256 = Some(v.sha256.clone());
+    d.identity_not_after = Some(v.not_after);
+    // A new enrollment starts without a bootstrap token (the device sends a new one).
+    d.bootstrap_token = None;
+    let first_contact = d.source.starts_with("imported") && d.migrated_at.is_none();
+    if first_contact {
+        d.migrated_at = Some(now);
+    }
+    tx.put_device(&d)?;
+    tx.disable_device(id)?;
+    let dropped = tx.clear_queue(id)?;
+    let (kind, verb) = if existing.is_some() {
+        ("device.reenrolled", "re-enrolled")
+    } else {
+        ("device.enrolled", "enrolled")
+    };
+    tx.record_activity(&NewActivity {
+        actor: "serve".into(),
+        kind: kind.into(),
+        device_id: Some(id.clone()),
+        summary: format!(
+            "{id} {verb} ({} {})",
+            d.model_name.as_deref().unwrap_or("device"),
+            d.serial.as_deref().unwrap_or("")
+        ),
+        details: serde_json::json!({
+            "serial": d.serial, "model": d.model, "os_version": d.os_version,
+            "identity_sha256": v.sha256, "identity_not_after": v.not_after,
+            "by_issuing_ca": v.by_issuing_ca, "queue_dropped": dropped,
+        }),
+    })?;
+    if first_contact {
+        tx.record_activity(&NewActivity {
+            actor: "serve".into(),
+            kind: "device.migrated".into(),
+            device_id: Some(id.clone()),
+            summary: format!("first contact after cutover from {id} (re-enrolled)"),
+            details: serde_json::json!({ "sha256": v.sha256 }),
+        })?;
+    }
+    Ok(Reply::Empty)
+}
+
+/// TokenUpdate: the channel's push credentials (and, on the device channel, its unlock token).
+fn token_update(
+    st: &AppState,
+    tx: &mut dyn Tx,
+    channel: &checkin::ChannelId,
+    msg: &Checkin,
+    t: &TokenUpdate,
+    body: &[u8],
+) -> Result<Reply, StoreError> {
+    let now = Timestamp::now();
+    let existing = tx.enrollment(&channel.id)?;
+    if let Ok(loaded) = st.trust.current(st.store.as_ref())
+        && let Some(topic) = &loaded.topic
+        && topic != &t.topic
+    {
+        warn!(
+            channel = %channel.id, device_topic = %t.topic, push_topic = %topic,
+            "the device's topic differs from the push certificate's: it cannot be woken"
+        );
+    }
+    let e = EnrollmentRecord {
+        id: channel.id.clone(),
+        device_id: channel.device_id.clone(),
+        kind: channel.kind.to_string(),
+        user_id: msg
+            .sender
+            .user_id
+            .clone()
+            .or_else(|| msg.sender.enrollment_user_id.clone()),
+        user_short_name: msg.sender.user_short_name.clone(),
+        user_long_name: msg.sender.user_long_name.clone(),
+        topic: t.topic.clone(),
+        push_magic: Some(Zeroizing::new(t.push_magic.clone())),
+        token: Some(Zeroizing::new(t.token.clone())),
+        token_update_raw: Some(Zeroizing::new(body.to_vec())),
+        enabled: true,
+        last_seen_at: Some(now),
+    };
+    tx.put_enrollment(&e)?;
+    tx.record_push_error(&channel.id, None)?;
+    if channel.is_device_channel()
+        && let Some(mut d) = tx.device(&channel.device_id)?
+    {
+        d.token_update_raw = Some(Zeroizing::new(body.to_vec()));
+        if let Some(u) = &t.unlock_token {
+            d.unlock_token = Some(Zeroizing::new(u.clone()));
+        }
+        d.last_seen_at = Some(now);
+        tx.put_device(&d)?;
+    }
+    if existing.is_none() {
+        tx.record_activity(&NewActivity {
+            actor: "serve".into(),
+            kind: "enrollment.added".into(),
+            device_id: Some(channel.device_id.clone()),
+            summary: format!("{} channel {} can now be pushed", channel.kind, channel.id),
+            details: serde_json::json!({ "channel": channel.id, "kind": channel.kind, "topic": t.topic }),
+        })?;
+        // A device waiting in Setup Assistant continues once told it is configured.
+        if t.awaiting_configuration && channel.is_device_channel() {
+            let c = named::device_configured();
+            tx.enqueue(
+                &NewCommand {
+                    uuid: &c.uuid,
+                    request_type: &c.request_type,
+                    plist: &c.plist,
+                    created_by: "serve",
+                },
+                std::slice::from_ref(&channel.id),
+            )?;
+        }
+    }
+    Ok(Reply::Empty)
+}

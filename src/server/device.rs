@@ -1,0 +1,179 @@
+//! Who is calling: the identity certificate a request presents, whether a store CA vouches for
+//! it, and whether it is the certificate recorded for the device it claims to be.
+//!
+//! Refusals are 400 (no or malformed identity, a body that does not match its signature) or
+//! 403 (an identity that is untrusted, expired, another device's, or not the one recorded),
+//! never 401, which can make a device unenroll. The reason is logged, not sent.
+
+use axum::http::StatusCode;
+use tracing::warn;
+
+use super::trust::{Credential, VerifyError};
+use super::{AppState, MdmRequest, Reply};
+use crate::apple::checkin::ChannelId;
+use crate::pki::identity::{self, IdentityError, Verified};
+use crate::store::{DeviceAuth, NewActivity, StoreError, Tx};
+
+/// Route an MDM request: identify the caller, then hand it to the check-in or command handler.
+pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
+    let credential = match credential(st, &req) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(reason = %e, "refused a request: no usable identity");
+            return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let verified = match st.trust.check(st.store.as_ref(), credential) {
+        Ok(v) => v,
+        Err(VerifyError::Store(e)) => return store_failure(e),
+        Err(VerifyError::Identity(e)) => {
+            // A body that does not match its signature, or a malformed one, is a bad request;
+            // a certificate we do not accept is forbidden.
+            let status = match e {
+                IdentityError::SignatureMismatch
+                | IdentityError::BadSignatureEncoding(_)
+                | IdentityError::BadHeader(_)
+                | IdentityError::Missing => StatusCode::BAD_REQUEST,
+                _ => StatusCode::FORBIDDEN,
+            };
+            warn!(reason = %e, %status, "refused a request: identity not accepted");
+            return Reply::Refuse(status, e.to_string());
+        }
+    };
+    if req.checkin {
+        super::checkin::handle(st, &verified, &req.body)
+    } else {
+        super::commands::handle(st, &verified, &req.body)
+    }
+}
+
+/// What the request proves its identity with: `Mdm-Signature` first (it also proves the body),
+/// then the TLS client certificate, then the proxy's header.
+fn credential<'a>(st: &AppState, req: &'a MdmRequest) -> Result<Credential<'a>, IdentityError> {
+    if let Some(sig) = &req.signature {
+        return Ok(Credential::Signature {
+            header: sig,
+            body: &req.body,
+        });
+    }
+    if let Some(cert) = &req.peer {
+        return Ok(Credential::Peer(cert.clone()));
+    }
+    if st.config.client_cert_header.is_some()
+        && let Some(h) = &req.header_cert
+    {
+        return identity::cert_header_der(h).map(Credential::Der);
+    }
+    Err(IdentityError::Missing)
+}
+
+pub(crate) fn store_failure(e: StoreError) -> Reply {
+    tracing::error!(error = %e, "store error while serving a device");
+    // A 5xx makes the device retry later; nothing about its enrollment changes.
+    Reply::Refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// What authorizing a request found out, beyond "yes".
+#[derive(Default)]
+pub(crate) struct Authorized {
+    pub auth: Option<DeviceAuth>,
+    /// The identity still has to be written (retro-association).
+    pub bind: bool,
+    /// This is an imported device's first authenticated request since the cutover.
+    pub first_contact: bool,
+}
+
+impl Authorized {
+    /// Whether authorizing needs a write.
+    pub fn needs_write(&self) -> bool {
+        self.bind || self.first_contact
+    }
+}
+
+/// Check the verified certificate is the one recorded for this device (every message but
+/// Authenticate). Read-only: [`record`] writes what it found.
+pub(crate) fn authorize(
+    st: &AppState,
+    tx: &mut dyn Tx,
+    channel: &ChannelId,
+    v: &Verified,
+) -> Result<Result<Authorized, Reply>, StoreError> {
+    let Some(auth) = tx.device_auth(&channel.device_id, Some(&channel.id))? else {
+        warn!(device = %channel.device_id, "refused: unknown device (neither enrolled here nor imported)");
+        return Ok(Err(Reply::Refuse(
+            StatusCode::FORBIDDEN,
+            "unknown device".into(),
+        )));
+    };
+    let mut out = Authorized::default();
+    match auth.identity_sha256.as_deref() {
+        Some(h) if h == v.sha256 => {}
+        Some(h) => {
+            warn!(
+                device = %channel.device_id,
+                presented = %&v.sha256[..16],
+                recorded = %&h[..h.len().min(16)],
+                "refused: the identity certificate is not the one recorded for this device"
+            );
+            return Ok(Err(Reply::Refuse(
+                StatusCode::FORBIDDEN,
+                "identity mismatch".into(),
+            )));
+        }
+        None => {
+            if !(auth.imported() && st.config.allow_retro_association) {
+                warn!(
+                    device = %channel.device_id,
+                    "refused: no identity recorded for this device (import its certificate hash, or run with --allow-retro-association)"
+                );
+                return Ok(Err(Reply::Refuse(
+                    StatusCode::FORBIDDEN,
+                    "no recorded identity".into(),
+                )));
+            }
+            if let Some(other) = tx.device_by_identity(&v.sha256)? {
+                warn!(device = %channel.device_id, other = %other, "refused: the certificate is bound to another device");
+                return Ok(Err(Reply::Refuse(
+                    StatusCode::FORBIDDEN,
+                    "certificate bound to another device".into(),
+                )));
+            }
+            out.bind = true;
+        }
+    }
+    out.first_contact = auth.imported() && auth.migrated_at.is_none();
+    out.auth = Some(auth);
+    Ok(Ok(out))
+}
+
+/// Write what [`authorize`] decided: a retro-association, the first contact after cutover.
+pub(crate) fn record(
+    tx: &mut dyn Tx,
+    channel: &ChannelId,
+    v: &Verified,
+    a: &Authorized,
+) -> Result<(), StoreError> {
+    if a.bind {
+        tx.bind_identity(&channel.device_id, &v.sha256, Some(v.not_after))?;
+        tx.record_activity(&NewActivity {
+            actor: "serve".into(),
+            kind: "device.retro_associated".into(),
+            device_id: Some(channel.device_id.clone()),
+            summary: format!(
+                "bound the first valid identity certificate presented by imported device {} (--allow-retro-association)",
+                channel.device_id
+            ),
+            details: serde_json::json!({ "sha256": v.sha256, "not_after": v.not_after }),
+        })?;
+    }
+    if a.first_contact && tx.mark_migrated(&channel.device_id)? {
+        tx.record_activity(&NewActivity {
+            actor: "serve".into(),
+            kind: "device.migrated".into(),
+            device_id: Some(channel.device_id.clone()),
+            summary: format!("first contact after cutover from {}", channel.device_id),
+            details: serde_json::json!({ "sha256": v.sha256 }),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `mdmctl serve`: the MDM server that answers at the old server's URLs after the DNS cutover.
+//!
+//! Owns: the HTTP surface ([`app`]: check-in and command channel on `/mdm` and the old servers'
+//! paths, SCEP, enrollment, declarative management, the admin API, `/healthz`), device
+//! authentication (which certificate, which CA, which enrollment), and the listener ([`serve`]:
+//! plain HTTP or TLS asking for a client certificate, graceful shutdown). Handlers run their
+//! store and crypto work on blocking threads; devices only ever get a status, details go to
+//! the log. Must not import the CLI.
+
+mod api;
+mod checkin;
+mod commands;
+mod ddm;
+mod device;
+mod enroll;
+mod listen;
+mod scep;
+mod trust;
+
+pub use listen::{PeerCert, serve, tls_acceptor};
+pub use trust::Trust;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use zeroize::Zeroizing;
+
+use crate::push::PushService;
+use crate::store::Store;
+
+/// The old servers' paths, all served by the same handler (told apart by Content-Type): MicroMDM
+/// (`/mdm/checkin`, `/mdm/connect`), NanoMDM (`/mdm`, `/checkin`), Fleet (`/mdm/apple/mdm`).
+pub const DEFAULT_MDM_PATHS: &[&str] = &[
+    "/mdm",
+    "/mdm/checkin",
+    "/mdm/connect",
+    "/checkin",
+    "/mdm/apple/mdm",
+];
+/// SCEP: mdmctl's own path and Fleet's.
+pub const SCEP_PATHS: &[&str] = &["/scep", "/mdm/apple/scep"];
+
+/// How the server runs, beyond the store.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The public base URL devices use (`https://mdm.example.com`), no trailing slash.
+    pub url: String,
+    /// Paths answered as MDM check-in / command endpoints.
+    pub mdm_paths: Vec<String>,
+    /// Header a TLS-terminating proxy puts the client certificate in.
+    pub client_cert_header: Option<String>,
+    /// Let an imported enrollment with no recorded identity bind its first valid certificate.
+    pub allow_retro_association: bool,
+    /// A fixed SCEP challenge; without one, `/enroll` mints one-time challenges.
+    pub scep_challenge: Option<Zeroizing<String>>,
+    pub scep_validity_days: u32,
+    /// Certificates the enrollment profile asks devices to trust (a private server CA).
+    pub enroll_anchors: Vec<X509>,
+    /// Who signs the enrollment profile (the TLS certificate, typically); else the SCEP CA.
+    pub profile_signer: Option<(X509, PKey<Private>)>,
+    pub organization: String,
+    /// Largest request body accepted on the MDM endpoints.
+    pub max_body: usize,
+}
+
+impl ServeConfig {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            mdm_paths: DEFAULT_MDM_PATHS.iter().map(|p| p.to_string()).collect(),
+            client_cert_header: None,
+            allow_retro_association: false,
+            scep_challenge: None,
+            scep_validity_days: 365,
+            enroll_anchors: Vec::new(),
+            profile_signer: None,
+            organization: "mdmctl".into(),
+            max_body: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: ServeConfig,
+    pub trust: Trust,
+    pub pushes: Arc<PushService>,
+    /// When this process last wrote each channel's `last_seen_at` (Unix seconds): Idle
+    /// check-ins write it at most once a minute, so a quiet device costs no write.
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+const TOUCH_EVERY_SECS: i64 = 60;
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServeConfig, pushes: Arc<PushService>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            config,
+            trust: Trust::new(),
+            pushes,
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `last_seen_at` is due for this channel (and note that it will be written).
+    fn touch_due(&self, channel: &str) -> bool {
+        let now = crate::timestamp::Timestamp::now().0;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 1_000_000 {
+            seen.clear();
+        }
+        match seen.get(channel) {
+            Some(t) if now - t < TOUCH_EVERY_SECS => false,
+            _ => {
+                seen.insert(channel.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// Forget the throttle for a channel (its next request writes last-seen).
+    fn forget_touch(&self, channel: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(channel);
+    }
+}
+
+/// What a handler answers a device with.
+pub(crate) enum Reply {
+    Empty,
+    Plist(Vec<u8>),
+    Json(Vec<u8>),
+    /// A refusal: the status goes to the device, the reason only to the log.
+    Refuse(StatusCode, String),
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Empty => StatusCode::OK.into_response(),
+            Reply::Plist(b) => ([(header::CONTENT_TYPE, "application/xml")], b).into_response(),
+            Reply::Json(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+            Reply::Refuse(status, reason) => {
+                tracing::debug!(%status, %reason, "refused");
+                // Never 401: it can make a device unenroll.
+                let status = if status == StatusCode::UNAUTHORIZED {
+                    StatusCode::FORBIDDEN
+                } else {
+                    status
+                };
+                (status, status.canonical_reason().unwrap_or("refused")).into_response()
+            }
+        }
+    }
+}
+
+/// The HTTP application.
+pub fn app(state: Arc<AppState>) -> Router {
+    let mut router = Router::new();
+    for path in &state.config.mdm_paths {
+        router = router.route(path, any(mdm_endpoint));
+    }
+    for path in SCEP_PATHS {
+        router = router.route(path, get(scep::endpoint).post(scep::endpoint));
+    }
+    router
+        .route("/enroll", get(enroll::profile))
+        .route("/", get(enroll::landing))
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api::router())
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    let store = st.store.clone();
+    let ok = tokio::task::spawn_blocking(move || store.read(|tx| tx.count_devices()).is_ok())
+        .await
+        .unwrap_or(false);
+    if ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+    }
+}
+
+/// The request as the MDM handlers see it.
+pub(crate) struct MdmRequest {
+    pub checkin: bool,
+    pub body: Bytes,
+    pub signature: Option<String>,
+    pub peer: Option<X509>,
+    pub header_cert: Option<String>,
+}
+
+async fn mdm_endpoint(
+    State(st): State<Arc<AppState>>,
+    peer: Option<axum::Extension<PeerCert>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = text(headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+    let req = MdmRequest {
+        // Check-ins and command reports may share a path (MicroMDM, NanoMDM): the
+        // Content-Type tells them apart.
+        checkin: content_type.starts_with("application/x-apple-aspen-mdm-checkin"),
+        body,
+        signature: text(headers.get("Mdm-Signature")),
+        peer: peer.map(|p| p.0.0),
+        header_cert: st
+            .config
+            .client_cert_header
+            .as_deref()
+            .and_then(|h| text(headers.get(h))),
+    };
+    let st2 = st.clone();
+    match tokio::task::spawn_blocking(move || device::handle(&st2, req)).await {
+        Ok(reply) => reply.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "check-in handler failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

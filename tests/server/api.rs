@@ -1,0 +1,255 @@
+//! The admin API and the CLI's remote mode: tokens made with `mdmctl token create` on the
+//! server's store, commands sent with `mdmctl --server … mdm …`, results read back.
+
+use std::process::Command;
+
+use mdmctl::sim::device::{Fleet, IdentityMode};
+use mdmctl::store::ActivityQuery;
+
+use crate::common::Run;
+use crate::enrollment::wait_until;
+use crate::harness::{Options, PASSPHRASE, Server};
+
+/// Run the mdmctl binary on the server's store (SQLite allows a second process).
+async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> Run {
+    let db = s.dir.path().join("mdmctl.db");
+    let url = s.url.clone();
+    let token = token.map(str::to_string);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mdmctl"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("USER", "tester")
+            .env("MDMCTL_DB", &db)
+            .env("MDMCTL_PASSPHRASE", PASSPHRASE);
+        if let Some(t) = &token {
+            c.env("MDMCTL_API_TOKEN", t).env("MDMCTL_SERVER", &url);
+        }
+        let out = c.args(&args).output().expect("run mdmctl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_pipeline_sends_commands_through_the_api() {
+    let s = Server::start(Options::default()).await;
+    let macs = [
+        s.enroll(1, IdentityMode::Signature).await,
+        s.enroll(2, IdentityMode::Signature).await,
+    ];
+    let fleet = Fleet::new(macs.iter().cloned());
+    let waker = fleet.wake_on_push(s.apns.subscribe());
+
+    let created = mdmctl(&s, None, &["token", "create", "--name", "ci"]).await;
+    created.success();
+    let token = created.stdout.trim().to_string();
+    assert!(token.starts_with("mdmctl_") && token.len() > 40);
+    let listed = mdmctl(&s, None, &["token", "list"]).await;
+    listed.success().stdout_has("ci");
+    assert!(
+        !listed.stdout.contains(&token),
+        "tokens are never shown again"
+    );
+
+    let sent = mdmctl(
+        &s,
+        Some(&token),
+        &[
+            "--format",
+            "json",
+            "mdm",
+            "device-information",
+            "--udid",
+            &macs[0].udid,
+            "--serial",
+            &macs[1].serial,
+            "--udid",
+            "NO-SUCH-DEVICE",
+        ],
+    )
+    .await;
+    sent.success().stderr_has("NO-SUCH-DEVICE");
+    let j = sent.json();
+    assert_eq!(j["queued"].as_array().unwrap().len(), 2);
+    assert_eq!(j["push"]["delivered"], 2);
+    let uuid = j["command_uuid"].as_str().unwrap().to_string();
+    wait_until(|| {
+        mdmctl::mdm::status(s.store.as_ref(), &uuid)
+            .unwrap()
+            .iter()
+            .all(|e| e.status == mdmctl::store::QueueStatus::Acknowledged)
+    })
+    .await;
+    let status = mdmctl(
+        &s,
+        Some(&token),
+        &["--format", "json", "get", "commands", "--command", &uuid],
+    )
+    .await;
+    let entries = status.success().json();
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "acknowledged")
+    );
+    let per_device = mdmctl(
+        &s,
+        Some(&token),
+        &["get", "commands", "--udid", &macs[0].serial],
+    )
+    .await;
+    per_device
+        .success()
+        .stdout_has("DeviceInformation")
+        .stdout_has("acknowledged");
+
+    // The activity log says who sent it: the token's name.
+    let sent_log = s
+        .store
+        .read(|tx| {
+            tx.activities(&ActivityQuery {
+                kind: Some("command.sent".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(sent_log[0].actor, "api:ci");
+
+    // A revoked token is refused, with a hint.
+    mdmctl(&s, None, &["token", "revoke", "ci"]).await.success();
+    mdmctl(
+        &s,
+        Some(&token),
+        &["mdm", "security-info", "--udid", &macs[0].udid],
+    )
+    .await
+    .user_error()
+    .stderr_has("refused the API token")
+    .stderr_has("MDMCTL_API_TOKEN");
+    waker.abort();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_answers_json_errors_with_hints() {
+    let s = Server::start(Options::default()).await;
+    let mac = s.enroll(1, IdentityMode::Signature).await;
+    let http = s.http();
+    let api = format!("{}/api/v1", s.url);
+    // No token: 401 (this is the admin API, not a device).
+    let r = http.get(format!("{api}/devices")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["hint"]
+            .as_str()
+            .unwrap()
+            .contains("mdmctl token create")
+    );
+
+    let created = mdmctl(
+        &s,
+        None,
+        &["--format", "json", "token", "create", "--name", "admin"],
+    )
+    .await;
+    let token = created.success().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(&token);
+
+    let list: serde_json::Value = auth(http.get(format!("{api}/devices?migrated=false")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let r = auth(http.get(format!("{api}/devices?seen_since=yesterday")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = auth(http.post(format!("{api}/commands")))
+        .json(&serde_json::json!({ "devices": [mac.udid], "request_type": "Reboot" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        e["error"].as_str().unwrap().contains("Reboot")
+            && e["hint"].as_str().unwrap().contains("DeviceInformation")
+    );
+    let r = auth(http.post(format!("{api}/commands")))
+        .json(&serde_json::json!({ "devices": ["nobody"], "request_type": "SecurityInfo" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = auth(http.get(format!("{api}/commands/no-such-uuid")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A device's details: no push credentials unless asked, and asking is recorded.
+    let d: serde_json::Value = auth(http.get(format!("{api}/devices/{}", mac.serial)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["id"], mac.udid.as_str());
+    assert!(d["enrollments"][0].get("push_magic").is_none());
+    let d: serde_json::Value = auth(http.get(format!("{api}/devices/{}?secrets=true", mac.udid)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["enrollments"][0]["push_magic"], mac.push_magic.as_str());
+    let viewed = s
+        .store
+        .read(|tx| {
+            tx.activities(&ActivityQuery {
+                kind: Some("device.push_credentials_viewed".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(viewed[0].actor, "api:admin");
+
+    let c: serde_json::Value = auth(http.post(format!("{api}/scep/challenges")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["challenge"].as_str().unwrap().len(), 48);
+    let p: serde_json::Value = auth(http.post(format!("{api}/push")))
+        .json(&serde_json::json!({ "devices": [mac.udid] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["delivered"], 1);
+    s.stop().await;
+}

@@ -1,0 +1,205 @@
+//! The `mdmctl serve` binary as an operator runs it: an independent SCEP client enrolls
+//! against it, SIGTERM lets an in-flight request finish, logs are JSON with no secrets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{PASSPHRASE, TestContext};
+
+struct Serve {
+    child: Child,
+    url: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Serve {
+    fn start(t: &TestContext, extra: &[&str]) -> Serve {
+        let mut c = t.mdmctl();
+        c.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--url",
+            "http://127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("start serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("serve prints where it listens");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect(&line)
+            .to_string();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = err.read_to_string(&mut buf);
+            sink.lock().unwrap().push_str(&buf);
+        });
+        Serve { child, url, stderr }
+    }
+
+    fn term(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.stderr.lock().unwrap().clone();
+        (code, log)
+    }
+}
+
+fn store_with_assets(t: &TestContext) {
+    t.init();
+    t.run(&[
+        "generate",
+        "mdm-apple",
+        "--email",
+        "it@example.com",
+        "--org",
+        "Acme",
+    ])
+    .success();
+    t.apple_signs(
+        "mdm-apple-apns.csr",
+        &crate::common::topic(1),
+        365,
+        "push.pem",
+    );
+    t.run(&["set", "mdm-apple", "--apns-cert", "push.pem"])
+        .success();
+}
+
+#[test]
+fn micromdm_scepclient_enrolls_against_serve() {
+    let t = TestContext::new();
+    store_with_assets(&t);
+    let Some(scepclient) = which("scepclient") else {
+        if std::env::var("SCEP_INTEROP_REQUIRED").is_ok_and(|v| v == "1") {
+            panic!("scepclient is missing and SCEP_INTEROP_REQUIRED=1 (apt-get install scep)");
+        }
+        eprintln!("SKIP: scepclient not installed (apt-get install -y scep)");
+        return;
+    };
+    let serve = Serve::start(
+        &t,
+        &["--scep-challenge", "s3cret-challenge", "--scep-legacy-des"],
+    );
+    // Each run in its own directory: scepclient keeps `self.pem`/`csr.pem` in its working
+    // directory after a failure and would sign the next request with a stale certificate.
+    let run = |challenge: &str, name: &str| {
+        let dir = t.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Command::new(&scepclient)
+            .current_dir(&dir)
+            .args([
+                "-server-url",
+                &format!("{}/scep", serve.url),
+                "-challenge",
+                challenge,
+                "-private-key",
+                &format!("{name}.key"),
+                "-certificate",
+                &format!("{name}.pem"),
+                "-cn",
+                name,
+            ])
+            .output()
+            .unwrap()
+    };
+    let wrong = run("wrong", "refused");
+    assert!(!wrong.status.success(), "a wrong challenge is refused");
+    let ok = run("s3cret-challenge", "device-1");
+    assert!(
+        ok.status.success(),
+        "scepclient: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = t
+        .openssl(&["x509", "-in", "device-1/device-1.pem", "-noout", "-text"])
+        .stdout;
+    assert!(text.contains("TLS Web Client Authentication"), "{text}");
+    assert!(text.contains("CN = device-1") || text.contains("CN=device-1"));
+    t.openssl(&[
+        "verify",
+        "-CAfile",
+        "mdm-apple-scep.crt",
+        "device-1/device-1.pem",
+    ]);
+    let (code, log) = serve.term();
+    assert_eq!(code, 0);
+    assert!(log.contains("SCEP: issued an identity"));
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_logs_hold_no_secrets() {
+    let t = TestContext::new();
+    store_with_assets(&t);
+    let serve = Serve::start(&t, &["--scep-challenge", "do-not-log-this-challenge"]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    // Start a request and leave its body unfinished.
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    let body = b"<plist version=\"1.0\"><dict><key>MessageType</key><string>Authenticate</string></dict></plist>";
+    write!(conn, "PUT /mdm HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-apple-aspen-mdm-checkin\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    conn.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = serve.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The server is draining, not gone: the request completes (400: it carries no identity).
+    conn.write_all(&body[10..]).unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    drop(conn);
+    let (code, log) = serve.term();
+    assert_eq!(code, 0, "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(log.contains("shutdown signal received"));
+    for secret in ["do-not-log-this-challenge", PASSPHRASE, "PRIVATE KEY"] {
+        assert!(!log.contains(secret), "`{secret}` in the log");
+    }
+}
+
+#[test]
+fn serve_refuses_a_store_without_a_ca_and_bad_flags() {
+    let t = TestContext::new();
+    t.init();
+    t.run(&[
+        "serve",
+        "--url",
+        "http://127.0.0.1",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .user_error()
+    .stderr_has("no SCEP CA");
+    t.run(&["serve", "--url", "mdm.example.com"])
+        .user_error()
+        .stderr_has("not an http(s) URL");
+    t.run(&["serve", "--url", "https://x", "--listen", "nowhere"])
+        .user_error()
+        .stderr_has("--listen");
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,310 @@
+//! A real `serve` in the test process: a SQLite store in a temp dir with a SCEP CA and a push
+//! certificate, the APNs stand-in, and the server listening on 127.0.0.1 (plain HTTP, or TLS
+//! with a test server certificate). Simulated devices talk to it over real sockets.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use mdmctl::assets::apns::{SetMdmApple, set_mdm_apple, set_scep_ca};
+use mdmctl::pki::{self, CaSpec};
+use mdmctl::push::{ApnsConfig, PushService};
+use mdmctl::server::{self, AppState, ServeConfig};
+use mdmctl::sim::apns::{ApnsStandIn, PushCertOptions, StandInConfig, TestPushCa};
+use mdmctl::sim::device::{Endpoint, IdentityMode, SimDevice, http_client};
+use mdmctl::store::{
+    self, AssetKind, AssetState, DeviceRecord, EnrollmentRecord, Location, NewAsset, NewKey, Store,
+};
+use mdmctl::timestamp::Timestamp;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use zeroize::Zeroizing;
+
+pub struct Ca {
+    pub cert: X509,
+    pub key: PKey<Private>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Self {
+        let (cert, key) = pki::new_ca(&CaSpec {
+            common_name: name.into(),
+            organization: "Test".into(),
+            country: "US".into(),
+            key_bits: 2048,
+            years: 5,
+        })
+        .expect("ca");
+        Self { cert, key }
+    }
+
+    /// A device identity this CA issued, valid `from..to` days from now.
+    pub fn issue(&self, cn: &str, from_days: i64, to_days: i64) -> (X509, PKey<Private>) {
+        use openssl::asn1::Asn1Time;
+        use openssl::hash::MessageDigest;
+        use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage};
+        let key = pki::generate_rsa(2048).expect("key");
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", cn).unwrap();
+        let n = n.build();
+        let now = Timestamp::now().0;
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(pki::random_serial().unwrap().as_ref())
+            .unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(
+            Asn1Time::from_unix(now + from_days * 86_400)
+                .unwrap()
+                .as_ref(),
+        )
+        .unwrap();
+        b.set_not_after(
+            Asn1Time::from_unix(now + to_days * 86_400)
+                .unwrap()
+                .as_ref(),
+        )
+        .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .digital_signature()
+                .key_encipherment()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+            .unwrap();
+        b.sign(&self.key, MessageDigest::sha256()).unwrap();
+        (b.build(), key)
+    }
+}
+
+pub struct Options {
+    pub tls: bool,
+    pub client_cert_header: Option<String>,
+    pub allow_retro_association: bool,
+    pub scep_challenge: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tls: false,
+            client_cert_header: None,
+            allow_retro_association: false,
+            scep_challenge: Some("static-challenge".into()),
+        }
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    pub apns: ApnsStandIn,
+    pub topic: String,
+    pub ca: Ca,
+    /// The TLS server's CA (devices must trust it), when TLS is on.
+    pub tls_roots: Vec<X509>,
+    pub pushes: Arc<PushService>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub const PASSPHRASE: &str = "server test passphrase";
+
+impl Server {
+    pub async fn start(opts: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Sqlite(dir.path().join("mdmctl.db"));
+        let (store, _) = store::create(
+            &location,
+            NewKey::Passphrase(Zeroizing::new(PASSPHRASE.into())),
+        )
+        .unwrap();
+
+        let ca = Ca::new("mdmctl Test SCEP CA");
+        let push_ca = TestPushCa::generate().unwrap();
+        let minted = push_ca
+            .issue_push_certificate(&PushCertOptions::default())
+            .unwrap();
+        let topic = minted.topic.clone();
+        store
+            .write(|tx| -> Result<(), mdmctl::assets::AssetError> {
+                set_scep_ca(tx, &ca.cert, &ca.key, "generated", "test", Timestamp::now())?;
+                set_mdm_apple(
+                    tx,
+                    &SetMdmApple {
+                        apns_cert: Some(minted.certificate.clone()),
+                        apns_key: Some(minted.private_key.clone()),
+                        scep: None,
+                        force: false,
+                        actor: "test".into(),
+                    },
+                )?;
+                Ok(())
+            })
+            .unwrap();
+
+        let apns = ApnsStandIn::start(push_ca.certificate().clone(), StandInConfig::default())
+            .await
+            .unwrap();
+        let mut apns_config = ApnsConfig::local(apns.base_url(), vec![apns.server_ca().to_owned()]);
+        apns_config.retry.base_delay = std::time::Duration::from_millis(20);
+        let pushes = Arc::new(PushService::new(store.clone(), apns_config));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (acceptor, tls_roots, scheme) = if opts.tls {
+            let server_ca = Ca::new("Test TLS CA");
+            let (cert, key) = server_tls_cert(&server_ca);
+            (
+                Some(server::tls_acceptor(&[cert], &key).unwrap()),
+                vec![server_ca.cert.clone()],
+                "https",
+            )
+        } else {
+            (None, Vec::new(), "http")
+        };
+        let url = format!("{scheme}://127.0.0.1:{}", addr.port());
+        let mut config = ServeConfig::new(&url);
+        config.client_cert_header = opts.client_cert_header;
+        config.allow_retro_association = opts.allow_retro_association;
+        config.scep_challenge = opts.scep_challenge.map(Zeroizing::new);
+        config.organization = "Test Org".into();
+        let state = AppState::new(store.clone(), config, pushes.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(
+            listener,
+            acceptor,
+            server::app(state),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            dir,
+            store,
+            url,
+            apns,
+            topic,
+            ca,
+            tls_roots,
+            pushes,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        http_client(&self.tls_roots).unwrap()
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            server_url: format!("{}/mdm", self.url),
+            check_in_url: format!("{}/mdm", self.url),
+            topic: self.topic.clone(),
+        }
+    }
+
+    /// A new device, enrolled from `/enroll` like a Mac installing the profile.
+    pub async fn enroll(&self, n: usize, mode: IdentityMode) -> Arc<SimDevice> {
+        let d = SimDevice::new(n, "15.1", mode, self.http(), &self.tls_roots).unwrap();
+        let profile = self
+            .http()
+            .get(format!("{}/enroll", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(profile.status(), 200);
+        d.enroll(&profile.bytes().await.unwrap())
+            .await
+            .expect("enrollment");
+        Arc::new(d)
+    }
+
+    /// A device the old MDM enrolled: its identity from `old_ca`, and the records an import
+    /// leaves in the store (identity hash, push token, push magic, topic).
+    pub fn migrated(&self, n: usize, old_ca: &Ca, mode: IdentityMode) -> Arc<SimDevice> {
+        let (cert, key) = old_ca.issue(&format!("old device {n}"), -30, 335);
+        let d = SimDevice::new(n, "14.6", mode, self.http(), &self.tls_roots)
+            .unwrap()
+            .with_identity(cert, key, self.endpoint())
+            .unwrap();
+        let info = pki::CertInfo::of(&d.identity().unwrap()).unwrap();
+        self.store
+            .write(|tx| {
+                tx.put_device(&DeviceRecord {
+                    id: d.udid.clone(),
+                    serial: Some(d.serial.clone()),
+                    source: "imported:test".into(),
+                    imported_at: Some(Timestamp::now()),
+                    identity_sha256: Some(info.sha256.clone()),
+                    identity_not_after: Some(info.not_after),
+                    ..Default::default()
+                })?;
+                tx.put_enrollment(&EnrollmentRecord {
+                    id: d.udid.clone(),
+                    device_id: d.udid.clone(),
+                    kind: "Device".into(),
+                    topic: self.topic.clone(),
+                    push_magic: Some(Zeroizing::new(d.push_magic.clone())),
+                    token: Some(Zeroizing::new(d.token.clone())),
+                    enabled: true,
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        Arc::new(d)
+    }
+
+    /// Trust an old MDM's CA (as import does): next to the issuing one, not over it.
+    pub fn trust_old_ca(&self, old: &Ca) {
+        let mut a = NewAsset::new(AssetKind::ScepCa, AssetState::Trusted, "imported:test");
+        a.cert_pem = Some(pki::cert_pem(&old.cert).unwrap());
+        a.key_pem = Some(pki::private_key_pem(&old.key).unwrap());
+        a.sha256 = Some(pki::fingerprint_sha256(&old.cert).unwrap());
+        self.store.write(|tx| tx.insert_asset(&a)).unwrap();
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+fn server_tls_cert(ca: &Ca) -> (X509, PKey<Private>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::x509::extension::SubjectAlternativeName;
+    let key = pki::generate_rsa(2048).unwrap();
+    let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", "127.0.0.1").unwrap();
+    let n = n.build();
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(pki::random_serial().unwrap().as_ref())
+        .unwrap();
+    b.set_subject_name(&n).unwrap();
+    b.set_issuer_name(ca.cert.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(Asn1Time::days_from_now(0).unwrap().as_ref())
+        .unwrap();
+    b.set_not_after(Asn1Time::days_from_now(30).unwrap().as_ref())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(Some(&ca.cert), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
+    (b.build(), key)
+}

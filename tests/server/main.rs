@@ -1,0 +1,15 @@
+//! `serve` end to end: simulated Macs enroll, check in, get pushed commands and answer them
+//! over real HTTP (and TLS), against a real SQLite store and the APNs stand-in.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+mod api;
+mod binary;
+mod checkins;
+mod cutover;
+mod enrollment;
+mod queue;
+mod refusals;
+mod transport;
