@@ -8,6 +8,9 @@ use crate::assets::abm::{abm_status, expiry_warning};
 use crate::assets::apns::mdm_apple_status;
 use crate::assets::{AssetError, WARN_DAYS};
 use crate::error::UserError;
+use crate::mdm::DeviceDetail;
+use crate::mdm::api::DeviceFilter;
+use crate::timestamp::Timestamp;
 
 #[derive(Debug, Subcommand)]
 pub enum GetCommand {
@@ -15,6 +18,29 @@ pub enum GetCommand {
     MdmApple,
     /// The Apple Business Manager key pair and server token.
     MdmAppleBm,
+    /// The devices the store holds: imported, enrolled, migrated.
+    Devices {
+        /// Only devices that have (`true`) or have not (`false`) checked in since the cutover.
+        #[arg(long, value_name = "BOOL")]
+        migrated: Option<bool>,
+        /// Only devices last seen at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        seen_since: Option<String>,
+        /// Only devices not seen since this time (RFC 3339), or never seen.
+        #[arg(long, value_name = "TIME")]
+        not_seen_since: Option<String>,
+    },
+    /// One device with its enrollments and recent commands. With `--format json` (or
+    /// `--show-push-credentials`) its push token and push magic are included, and the
+    /// viewing is recorded in the activity log.
+    Device {
+        /// UDID, enrollment ID or serial number.
+        #[arg(value_name = "UDID|SERIAL")]
+        id: String,
+        /// Show the push token and push magic in the text view too.
+        #[arg(long)]
+        show_push_credentials: bool,
+    },
     /// Commands sent to a device, or one command's status on every device.
     Commands {
         /// A device (UDID or serial number).
@@ -33,6 +59,22 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
     match cmd {
         GetCommand::MdmApple => mdm_apple(ctx),
         GetCommand::MdmAppleBm => mdm_apple_bm(ctx),
+        GetCommand::Devices {
+            migrated,
+            seen_since,
+            not_seen_since,
+        } => devices(
+            ctx,
+            DeviceFilter {
+                migrated,
+                seen_since,
+                not_seen_since,
+            },
+        ),
+        GetCommand::Device {
+            id,
+            show_push_credentials,
+        } => device(ctx, &id, show_push_credentials),
         GetCommand::Commands {
             udid,
             command,
@@ -249,4 +291,149 @@ fn commands(
         &["QUEUED", "CHANNEL", "REQUEST", "STATUS", "UUID", "ERROR"],
         &rows,
     ))
+}
+
+fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
+    for (flag, t) in [
+        ("--seen-since", &filter.seen_since),
+        ("--not-seen-since", &filter.not_seen_since),
+    ] {
+        if let Some(t) = t
+            && Timestamp::parse_rfc3339(t).is_none()
+        {
+            crate::bail_user!(format!("{flag} `{t}` is not an RFC 3339 time"), hint: "write times like `2026-11-23T09:00:00Z`");
+        }
+    }
+    let list = match ctx.remote()? {
+        Some(api) => api.devices(&filter)?,
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| crate::mdm::devices(tx, &filter))?
+        }
+    };
+    if ctx.json() {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        eprintln!(
+            "No devices. Import them with `mdmctl import-devices`, or enroll new ones through `mdmctl serve`."
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                opt(&d.serial),
+                opt(&d.topic),
+                d.source.clone(),
+                time(d.imported_at),
+                time(d.migrated_at),
+                time(d.last_seen_at),
+                time(d.identity_not_after),
+            ]
+        })
+        .collect();
+    print_lines(&table(
+        &[
+            "UDID",
+            "SERIAL",
+            "TOPIC",
+            "SOURCE",
+            "IMPORTED",
+            "MIGRATED",
+            "LAST SEEN",
+            "IDENTITY EXPIRES",
+        ],
+        &rows,
+    ))?;
+    eprintln!("{} device(s).", list.len());
+    Ok(())
+}
+
+fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()> {
+    let secrets = ctx.json() || show_push_credentials;
+    let found: Option<DeviceDetail> = match ctx.remote()? {
+        Some(api) => Some(api.device_with(id, secrets)?),
+        None => {
+            let store = ctx.open_store()?;
+            if secrets {
+                let actor = ctx.actor();
+                store.write(|tx| crate::mdm::device_detail(tx, id, Some(&actor)))?
+            } else {
+                store.read(|tx| crate::mdm::device_detail(tx, id, None))?
+            }
+        }
+    };
+    let Some(d) = found else {
+        crate::bail_user!(format!("no device `{id}`"), hint: "list them with `mdmctl get devices`");
+    };
+    if ctx.json() {
+        return print_json(&d);
+    }
+    let mut lines = key_values(
+        0,
+        &[
+            ("UDID", d.id.clone()),
+            ("Serial", opt(&d.serial)),
+            ("Name", opt(&d.device_name)),
+            ("Model", opt(&d.model_name.clone().or(d.model.clone()))),
+            ("OS", opt(&d.os_version)),
+            ("Source", d.source.clone()),
+            ("Imported", time(d.imported_at)),
+            ("Enrolled", time(d.enrolled_at)),
+            ("Migrated", time(d.migrated_at)),
+            ("Last seen", time(d.last_seen_at)),
+            ("Identity SHA-256", opt(&d.identity_sha256)),
+            ("Identity expires", time(d.identity_not_after)),
+        ],
+    );
+    lines.push("Enrollments:".into());
+    for e in &d.enrollments {
+        let who = match &e.user_short_name {
+            Some(u) => format!("{} ({u})", e.kind),
+            None => e.kind.clone(),
+        };
+        let mut pairs = vec![
+            ("Channel", e.id.clone()),
+            ("Type", who),
+            ("Topic", e.topic.clone()),
+            ("Enabled", e.enabled.to_string()),
+            (
+                "Push token",
+                if e.has_push_token { "yes" } else { "no" }.to_string(),
+            ),
+            ("Last seen", time(e.last_seen_at)),
+        ];
+        if let Some(t) = &e.token_hex {
+            pairs.push(("Token (hex)", t.clone()));
+        }
+        if let Some(m) = &e.push_magic {
+            pairs.push(("Push magic", m.clone()));
+        }
+        lines.extend(key_values(2, &pairs));
+    }
+    lines.push("Recent commands:".into());
+    if d.commands.is_empty() {
+        lines.push("  none".into());
+    }
+    for c in &d.commands {
+        lines.push(format!(
+            "  {}  {}  {}  {}",
+            c.created_at,
+            c.request_type,
+            c.status.as_str(),
+            c.command_uuid
+        ));
+    }
+    print_lines(&lines)
+}
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn time(t: Option<Timestamp>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
 }

@@ -90,6 +90,7 @@ pub enum MdmCommand {
         identifier: String,
     },
     /// Schedule a macOS update (the built-in macOS update prompts).
+    #[command(disable_version_flag = true)]
     ScheduleOsUpdate {
         #[command(flatten)]
         targets: Targets,

@@ -160,9 +160,15 @@ impl ApiClient {
     }
 
     pub fn device(&self, id: &str) -> Result<DeviceDetail, ApiClientError> {
+        self.device_with(id, false)
+    }
+
+    /// One device; with `secrets`, its push credentials (the server records the viewing).
+    pub fn device_with(&self, id: &str, secrets: bool) -> Result<DeviceDetail, ApiClientError> {
         self.call(
             self.http
-                .get(format!("{}/devices/{}", self.base, encode(id))),
+                .get(format!("{}/devices/{}", self.base, encode(id)))
+                .query(&[("secrets", secrets)]),
         )
     }
 

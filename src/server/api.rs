@@ -39,10 +39,13 @@ impl ApiError {
     fn bad(msg: impl Into<String>, hint: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, msg.into(), Some(hint.into()))
     }
-    fn not_found(msg: impl Into<String>) -> Self {
-        Self(StatusCode::NOT_FOUND, msg.into(), None)
+    fn not_found(msg: impl Into<String>, hint: &str) -> Self {
+        Self(StatusCode::NOT_FOUND, msg.into(), Some(hint.to_string()))
     }
 }
+
+/// Where to find the devices the server holds.
+const DEVICES_HINT: &str = "name devices by UDID, enrollment ID or serial number; list them with `GET /api/v1/devices` (`mdmctl get devices`)";
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -165,7 +168,7 @@ async fn device(
     })
     .await?;
     d.map(|d| Json(d).into_response())
-        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`")))
+        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`"), DEVICES_HINT))
 }
 
 #[derive(Deserialize)]
@@ -192,7 +195,7 @@ async fn device_commands(
     })
     .await?;
     out.map(|c| Json(c).into_response())
-        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`")))
+        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`"), DEVICES_HINT))
 }
 
 /// Build the command a request describes (named, or a raw plist).
@@ -258,7 +261,10 @@ async fn command(
     let u = uuid.clone();
     let entries = blocking(move || crate::mdm::status(store.as_ref(), &u)).await?;
     if entries.is_empty() {
-        return Err(ApiError::not_found(format!("no command `{uuid}`")));
+        return Err(ApiError::not_found(
+            format!("no command `{uuid}`"),
+            "the UUID is printed when the command is sent; list a device's with `GET /api/v1/devices/ID/commands`",
+        ));
     }
     Ok(Json(entries).into_response())
 }
@@ -273,10 +279,10 @@ async fn push(
     let (ids, unknown) =
         blocking(move || store.read(|tx| crate::mdm::resolve_devices(tx, &targets))).await?;
     if ids.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "no such devices: {}",
-            unknown.join(", ")
-        )));
+        return Err(ApiError::not_found(
+            format!("no such devices: {}", unknown.join(", ")),
+            DEVICES_HINT,
+        ));
     }
     tracing::info!(by = %who, devices = ids.len(), "push requested");
     let summary = st.pushes.push(&ids).await.map_err(|e| {

@@ -27,7 +27,7 @@ fn init_json_reports_the_store() {
     let j = t.run(&["--format", "json", "init"]).success().json();
     assert_eq!(j["backend"], "sqlite");
     assert_eq!(j["key_source"], "passphrase");
-    assert_eq!(j["schema_version"], 1);
+    assert_eq!(j["schema_version"], mdmctl::store::LATEST_SCHEMA_VERSION);
 }
 
 #[test]

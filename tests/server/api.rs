@@ -253,3 +253,79 @@ async fn api_answers_json_errors_with_hints() {
     assert_eq!(p["delivered"], 1);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_devices_and_device_work_locally_and_through_the_api() {
+    let s = Server::start(Options::default()).await;
+    let mac = s.enroll(1, IdentityMode::Signature).await;
+    let created = mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
+    let token = created.success().stdout.trim().to_string();
+
+    for remote in [None, Some(token.as_str())] {
+        let listed = mdmctl(&s, remote, &["--format", "json", "get", "devices"]).await;
+        let list = listed.success().json();
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{remote:?}");
+        assert_eq!(list[0]["id"], mac.udid.as_str());
+        assert_eq!(list[0]["serial"], mac.serial.as_str());
+        mdmctl(&s, remote, &["get", "devices"])
+            .await
+            .success()
+            .stdout_has("UDID")
+            .stdout_has(&mac.udid)
+            .stderr_has("1 device(s)");
+        let none = mdmctl(
+            &s,
+            remote,
+            &["--format", "json", "get", "devices", "--migrated", "true"],
+        )
+        .await;
+        assert_eq!(none.success().json().as_array().unwrap().len(), 0);
+
+        // The text view hides the push credentials; JSON carries them, and that is audited.
+        let text = mdmctl(&s, remote, &["get", "device", &mac.serial]).await;
+        text.success()
+            .stdout_has(&mac.udid)
+            .stdout_has("Push token")
+            .stdout_has("Recent commands");
+        assert!(!text.stdout.contains("Push magic"));
+        let j = mdmctl(
+            &s,
+            remote,
+            &["--format", "json", "get", "device", &mac.udid],
+        )
+        .await
+        .success()
+        .json();
+        assert_eq!(j["serial"], mac.serial.as_str());
+        let channel = &j["enrollments"][0];
+        assert!(
+            channel["push_magic"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert!(channel["token_hex"].as_str().is_some_and(|t| t.len() >= 64));
+
+        mdmctl(&s, remote, &["get", "device", "NO-SUCH"])
+            .await
+            .user_error()
+            .stderr_has("no device")
+            .stderr_has("hint:");
+    }
+    let viewed = s
+        .store
+        .read(|tx| {
+            tx.activities(&ActivityQuery {
+                kind: Some("device.push_credentials_viewed".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    let actors: Vec<&str> = viewed.iter().map(|a| a.actor.as_str()).collect();
+    assert!(
+        actors.iter().any(|a| a.starts_with("tester@")),
+        "{actors:?}"
+    );
+    assert!(actors.contains(&"api:ops"), "{actors:?}");
+    s.stop().await;
+}

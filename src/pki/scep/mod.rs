@@ -30,7 +30,7 @@
 //!
 //! # Serving PKIOperation
 //!
-//! ```ignore
+//! ```text
 //! // GET: let body = decode_get_message(raw_message_param)?; POST: raw body.
 //! let req = match ScepRequest::parse(&body) {
 //!     Ok(req) => req,
