@@ -186,7 +186,10 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // The store outlives the runtime: PostgreSQL's blocking client shuts its connections down
+    // with a runtime of its own, which must not happen on one of this runtime's threads.
+    let keep = store.clone();
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
             UserError::new(format!("cannot listen on `{listen}`: {e}"))
                 .with_hint("pick a free port with `--listen`")
@@ -204,7 +207,10 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         let state = AppState::new(store, config, pushes);
         server::serve(listener, acceptor, server::app(state), shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
-    })
+    });
+    drop(runtime);
+    drop(keep);
+    served
 }
 
 /// SIGTERM (service managers) or SIGINT (Ctrl-C).

@@ -8,27 +8,27 @@ use std::time::Duration;
 
 use crate::common::{PASSPHRASE, TestContext};
 
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
+    pub url: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Serve {
     fn start(t: &TestContext, extra: &[&str]) -> Serve {
+        let mut args = vec!["--url", "http://127.0.0.1", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::spawn(t, &args, &[])
+    }
+
+    /// `mdmctl --log-format json serve ARGS` with extra environment variables.
+    pub(crate) fn spawn(t: &TestContext, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut c = t.mdmctl();
-        c.args([
-            "--log-format",
-            "json",
-            "serve",
-            "--url",
-            "http://127.0.0.1",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        c.args(["--log-format", "json", "serve"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("start serve");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -50,7 +50,7 @@ impl Serve {
         Serve { child, url, stderr }
     }
 
-    fn term(mut self) -> (i32, String) {
+    pub(crate) fn term(mut self) -> (i32, String) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let code = self.child.wait().unwrap().code().unwrap_or(-1);
@@ -173,6 +173,43 @@ fn sigterm_lets_in_flight_requests_finish_and_logs_hold_no_secrets() {
     for secret in ["do-not-log-this-challenge", PASSPHRASE, "PRIVATE KEY"] {
         assert!(!log.contains(secret), "`{secret}` in the log");
     }
+}
+
+#[test]
+fn serve_on_postgres_stops_cleanly_on_sigterm() {
+    let Some(schema) = crate::common::PgSchema::create() else {
+        eprintln!("SKIP: set MDMCTL_TEST_POSTGRES_URL to run against PostgreSQL");
+        return;
+    };
+    let t = TestContext::new();
+    let url = schema.url();
+    let pg = |c: &mut Command| {
+        c.env("MDMCTL_DB", &url);
+    };
+    t.run_with(&["init"], pg).success();
+    t.run_with(
+        &[
+            "generate",
+            "mdm-apple",
+            "--email",
+            "it@example.com",
+            "--org",
+            "Acme",
+        ],
+        pg,
+    )
+    .success();
+    let serve = Serve::spawn(
+        &t,
+        &["--url", "http://127.0.0.1", "--listen", "127.0.0.1:0"],
+        &[("MDMCTL_DB", &url)],
+    );
+    let health = reqwest::blocking::get(format!("{}/healthz", serve.url)).unwrap();
+    assert_eq!(health.status(), 200);
+    let (code, log) = serve.term();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("hit a bug"), "{log}");
+    assert!(log.contains("shutdown signal received"));
 }
 
 #[test]
