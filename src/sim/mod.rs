@@ -7,3 +7,4 @@
 pub mod apns;
 pub mod apple;
 pub mod device;
+pub mod nanomdm;
