@@ -78,6 +78,15 @@ pub struct ServeArgs {
     /// A CA certificate the enrollment profile tells devices to trust (a private TLS CA).
     #[arg(long, value_name = "FILE")]
     pub enroll_anchor: Vec<PathBuf>,
+    /// Connections served at once; past it, devices wait in the accept queue. Bounds memory
+    /// when a push wakes a whole fleet (about 26 KB per live connection).
+    #[arg(
+        long,
+        env = "MDMCTL_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
     /// Organization name shown in the enrollment profile and on `/`.
     #[arg(long, env = "MDMCTL_ORG", default_value = "mdmctl")]
     pub org: String,
@@ -205,7 +214,14 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%bound, url = %url, tls = acceptor.is_some(), "serving");
         let pushes = Arc::new(PushService::new(store.clone(), apns));
         let state = AppState::new(store, config, pushes);
-        server::serve(listener, acceptor, server::app(state), shutdown_signal()).await?;
+        server::serve(
+            listener,
+            acceptor,
+            server::app(state),
+            args.max_connections,
+            shutdown_signal(),
+        )
+        .await?;
         Ok::<_, anyhow::Error>(())
     });
     drop(runtime);

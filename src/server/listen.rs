@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -54,12 +55,20 @@ pub fn tls_acceptor(
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then drain.
+///
+/// At most `max_connections` connections are served at once: each live connection holds
+/// buffers and a request's state (about 26 KB under load), so a push to a whole fleet must not
+/// turn into as many simultaneous connections. Past the cap the server stops accepting;
+/// devices wait in the kernel's accept queue (their TCP stack retries), and are served as
+/// connections close.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<SslAcceptor>,
     app: Router,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -70,6 +79,13 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -88,6 +104,7 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
                     let Ok(ssl) = Ssl::new(acceptor.context()) else {

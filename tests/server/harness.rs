@@ -181,6 +181,7 @@ impl Server {
             listener,
             acceptor,
             server::app(state),
+            256,
             async {
                 let _ = rx.await;
             },
