@@ -121,7 +121,7 @@ pub fn check_profile(bytes: &[u8]) -> Result<ParsedProfile, Vec<ProfileProblem>>
     };
     let value = Value::from_reader(Cursor::new(&plist_bytes)).map_err(|e| {
         vec![problem(
-            format!("not a property list: {e}"),
+            format!("not a property list ({e})"),
             "an XML or binary plist, or a CMS-signed profile",
         )]
     })?;

@@ -30,6 +30,8 @@ pub struct ScopeConfig {
     pub profiles: Vec<ProfileFile>,
     /// Where `apple_bm_default_team` was written (for later checks against the store).
     pub default_team_at: Option<(super::Loc, String)>,
+    /// Where the team's name was written.
+    pub name_at: Option<super::Loc>,
 }
 
 /// A `.mobileconfig` named by `custom_settings`.
@@ -347,6 +349,7 @@ impl Validator {
         };
         let mut scope = ScopeConfig {
             team: Some(name),
+            name_at: t.get("name").map(|n| doc.loc(n)),
             ..Default::default()
         };
         if let Some(mdm) = t.get("mdm") {
@@ -503,8 +506,8 @@ impl Validator {
             let name = t.team.as_deref().unwrap_or_default();
             if seen.insert(name, ()).is_some() {
                 self.issues.push(Issue {
-                    loc: None,
-                    context: format!("team {name}"),
+                    loc: t.name_at.clone(),
+                    context: format!("team {name} › team.name"),
                     message: format!("team `{name}` is defined more than once"),
                     expected: "one `team` document per team name".into(),
                 });
