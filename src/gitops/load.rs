@@ -342,7 +342,11 @@ pub fn parse_documents(file: &Path, text: &str, issues: &mut Vec<Issue>) -> Vec<
                 },
                 "",
                 &format!("invalid YAML{offending}: {message}"),
-                "well-formed YAML (check indentation, quotes and `:`)",
+                if message.starts_with("duplicate key") {
+                    "each key once per mapping"
+                } else {
+                    "well-formed YAML (check indentation, quotes and `:`)"
+                },
             ));
             Vec::new()
         }
@@ -350,9 +354,15 @@ pub fn parse_documents(file: &Path, text: &str, issues: &mut Vec<Issue>) -> Vec<
 }
 
 fn first_line(s: &str) -> String {
-    let l = s.lines().next().unwrap_or("").trim();
-    // serde-saphyr may prefix its own position; ours is already in the location.
-    l.trim_start_matches("error: ").to_string()
+    let mut l = s.lines().next().unwrap_or("").trim();
+    // serde-saphyr may prefix or suffix its own position; ours is already in the location.
+    l = l.trim_start_matches("error: ");
+    if let Some(i) = l.rfind(" at line ") {
+        l = &l[..i];
+    }
+    // Its advice names a library option, not something the user can set.
+    l.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+        .replace("duplicate mapping key: ", "duplicate key: ")
 }
 
 #[cfg(test)]

@@ -288,3 +288,46 @@ fn a_tampered_signed_profile_is_refused() {
     r.user_error();
     r.stderr_has("the CMS signature does not verify");
 }
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let ctx = TestContext::new();
+    ctx.init();
+    ctx.write(
+        "dup.yml",
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    macos_settings: {}\n    macos_settings: {}\n",
+    );
+    let r = ctx.run(&["apply", "-f", "dup.yml"]);
+    r.user_error();
+    r.stderr_has(&format!(
+        "{}:6:5: invalid YAML in `macos_settings: {{}}`: duplicate key: macos_settings (expected each key once per mapping)",
+        ctx.path("dup.yml").display()
+    ));
+}
+
+#[test]
+fn binary_profiles_are_read_like_xml_ones() {
+    let ctx = TestContext::new();
+    ctx.init();
+    let xml = wifi("com.example.binary", "Binary Wi-Fi", "Corp");
+    let value = plist::Value::from_reader_xml(xml.as_bytes()).unwrap();
+    let mut bin = Vec::new();
+    value.to_writer_binary(&mut bin).unwrap();
+    assert!(bin.starts_with(b"bplist00"));
+    ctx.write("bin.mobileconfig", &bin);
+    ctx.write(
+        "c.yml",
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    macos_settings:\n      custom_settings: [bin.mobileconfig]\n",
+    );
+    ctx.run(&["apply", "-f", "c.yml"])
+        .success()
+        .stdout_has("+ profile com.example.binary (global)");
+    let p = ctx
+        .run(&["get", "profiles", "--format", "json"])
+        .success()
+        .json();
+    assert_eq!(p[0]["name"], "Binary Wi-Fi");
+    // Stored as given: the bytes devices get are the file's.
+    let sha = hex::encode(openssl::sha::sha256(&bin));
+    assert_eq!(p[0]["sha256"], sha.as_str());
+}
