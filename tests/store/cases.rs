@@ -1118,3 +1118,23 @@ pub fn devices_belong_to_teams(s: &TestStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
 }
+
+/// A store made before schema 2 existed (main had 1 and 4) gets it when next opened.
+pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
+    w(s, |tx| tx.put_device(&device("UDID-OLD", "SEROLD")));
+    s.raw_execute(
+        "DROP TABLE desired_profiles; DROP TABLE global_settings; DROP INDEX devices_team; \
+         ALTER TABLE devices DROP COLUMN team_id; DROP TABLE teams; \
+         DELETE FROM schema_migrations WHERE version = 2",
+    )
+    .expect("take schema 2 away");
+    let store = s.reopen(PASSPHRASE).expect("reopen upgrades");
+    store
+        .write(|tx| {
+            tx.put_team("Lab", &Settings::default())?;
+            tx.set_device_team("UDID-OLD", Some("Lab"))
+        })
+        .expect("schema 2 is back");
+    let counts = store.read(|tx| tx.device_counts_by_team()).unwrap();
+    assert_eq!(counts, [(Some("Lab".to_string()), 1)]);
+}

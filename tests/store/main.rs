@@ -136,4 +136,5 @@ conformance!(
     desired_settings_and_teams_round_trip,
     desired_profiles_per_scope,
     devices_belong_to_teams,
+    desired_state_migration_applies_to_an_older_store,
 );
