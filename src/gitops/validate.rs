@@ -41,6 +41,9 @@ pub struct ProfileFile {
     pub path: PathBuf,
     pub content: Vec<u8>,
     pub parsed: ParsedProfile,
+    /// Where the YAML names it, and that document and key path.
+    pub at: super::Loc,
+    pub label: String,
 }
 
 /// Read and validate the files and directories named by `-f`. `Ok` carries the config and the
@@ -487,6 +490,8 @@ impl Validator {
                     path: full,
                     content: bytes,
                     parsed,
+                    at: ci.doc.loc(path_node),
+                    label: ci.label(),
                 }),
                 Err(problems) => {
                     for p in problems {
@@ -525,43 +530,47 @@ impl Validator {
             for p in &scope.profiles {
                 let id = p.parsed.identifier.as_str();
                 let name = p.parsed.display_name.as_str();
-                let ctx = format!("{label} › mdm.macos_settings.custom_settings");
+                let mut push = |message: String, expected: &str| {
+                    self.issues
+                        .push(Issue::at(p.at.clone(), &p.label, &message, expected));
+                };
                 if let Some(first) = ids_here.insert(id, &p.path) {
-                    self.issues.push(Issue::at_file(
-                        &p.path,
-                        &format!(
-                            "{ctx}: `PayloadIdentifier` `{id}` is also used by `{}`",
+                    push(
+                        format!(
+                            "`PayloadIdentifier` `{id}` is also used by `{}`",
                             first.display()
                         ),
                         "unique `PayloadIdentifier`s",
-                    ));
+                    );
                 } else if let Some((other, where_)) = by_id.get(id) {
                     if other.content != p.content {
-                        self.issues.push(Issue::at_file(
-                            &p.path,
-                            &format!("{ctx}: `PayloadIdentifier` `{id}` names a different profile in {where_} (`{}`)", other.path.display()),
+                        push(
+                            format!(
+                                "`PayloadIdentifier` `{id}` names a different profile in {where_} (`{}`)",
+                                other.path.display()
+                            ),
                             "one identifier per profile: rename one of them",
-                        ));
+                        );
                     }
                 } else {
                     by_id.insert(id, (p, label.clone()));
                 }
                 if let Some(first) = names_here.insert(name, &p.path) {
-                    self.issues.push(Issue::at_file(
-                        &p.path,
-                        &format!(
-                            "{ctx}: `PayloadDisplayName` `{name}` is also used by `{}`",
+                    push(
+                        format!(
+                            "`PayloadDisplayName` `{name}` is also used by `{}`",
                             first.display()
                         ),
                         "unique `PayloadDisplayName`s",
-                    ));
+                    );
                 } else if let Some((other_id, where_)) = by_name.get(name) {
                     if *other_id != id {
-                        self.issues.push(Issue::at_file(
-                            &p.path,
-                            &format!("{ctx}: `PayloadDisplayName` `{name}` is also the name of `{other_id}` in {where_}"),
+                        push(
+                            format!(
+                                "`PayloadDisplayName` `{name}` is also the name of `{other_id}` in {where_}"
+                            ),
                             "unique `PayloadDisplayName`s",
-                        ));
+                        );
                     }
                 } else {
                     by_name.insert(name, (id, label.clone()));

@@ -117,7 +117,7 @@ spec: {}
         format!("{f}:14:11: config › mdm.macos_settings.custom_settings[4]: cannot read"),
         format!("{f}:23:26: team Workstations › mdm.macos_updates.minimum_version: `fifteen` is not a macOS version (expected 1 to 3 dot-separated numbers"),
         format!("{f}:24:19: team Workstations › mdm.macos_updates.deadline: `2026-13-01` is not a date (expected `YYYY-MM-DD`"),
-        "`PayloadIdentifier` `com.example.wifi` names a different profile in config".to_string(),
+        format!("{f}:27:13: team Workstations › mdm.macos_settings.custom_settings[0]: `PayloadIdentifier` `com.example.wifi` names a different profile in config"),
         "payload `com.apple.TCC.configuration-profile-policy` lacks the required key `Services`".to_string(),
         "`PayloadScope` is `Everyone` (expected `System` or `User`)".to_string(),
         "profile `p/garbage.mobileconfig`: not a property list".to_string(),
@@ -287,6 +287,31 @@ fn a_tampered_signed_profile_is_refused() {
     let r = ctx.run(&["apply", "-f", "c.yml"]);
     r.user_error();
     r.stderr_has("the CMS signature does not verify");
+}
+
+#[test]
+fn identifiers_and_display_names_are_unique() {
+    let ctx = TestContext::new();
+    ctx.init();
+    ctx.write("a.mobileconfig", wifi("com.example.a", "Same name", "A"));
+    ctx.write("a2.mobileconfig", wifi("com.example.a", "Other name", "A2"));
+    ctx.write("b.mobileconfig", wifi("com.example.b", "Same name", "B"));
+    ctx.write(
+        "c.yml",
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    macos_settings:\n      custom_settings: [a.mobileconfig, a2.mobileconfig, b.mobileconfig]\n",
+    );
+    let r = ctx.run(&["apply", "-f", "c.yml"]);
+    r.user_error();
+    let f = ctx.path("c.yml");
+    r.stderr_has(&format!(
+        "{}:6:41: config › mdm.macos_settings.custom_settings[1]: `PayloadIdentifier` `com.example.a` is also used by",
+        f.display()
+    ));
+    r.stderr_has(&format!(
+        "{}:6:58: config › mdm.macos_settings.custom_settings[2]: `PayloadDisplayName` `Same name` is also used by",
+        f.display()
+    ));
+    r.stderr_has("2 problems in the configuration");
 }
 
 #[test]
