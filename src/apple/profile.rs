@@ -544,4 +544,37 @@ mod tests {
         );
         assert!(errs[3].message.contains("`Services`"));
     }
+
+    #[test]
+    fn own_profiles_carry_the_keys_apples_schemas_require() {
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let cert = crate::pki::self_signed("escrow", &key, 30).unwrap();
+        let der = cert.to_der().unwrap();
+        let fv = filevault_profile(&der);
+        let nudge = nudge_profile("15.1", "2026-12-01").unwrap();
+        // Rebuilding gives the same bytes (no spurious changes in plans).
+        assert_eq!(fv, filevault_profile(&der));
+        assert_eq!(nudge, nudge_profile("15.1", "2026-12-01").unwrap());
+        let table = payload_table();
+        for bytes in [&fv, &nudge] {
+            let top = Value::from_reader_xml(bytes.as_slice()).unwrap();
+            let top = top.as_dictionary().unwrap();
+            for k in ["PayloadIdentifier", "PayloadDisplayName", "PayloadUUID"] {
+                assert!(top.contains_key(k));
+            }
+            for p in top["PayloadContent"].as_array().unwrap() {
+                let d = p.as_dictionary().unwrap();
+                let t = d["PayloadType"].as_string().unwrap();
+                for k in table.get(t).map(Vec::as_slice).unwrap_or_default() {
+                    assert!(d.contains_key(k), "{t} lacks {k}");
+                }
+            }
+        }
+        assert_eq!(
+            table["com.apple.security.FDERecoveryKeyEscrow"],
+            ["Location", "EncryptCertPayloadUUID"]
+        );
+        assert!(nudge_profile("15.1", "2026-02-30").is_none());
+    }
 }
