@@ -127,6 +127,13 @@ pub trait DesiredState {
     fn set_device_team(&mut self, device_id: &str, team: Option<&str>) -> Result<bool, StoreError>;
     /// The team a device is in.
     fn device_team(&mut self, device_id: &str) -> Result<Option<String>, StoreError>;
+    /// The profiles a device should have: its team's, or the global ones when it is in no
+    /// team (what the reconciler compares with the device's ProfileList). Empty for an unknown
+    /// device.
+    fn device_desired_profiles(
+        &mut self,
+        device_id: &str,
+    ) -> Result<Vec<DesiredProfile>, StoreError>;
 }
 
 const PROFILE_COLUMNS: &str =
@@ -348,5 +355,30 @@ impl DesiredState for SqlTx<'_> {
             )?
             .map(|r| r.text(0))
             .transpose()
+    }
+
+    fn device_desired_profiles(
+        &mut self,
+        device_id: &str,
+    ) -> Result<Vec<DesiredProfile>, StoreError> {
+        let Some(row) = self.conn.query_opt(
+            "SELECT team_id FROM devices WHERE id = ?",
+            &[device_id.into()],
+        )?
+        else {
+            return Ok(Vec::new());
+        };
+        let team_id = row.opt_int(0)?.unwrap_or(0);
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {PROFILE_COLUMNS} FROM desired_profiles p LEFT JOIN teams t ON t.id = p.team_id \
+                     WHERE COALESCE(p.team_id, 0) = ? ORDER BY p.identifier"
+                ),
+                &[team_id.into()],
+            )?
+            .iter()
+            .map(profile_from_row)
+            .collect()
     }
 }

@@ -1110,8 +1110,26 @@ pub fn devices_belong_to_teams(s: &TestStore) {
         r(s, |tx| tx.device_team("UDID-0")).as_deref(),
         Some("Workstations")
     );
+    // What each device should have: its team's profiles, or the global ones.
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(None, "com.example.global", "g"))
+    });
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(Some("Workstations"), "com.example.ws", "w"))
+    });
+    let ids = |dev: &str| -> Vec<String> {
+        r(s, |tx| tx.device_desired_profiles(dev))
+            .into_iter()
+            .map(|p| p.identifier)
+            .collect()
+    };
+    assert_eq!(ids("UDID-0"), ["com.example.ws"]);
+    assert_eq!(ids("UDID-4"), ["com.example.global"]);
+    assert!(ids("UDID-2").is_empty());
+    assert!(ids("UDID-404").is_empty());
     assert!(w(s, |tx| tx.set_device_team("UDID-0", None)));
     assert_eq!(r(s, |tx| tx.device_team("UDID-0")), None);
+    assert_eq!(ids("UDID-0"), ["com.example.global"]);
     let err = s
         .store
         .write(|tx| tx.set_device_team("UDID-3", Some("Nope")))
