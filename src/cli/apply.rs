@@ -35,14 +35,29 @@ struct Output<'a> {
 pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
     ctx.local_only("apply")?;
     let env = |name: &str| std::env::var(name).ok();
-    let (config, warnings) = match gitops::load_config(&args.files, args.allow_unknown_keys, &env) {
-        Ok(ok) => ok,
-        Err(issues) => return Err(report(issues).into()),
-    };
+    let gitops::Loaded {
+        config,
+        mut issues,
+        warnings,
+    } = gitops::load(&args.files, args.allow_unknown_keys, &env);
     for w in &warnings {
         ctx.warn(&w.to_string());
     }
-    let store = ctx.open_store()?;
+    // The checks that need the store join the file checks, so one run reports everything; a
+    // store problem only matters once the files are right.
+    let store = match ctx.open_store() {
+        Ok(s) => s,
+        Err(_) if !issues.is_empty() => return Err(report(issues).into()),
+        Err(e) => return Err(e),
+    };
+    let teams = store.read(|tx| tx.teams())?;
+    issues.extend(gitops::check_against_store(
+        &config,
+        teams.iter().map(|t| t.name.as_str()),
+    ));
+    if !issues.is_empty() {
+        return Err(report(issues).into());
+    }
     let own = gitops::prepare_escrow(store.as_ref(), &config)?;
     let result = if args.dry_run {
         gitops::dry_run(store.as_ref(), &config, &own)

@@ -20,7 +20,7 @@ pub use apply::{OwnInputs, apply, dry_run, prepare_escrow};
 pub use export::{Snapshot, snapshot, to_yaml};
 pub use load::Loc;
 pub use plan::{Change, Plan, plan};
-pub use validate::{Config, ScopeConfig, load_config};
+pub use validate::{Config, Loaded, ScopeConfig, check_against_store, load, load_config};
 
 /// Prefix of the identifiers of mdmctl's own profiles; refused in the admin's profiles.
 pub const RESERVED_PREFIX: &str = "com.mdmctl.";

@@ -2,12 +2,12 @@
 //! terraform plan. A pure function of the config, mdmctl's own-profile inputs and the store's
 //! current desired state ([`Current`]), so `--dry-run` and the real run cannot disagree.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use super::validate::{Config, ScopeConfig, scope_label};
-use super::{GitopsError, Issue, OwnInputs, sha256_hex};
+use super::{GitopsError, OwnInputs, sha256_hex};
 use crate::apple::profile;
 use crate::store::{DesiredProfile, GlobalSettings, ProfileKind, Settings, StoreError, Tx};
 
@@ -257,38 +257,8 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
     let mut plan = Plan::default();
     let devices = |team: &Option<String>| current.devices.get(team).copied().unwrap_or(0);
 
-    // Teams after this apply: the store's and the files'.
-    let teams_after: BTreeSet<&str> = current
-        .teams
-        .keys()
-        .map(String::as_str)
-        .chain(config.teams.iter().filter_map(|t| t.team.as_deref()))
-        .collect();
-    let mut issues = Vec::new();
-    if let Some(g) = &config.global
-        && let (Some(t), Some((loc, label))) = (&g.apple_bm_default_team, &g.default_team_at)
-        && !teams_after.contains(t.as_str())
-    {
-        let known: Vec<&str> = teams_after.iter().copied().collect();
-        let expected = match super::did_you_mean(t, &known) {
-            Some(s) => format!("did you mean `{s}`? (a team defined in the files or the store)"),
-            None if known.is_empty() => "a team: add a `kind: team` document for it".into(),
-            None => format!(
-                "one of {}",
-                known
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        issues.push(Issue::at(
-            loc.clone(),
-            label,
-            &format!("team `{t}` does not exist"),
-            &expected,
-        ));
-    }
+    let issues =
+        super::validate::check_against_store(config, current.teams.keys().map(String::as_str));
     if !issues.is_empty() {
         return Err(GitopsError::Invalid(issues));
     }

@@ -53,6 +53,29 @@ pub fn load_config(
     allow_unknown_keys: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
+    let loaded = load(paths, allow_unknown_keys, env);
+    if loaded.issues.is_empty() {
+        Ok((loaded.config, loaded.warnings))
+    } else {
+        Err(loaded.issues)
+    }
+}
+
+/// What [`load`] found: the config as far as it could be read, and every problem.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub issues: Vec<Issue>,
+    pub warnings: Vec<Issue>,
+}
+
+/// Like [`load_config`], but keeps the partial config beside the problems, so checks against
+/// the store ([`check_against_store`]) can add theirs and a run reports everything at once.
+pub fn load(
+    paths: &[PathBuf],
+    allow_unknown_keys: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
     let mut issues = Vec::new();
     let files = collect_files(paths, &mut issues);
     if files.is_empty() && issues.is_empty() {
@@ -91,11 +114,41 @@ pub fn load_config(
         v.document(doc, &mut config);
     }
     v.cross_checks(&config);
-    if v.issues.is_empty() {
-        Ok((config, v.warnings))
-    } else {
-        Err(v.issues)
+    Loaded {
+        config,
+        issues: v.issues,
+        warnings: v.warnings,
     }
+}
+
+/// Checks that need the store: `apple_bm_default_team` must name a team that exists after the
+/// apply (in the files, or already in the store).
+pub fn check_against_store<'a>(
+    config: &'a Config,
+    stored_teams: impl Iterator<Item = &'a str>,
+) -> Vec<Issue> {
+    let teams_after: std::collections::BTreeSet<&str> = stored_teams
+        .chain(config.teams.iter().filter_map(|t| t.team.as_deref()))
+        .collect();
+    let mut issues = Vec::new();
+    if let Some(g) = &config.global
+        && let (Some(t), Some((loc, label))) = (&g.apple_bm_default_team, &g.default_team_at)
+        && !teams_after.contains(t.as_str())
+    {
+        let known: Vec<&str> = teams_after.iter().copied().collect();
+        let expected = match did_you_mean(t, &known) {
+            Some(s) => format!("did you mean `{s}`? (a team defined in the files or the store)"),
+            None if known.is_empty() => "a team: add a `kind: team` document for it".into(),
+            None => list(&known),
+        };
+        issues.push(Issue::at(
+            loc.clone(),
+            label,
+            &format!("team `{t}` does not exist"),
+            &expected,
+        ));
+    }
+    issues
 }
 
 struct Validator {

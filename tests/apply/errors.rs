@@ -233,6 +233,17 @@ fn default_team_must_exist_after_the_apply() {
         "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    apple_bm_default_team: Workstation\n",
     );
     ctx.run(&["apply", "-f", "c2.yml"]).success();
+
+    // Reported together with problems in the files, in one run.
+    ctx.write(
+        "c3.yml",
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    apple_bm_default_team: Nope\n    macos_updates: {minimum_version: \"x\", deadline: \"2027-01-01\"}\n",
+    );
+    let r = ctx.run(&["apply", "-f", "c3.yml"]);
+    r.user_error();
+    r.stderr_has("team `Nope` does not exist");
+    r.stderr_has("`x` is not a macOS version");
+    r.stderr_has("2 problems in the configuration");
 }
 
 #[test]
