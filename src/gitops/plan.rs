@@ -300,12 +300,21 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
         let team = Some(name.clone());
         match current.teams.get(&name) {
             None => {
+                let updates = match (&t.settings.minimum_version, &t.settings.deadline) {
+                    (Some(v), Some(d)) => format!("macOS {v} by {d}"),
+                    _ => "no macOS update deadline".into(),
+                };
+                let fv = if t.settings.enable_disk_encryption {
+                    "disk encryption on"
+                } else {
+                    "disk encryption off"
+                };
                 plan.changes.push(Change {
                     action: Action::Add,
                     object: "team",
                     name: name.clone(),
                     team: team.clone(),
-                    detail: None,
+                    detail: Some(format!("{updates}, {fv}")),
                     devices: 0,
                 });
                 plan.teams.push((name, t.settings.clone()));

@@ -41,7 +41,7 @@ fn flow(ctx: &TestContext, db: &str, dump: &dyn Fn() -> Vec<u8>) {
     for line in [
         "~ setting mdm.macos_updates.minimum_version (global): unset → \"15.1\"  [0 devices]",
         "~ setting mdm.apple_bm_default_team (global): unset → \"Workstations\"",
-        "+ team Workstations",
+        "+ team Workstations (macOS 15.2 by 2027-01-15, disk encryption on)",
         "+ profile com.example.wifi (global)  [0 devices]",
         "+ profile com.mdmctl.nudge (global)",
         "+ profile com.mdmctl.softwareupdate (global)",
