@@ -423,6 +423,18 @@ impl Validator {
             if let Some(f) = self.fields(&c, u, &["minimum_version", "deadline"]) {
                 let version = f.get("minimum_version").and_then(|n| {
                     let cc = c.child("minimum_version");
+                    if let Value::Float(x) = n.value {
+                        // YAML reads `15.10` as the number 15.1: the text is lost, so ask for it.
+                        self.issue(
+                            &cc,
+                            n,
+                            &format!(
+                                "an unquoted number (YAML reads it as {x}, and `15.10` as 15.1)"
+                            ),
+                            "the version in quotes, e.g. `minimum_version: \"15.1\"`",
+                        );
+                        return None;
+                    }
                     let v = self.string(&cc, n, "a version such as `\"15.1\"`")?;
                     if valid_version(&v) {
                         Some(v)

@@ -367,3 +367,27 @@ fn binary_profiles_are_read_like_xml_ones() {
     let sha = hex::encode(openssl::sha::sha256(&bin));
     assert_eq!(p[0]["sha256"], sha.as_str());
 }
+
+#[test]
+fn unquoted_decimal_versions_are_refused() {
+    let ctx = TestContext::new();
+    ctx.init();
+    ctx.write(
+        "v.yml",
+        "apiVersion: v1\nkind: team\nspec:\n  team:\n    name: X\n    mdm:\n      macos_updates:\n        minimum_version: 15.10\n        deadline: 2026-12-01\n",
+    );
+    let r = ctx.run(&["apply", "-f", "v.yml"]);
+    r.user_error();
+    r.stderr_has(&format!(
+        "{}:8:26: team X › mdm.macos_updates.minimum_version: an unquoted number (YAML reads it as 15.1, and `15.10` as 15.1) (expected the version in quotes, e.g. `minimum_version: \"15.1\"`)",
+        ctx.path("v.yml").display()
+    ));
+    // Whole numbers and unquoted dates are read as written.
+    ctx.write(
+        "w.yml",
+        "apiVersion: v1\nkind: team\nspec:\n  team:\n    name: X\n    mdm:\n      macos_updates:\n        minimum_version: 15\n        deadline: 2026-12-01\n",
+    );
+    ctx.run(&["apply", "-f", "w.yml"])
+        .success()
+        .stdout_has("+ team X (macOS 15 by 2026-12-01, disk encryption off)");
+}
