@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::validate::{Config, ScopeConfig, scope_label};
+use super::validate::{Config, ScopeConfig};
 use super::{GitopsError, OwnInputs, sha256_hex};
 use crate::apple::profile;
 use crate::store::{DesiredProfile, GlobalSettings, ProfileKind, Settings, StoreError, Tx};
@@ -394,9 +394,4 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
         }
     }
     Ok(plan)
-}
-
-/// `config` or `team NAME`; re-exported for messages elsewhere.
-pub fn label(team: Option<&str>) -> String {
-    scope_label(team)
 }
