@@ -9,6 +9,7 @@ mod common;
 mod errors;
 mod own_profiles;
 mod plan;
+mod robustness;
 
 use std::path::Path;
 use std::sync::Arc;
