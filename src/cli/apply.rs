@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
     // store problem only matters once the files are right.
     let store = match ctx.open_store() {
         Ok(s) => s,
-        Err(_) if !issues.is_empty() => return Err(report(issues).into()),
+        Err(_) if !issues.is_empty() => return Err(report(ctx, issues).into()),
         Err(e) => return Err(e),
     };
     let teams = store.read(|tx| tx.teams())?;
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
         teams.iter().map(|t| t.name.as_str()),
     ));
     if !issues.is_empty() {
-        return Err(report(issues).into());
+        return Err(report(ctx, issues).into());
     }
     let own = gitops::prepare_escrow(store.as_ref(), &config)?;
     let result = if args.dry_run {
@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
     };
     let plan = match result {
         Ok(p) => p,
-        Err(GitopsError::Invalid(issues)) => return Err(report(issues).into()),
+        Err(GitopsError::Invalid(issues)) => return Err(report(ctx, issues).into()),
         Err(e) => return Err(e.into()),
     };
     if ctx.json() {
@@ -86,10 +86,14 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every problem on stderr, one per line, then one summary error.
-fn report(issues: Vec<Issue>) -> GitopsError {
+/// Every problem on stderr, one per line, then one summary error; with `--format json` also
+/// `{"problems": […]}` on stdout for pipelines.
+fn report(ctx: &Ctx, issues: Vec<Issue>) -> GitopsError {
     for i in &issues {
         eprintln!("  {i}");
+    }
+    if ctx.json() {
+        let _ = print_json(&serde_json::json!({ "problems": &issues }));
     }
     GitopsError::Invalid(issues)
 }

@@ -10,7 +10,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use super::Issue;
 
 /// Where a node is: file, line and column (1-based; 0 when unknown).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Loc {
     pub file: PathBuf,
     pub line: u64,

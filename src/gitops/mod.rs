@@ -27,8 +27,9 @@ pub const RESERVED_PREFIX: &str = "com.mdmctl.";
 
 /// One problem in the configuration: where, in which document and key, what is wrong and what
 /// is expected.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Issue {
+    #[serde(flatten)]
     pub loc: Option<Loc>,
     /// Document and key path: `team Workstations › mdm.macos_updates.deadline`.
     pub context: String,

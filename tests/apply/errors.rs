@@ -391,3 +391,23 @@ fn unquoted_decimal_versions_are_refused() {
         .success()
         .stdout_has("+ team X (macOS 15 by 2026-12-01, disk encryption off)");
 }
+
+#[test]
+fn problems_as_json_for_pipelines() {
+    let ctx = TestContext::new();
+    ctx.init();
+    ctx.write(
+        "c.yml",
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    macos_updates: {minimum_version: \"15.1\", deadline: \"tomorrow\"}\n",
+    );
+    let r = ctx.run(&["apply", "-f", "c.yml", "--format", "json"]);
+    r.user_error();
+    let j = r.json();
+    let p = &j["problems"][0];
+    assert_eq!(p["file"], ctx.path("c.yml").display().to_string());
+    assert_eq!(p["line"], 5);
+    assert_eq!(p["column"], 56);
+    assert_eq!(p["context"], "config › mdm.macos_updates.deadline");
+    assert_eq!(p["message"], "`tomorrow` is not a date");
+    assert_eq!(p["expected"], "`YYYY-MM-DD`, e.g. `\"2026-12-01\"`");
+}
