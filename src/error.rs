@@ -109,6 +109,7 @@ fn as_diagnose<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn D
         crate::apple::ProtocolError,
         crate::push::PushError,
         crate::mdm::api::ApiClientError,
+        crate::gitops::GitopsError,
     );
     None
 }

@@ -7,6 +7,7 @@
 pub mod checkin;
 pub mod command;
 pub mod enroll;
+pub mod profile;
 
 /// A message that is not what Apple sends.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,8 @@
 use clap::Subcommand;
 
 use super::Ctx;
+#[path = "get_desired.rs"]
+mod desired;
 use super::output::{key_values, print_json, print_lines, table};
 use crate::assets::abm::{abm_status, expiry_warning};
 use crate::assets::apns::mdm_apple_status;
@@ -53,6 +55,17 @@ pub enum GetCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Desired state from `mdmctl apply`: global settings and teams (`--format yaml` gives
+    /// YAML that `apply -f` accepts back).
+    Config,
+    /// Teams, their settings and how many devices and profiles each has.
+    Teams,
+    /// Desired profiles (the admin's and mdmctl's own), global and per team.
+    Profiles {
+        /// Only this team's profiles.
+        #[arg(long, value_name = "NAME")]
+        team: Option<String>,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
@@ -80,6 +93,9 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
             command,
             limit,
         } => commands(ctx, udid, command, limit),
+        GetCommand::Config => desired::config(ctx),
+        GetCommand::Teams => desired::teams(ctx),
+        GetCommand::Profiles { team } => desired::profiles(ctx, team),
     }
 }
 

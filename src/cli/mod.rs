@@ -1,6 +1,7 @@
 //! The command line. One file per subcommand: clap arguments and a short `run` that reads
 //! files, calls a library module, and prints. Nothing imports `cli`.
 
+mod apply;
 mod context;
 mod demo;
 mod files;
@@ -97,6 +98,8 @@ pub enum Command {
     /// Show what the store holds.
     #[command(subcommand)]
     Get(get::GetCommand),
+    /// Apply GitOps YAML (global config, teams, profiles) to desired state, after a plan.
+    Apply(apply::ApplyArgs),
     /// Run the MDM server: check-ins, commands, SCEP, push, enrollment, admin API.
     Serve(serve::ServeArgs),
     /// Send MDM commands to devices (queued, then pushed).
@@ -129,6 +132,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Generate(cmd) => generate::run(&ctx, cmd),
         Command::Set(cmd) => set::run(&ctx, cmd),
         Command::Get(cmd) => get::run(&ctx, cmd),
+        Command::Apply(args) => apply::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Mdm(cmd) => mdm::run(&ctx, cmd),
         Command::Push(args) => push::run(&ctx, args),

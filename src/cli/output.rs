@@ -10,6 +10,8 @@ pub enum Format {
     Table,
     /// One JSON document, for scripts and pipelines.
     Json,
+    /// YAML (`get config`: documents `mdmctl apply -f` accepts back).
+    Yaml,
 }
 
 /// Pretty JSON on stdout.

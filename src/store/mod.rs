@@ -1,7 +1,7 @@
 //! The store: everything mdmctl knows, in one SQLite file (the default) or one PostgreSQL
 //! database shared by several `serve` instances.
 //!
-//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], …) that the rest of
+//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], …) that the rest of
 //! mdmctl programs against, combined in [`Tx`]; transactions ([`Store::write`],
 //! [`Store::read`]); the two backends and their numbered, embedded migrations; sealing of secret
 //! columns with the master key (see [`crate::secrets`]). Must not import the server or the CLI.
@@ -14,6 +14,7 @@
 
 mod activities;
 mod assets;
+mod desired;
 mod devices;
 mod keys;
 mod location;
@@ -29,6 +30,7 @@ mod tx;
 
 pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
 pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
+pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Settings, Team};
 pub use devices::{
     DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
 };
@@ -129,8 +131,8 @@ pub enum Finish {
 }
 
 /// Everything a transaction can do: the role traits together.
-pub trait Tx: Meta + Assets + Devices + Activities + CommandQueue + Tokens {}
-impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens> Tx for T {}
+pub trait Tx: Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState {}
+impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState> Tx for T {}
 
 /// A store backend. Work happens in transactions; see [`dyn Store::write`] and
 /// [`dyn Store::read`] for the convenient forms.

@@ -160,6 +160,9 @@ impl TestContext {
 
     pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
         let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create parent directories");
+        }
         std::fs::write(&p, bytes).expect("write");
         p
     }

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use mdmctl::store::{
-    ActivityQuery, AssetKind, AssetState, DeviceRecord, EnrollmentRecord, LATEST_SCHEMA_VERSION,
-    NewActivity, NewAsset, NewKey, StoreError, Tx,
+    ActivityQuery, AssetKind, AssetState, DesiredProfile, DeviceRecord, EnrollmentRecord,
+    GlobalSettings, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey, ProfileKind, Settings,
+    StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -965,4 +966,193 @@ pub fn checkin_primitives(s: &TestStore) {
     w(s, |tx| tx.record_push_error("K1", None));
     assert!(r(s, |tx| tx.enrollment("none")).is_none());
     assert_eq!(r(s, |tx| tx.enrollment("K1")).unwrap().kind, "Device");
+}
+
+fn desired(team: Option<&str>, identifier: &str, content: &str) -> DesiredProfile {
+    DesiredProfile {
+        team: team.map(str::to_string),
+        identifier: identifier.into(),
+        name: format!("{identifier} name"),
+        kind: ProfileKind::Profile,
+        managed: false,
+        content: content.as_bytes().to_vec(),
+        sha256: format!("sha-{content}"),
+        source: Some(format!("/repo/{identifier}.mobileconfig")),
+    }
+}
+
+pub fn desired_settings_and_teams_round_trip(s: &TestStore) {
+    assert_eq!(r(s, |tx| tx.global_settings()), None);
+    let g = GlobalSettings {
+        settings: Settings {
+            minimum_version: Some("15.1".into()),
+            deadline: Some("2026-12-01".into()),
+            enable_disk_encryption: true,
+        },
+        apple_bm_default_team: Some("Workstations".into()),
+    };
+    w(s, |tx| tx.set_global_settings(&g));
+    assert_eq!(r(s, |tx| tx.global_settings()), Some(g.clone()));
+    let g2 = GlobalSettings::default();
+    w(s, |tx| tx.set_global_settings(&g2));
+    assert_eq!(r(s, |tx| tx.global_settings()), Some(g2.clone()));
+
+    let ws = Settings {
+        minimum_version: Some("15.2".into()),
+        deadline: Some("2027-01-15".into()),
+        enable_disk_encryption: false,
+    };
+    let id = w(s, |tx| tx.put_team("Workstations", &ws));
+    let id_b = w(s, |tx| tx.put_team("Build Farm", &Settings::default()));
+    assert_ne!(id, id_b);
+    // Replacing a team's settings keeps its ID.
+    let ws2 = Settings {
+        enable_disk_encryption: true,
+        ..ws.clone()
+    };
+    assert_eq!(w(s, |tx| tx.put_team("Workstations", &ws2)), id);
+    let teams = r(s, |tx| tx.teams());
+    let names: Vec<&str> = teams.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["Build Farm", "Workstations"]);
+    assert_eq!(teams[1].settings, ws2);
+    assert_eq!(teams[1].id, id);
+}
+
+pub fn desired_profiles_per_scope(s: &TestStore) {
+    w(s, |tx| tx.put_team("Workstations", &Settings::default()));
+    // The same identifier may exist globally and in a team: they are different scopes.
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(None, "com.example.wifi", "a"))
+    });
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(Some("Workstations"), "com.example.wifi", "b"))
+    });
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(Some("Workstations"), "com.example.alpha", "c"))
+    });
+    let all = r(s, |tx| tx.desired_profiles(None));
+    let keys: Vec<(Option<&str>, &str)> = all
+        .iter()
+        .map(|p| (p.team.as_deref(), p.identifier.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (None, "com.example.wifi"),
+            (Some("Workstations"), "com.example.alpha"),
+            (Some("Workstations"), "com.example.wifi"),
+        ]
+    );
+    assert_eq!(all[0], desired(None, "com.example.wifi", "a"));
+    assert_eq!(all[0].content, b"a");
+
+    // Replacing keeps one row per scope and identifier.
+    let mut fv = desired(Some("Workstations"), "com.example.wifi", "b2");
+    fv.kind = ProfileKind::FileVault;
+    fv.managed = true;
+    fv.source = None;
+    w(s, |tx| tx.put_desired_profile(&fv));
+    let team = r(s, |tx| tx.desired_profiles(Some(Some("Workstations"))));
+    assert_eq!(team.len(), 2);
+    assert_eq!(team[1], fv);
+    assert_eq!(r(s, |tx| tx.desired_profiles(Some(None))).len(), 1);
+
+    assert!(w(s, |tx| tx.delete_desired_profile(
+        Some("Workstations"),
+        "com.example.wifi"
+    )));
+    assert!(!w(s, |tx| tx.delete_desired_profile(
+        Some("Workstations"),
+        "com.example.wifi"
+    )));
+    assert!(!w(s, |tx| tx
+        .delete_desired_profile(Some("Nope"), "com.example.wifi")));
+    assert_eq!(r(s, |tx| tx.desired_profiles(None)).len(), 2);
+    assert!(w(s, |tx| tx.delete_desired_profile(None, "com.example.wifi")));
+
+    // A profile for a team that does not exist is refused, and the database enforces one
+    // row per scope and identifier.
+    let err = s
+        .store
+        .write(|tx| tx.put_desired_profile(&desired(Some("Nope"), "x", "x")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let dup = s.raw_execute(
+        "INSERT INTO desired_profiles (team_id, identifier, name, kind, managed, content, sha256, created_at, updated_at) \
+         SELECT team_id, identifier, name, kind, managed, content, sha256, created_at, updated_at FROM desired_profiles",
+    );
+    assert!(dup.is_err(), "duplicate scope+identifier accepted");
+}
+
+pub fn devices_belong_to_teams(s: &TestStore) {
+    w(s, |tx| {
+        for i in 0..5 {
+            tx.put_device(&device(&format!("UDID-{i}"), &format!("SER{i}")))?;
+        }
+        Ok(())
+    });
+    w(s, |tx| tx.put_team("Workstations", &Settings::default()));
+    w(s, |tx| tx.put_team("Lab", &Settings::default()));
+    assert_eq!(r(s, |tx| tx.device_counts_by_team()), [(None, 5)]);
+    assert!(w(s, |tx| tx.set_device_team("UDID-0", Some("Workstations"))));
+    assert!(w(s, |tx| tx.set_device_team("UDID-1", Some("Workstations"))));
+    assert!(w(s, |tx| tx.set_device_team("UDID-2", Some("Lab"))));
+    assert!(!w(s, |tx| tx.set_device_team("UDID-404", Some("Lab"))));
+    assert_eq!(
+        r(s, |tx| tx.device_counts_by_team()),
+        [
+            (None, 2),
+            (Some("Lab".to_string()), 1),
+            (Some("Workstations".to_string()), 2)
+        ]
+    );
+    assert_eq!(
+        r(s, |tx| tx.device_team("UDID-0")).as_deref(),
+        Some("Workstations")
+    );
+    // What each device should have: its team's profiles, or the global ones.
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(None, "com.example.global", "g"))
+    });
+    w(s, |tx| {
+        tx.put_desired_profile(&desired(Some("Workstations"), "com.example.ws", "w"))
+    });
+    let ids = |dev: &str| -> Vec<String> {
+        r(s, |tx| tx.device_desired_profiles(dev))
+            .into_iter()
+            .map(|p| p.identifier)
+            .collect()
+    };
+    assert_eq!(ids("UDID-0"), ["com.example.ws"]);
+    assert_eq!(ids("UDID-4"), ["com.example.global"]);
+    assert!(ids("UDID-2").is_empty());
+    assert!(ids("UDID-404").is_empty());
+    assert!(w(s, |tx| tx.set_device_team("UDID-0", None)));
+    assert_eq!(r(s, |tx| tx.device_team("UDID-0")), None);
+    assert_eq!(ids("UDID-0"), ["com.example.global"]);
+    let err = s
+        .store
+        .write(|tx| tx.set_device_team("UDID-3", Some("Nope")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+}
+
+/// A store made before schema 2 existed (main had 1 and 4) gets it when next opened.
+pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
+    w(s, |tx| tx.put_device(&device("UDID-OLD", "SEROLD")));
+    s.raw_execute(
+        "DROP TABLE desired_profiles; DROP TABLE global_settings; DROP INDEX devices_team; \
+         ALTER TABLE devices DROP COLUMN team_id; DROP TABLE teams; \
+         DELETE FROM schema_migrations WHERE version = 2",
+    )
+    .expect("take schema 2 away");
+    let store = s.reopen(PASSPHRASE).expect("reopen upgrades");
+    store
+        .write(|tx| {
+            tx.put_team("Lab", &Settings::default())?;
+            tx.set_device_team("UDID-OLD", Some("Lab"))
+        })
+        .expect("schema 2 is back");
+    let counts = store.read(|tx| tx.device_counts_by_team()).unwrap();
+    assert_eq!(counts, [(Some("Lab".to_string()), 1)]);
 }

@@ -133,4 +133,8 @@ conformance!(
     queueing_to_thousands_of_enrollments,
     api_tokens_and_scep_challenges,
     checkin_primitives,
+    desired_settings_and_teams_round_trip,
+    desired_profiles_per_scope,
+    devices_belong_to_teams,
+    desired_state_migration_applies_to_an_older_store,
 );

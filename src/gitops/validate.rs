@@ -1,0 +1,693 @@
+//! From YAML documents to a validated [`Config`]: every key checked (unknown ones with a "did you
+//! mean"), every value checked, every profile read and checked, and every problem collected, so
+//! one run reports them all. The same code serves `--dry-run` and the real run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::load::{Document, Node, Value, collect_files, expand_env, parse_documents};
+use super::{Issue, did_you_mean};
+use crate::apple::profile::{ParsedProfile, check_profile};
+use crate::store::Settings;
+
+/// Everything the files say.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The `config` document, if one was given (else the global scope is left as it is).
+    pub global: Option<ScopeConfig>,
+    /// `team` documents, in file order.
+    pub teams: Vec<ScopeConfig>,
+}
+
+/// One scope's desired state: the global config or one team.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeConfig {
+    /// `None` for the global config.
+    pub team: Option<String>,
+    pub settings: Settings,
+    /// Global only: the team devices from Apple Business Manager land in.
+    pub apple_bm_default_team: Option<String>,
+    pub profiles: Vec<ProfileFile>,
+    /// Where `apple_bm_default_team` was written (for later checks against the store).
+    pub default_team_at: Option<(super::Loc, String)>,
+    /// Where the team's name was written.
+    pub name_at: Option<super::Loc>,
+}
+
+/// A `.mobileconfig` named by `custom_settings`.
+#[derive(Clone, Debug)]
+pub struct ProfileFile {
+    /// Absolute (resolved relative to the YAML file that names it).
+    pub path: PathBuf,
+    pub content: Vec<u8>,
+    pub parsed: ParsedProfile,
+    /// Where the YAML names it, and that document and key path.
+    pub at: super::Loc,
+    pub label: String,
+}
+
+/// Read and validate the files and directories named by `-f`. `Ok` carries the config and the
+/// warnings (unknown keys with `allow_unknown_keys`); `Err` carries every problem.
+pub fn load_config(
+    paths: &[PathBuf],
+    allow_unknown_keys: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
+    let loaded = load(paths, allow_unknown_keys, env);
+    if loaded.issues.is_empty() {
+        Ok((loaded.config, loaded.warnings))
+    } else {
+        Err(loaded.issues)
+    }
+}
+
+/// What [`load`] found: the config as far as it could be read, and every problem.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub issues: Vec<Issue>,
+    pub warnings: Vec<Issue>,
+}
+
+/// Like [`load_config`], but keeps the partial config beside the problems, so checks against
+/// the store ([`check_against_store`]) can add theirs and a run reports everything at once.
+pub fn load(
+    paths: &[PathBuf],
+    allow_unknown_keys: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
+    let mut issues = Vec::new();
+    let files = collect_files(paths, &mut issues);
+    if files.is_empty() && issues.is_empty() {
+        for p in paths {
+            issues.push(Issue::at_file(
+                p,
+                "no `.yml` or `.yaml` files here",
+                "YAML files with `apiVersion: v1` documents",
+            ));
+        }
+    }
+    let mut docs = Vec::new();
+    for f in &files {
+        let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                issues.push(Issue::at_file(
+                    &abs,
+                    &format!("cannot read: {e}"),
+                    "a readable UTF-8 YAML file",
+                ));
+                continue;
+            }
+        };
+        let expanded = expand_env(&abs, &text, env, &mut issues);
+        docs.extend(parse_documents(&abs, &expanded, &mut issues));
+    }
+    let mut v = Validator {
+        issues,
+        warnings: Vec::new(),
+        allow_unknown_keys,
+    };
+    let mut config = Config::default();
+    for doc in &docs {
+        v.document(doc, &mut config);
+    }
+    v.cross_checks(&config);
+    Loaded {
+        config,
+        issues: v.issues,
+        warnings: v.warnings,
+    }
+}
+
+/// Checks that need the store: `apple_bm_default_team` must name a team that exists after the
+/// apply (in the files, or already in the store).
+pub fn check_against_store<'a>(
+    config: &'a Config,
+    stored_teams: impl Iterator<Item = &'a str>,
+) -> Vec<Issue> {
+    let teams_after: std::collections::BTreeSet<&str> = stored_teams
+        .chain(config.teams.iter().filter_map(|t| t.team.as_deref()))
+        .collect();
+    let mut issues = Vec::new();
+    if let Some(g) = &config.global
+        && let (Some(t), Some((loc, label))) = (&g.apple_bm_default_team, &g.default_team_at)
+        && !teams_after.contains(t.as_str())
+    {
+        let known: Vec<&str> = teams_after.iter().copied().collect();
+        let expected = match did_you_mean(t, &known) {
+            Some(s) => format!("did you mean `{s}`? (a team defined in the files or the store)"),
+            None if known.is_empty() => "a team: add a `kind: team` document for it".into(),
+            None => list(&known),
+        };
+        issues.push(Issue::at(
+            loc.clone(),
+            label,
+            &format!("team `{t}` does not exist"),
+            &expected,
+        ));
+    }
+    issues
+}
+
+struct Validator {
+    issues: Vec<Issue>,
+    warnings: Vec<Issue>,
+    allow_unknown_keys: bool,
+}
+
+/// A document and a key path inside it, for messages.
+#[derive(Clone)]
+struct Ctx<'a> {
+    doc: &'a Document,
+    /// `config`, `team Workstations`, or `document 2` before the kind is known.
+    name: String,
+    path: String,
+}
+
+impl<'a> Ctx<'a> {
+    fn child(&self, key: &str) -> Ctx<'a> {
+        let path = if self.path.is_empty() {
+            key.to_string()
+        } else if key.starts_with('[') {
+            format!("{}{key}", self.path)
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        Ctx {
+            doc: self.doc,
+            name: self.name.clone(),
+            path,
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.path.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} › {}", self.name, self.path)
+        }
+    }
+}
+
+type Fields<'n> = BTreeMap<&'n str, &'n Node>;
+
+impl Validator {
+    fn issue(&mut self, c: &Ctx<'_>, at: &Node, message: &str, expected: &str) {
+        self.issues
+            .push(Issue::at(c.doc.loc(at), &c.label(), message, expected));
+    }
+
+    /// A mapping's fields; unknown keys are issues (or warnings), with a suggestion.
+    fn fields<'n>(&mut self, c: &Ctx<'_>, node: &'n Node, allowed: &[&str]) -> Option<Fields<'n>> {
+        let Value::Map(entries) = &node.value else {
+            let expected = format!("a mapping with {}", list(allowed));
+            self.issue(c, node, &format!("found {}", node.value.kind()), &expected);
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            let Value::Str(key) = &k.value else {
+                self.issue(c, k, "a key is not a string", &list(allowed));
+                continue;
+            };
+            if allowed.contains(&key.as_str()) {
+                out.insert(key.as_str(), v);
+                continue;
+            }
+            let suggestion = did_you_mean(key, allowed)
+                .map(|s| format!("did you mean `{s}`? ({})", list(allowed)))
+                .unwrap_or_else(|| list(allowed));
+            let issue = Issue::at(
+                c.doc.loc(k),
+                &c.child(key).label(),
+                &format!("unknown key `{key}`"),
+                &suggestion,
+            );
+            if self.allow_unknown_keys {
+                self.warnings.push(issue);
+            } else {
+                self.issues.push(issue);
+            }
+        }
+        Some(out)
+    }
+
+    fn string(&mut self, c: &Ctx<'_>, node: &Node, expected: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            // `minimum_version: 15.1` unquoted is a number to YAML; take it as written.
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            other => {
+                let m = format!("found {}", other.kind());
+                self.issue(c, node, &m, expected);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, c: &Ctx<'_>, node: &Node) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                let m = format!("found {}", other.kind());
+                self.issue(c, node, &m, "`true` or `false`");
+                None
+            }
+        }
+    }
+
+    fn document(&mut self, doc: &Document, config: &mut Config) {
+        let top = Ctx {
+            doc,
+            name: format!("document {}", doc.index),
+            path: String::new(),
+        };
+        let Some(f) = self.fields(&top, &doc.root, &["apiVersion", "kind", "spec"]) else {
+            return;
+        };
+        match f.get("apiVersion") {
+            None => self.issue(
+                &top,
+                &doc.root,
+                "`apiVersion` is missing",
+                "`apiVersion: v1`",
+            ),
+            Some(n) => {
+                if self.string(&top.child("apiVersion"), n, "`v1`").as_deref() != Some("v1") {
+                    let c = top.child("apiVersion");
+                    if matches!(&n.value, Value::Str(_) | Value::Int(_) | Value::Float(_)) {
+                        self.issue(&c, n, "unsupported `apiVersion`", "`v1`");
+                    }
+                }
+            }
+        }
+        let kind = match f.get("kind") {
+            None => {
+                self.issue(&top, &doc.root, "`kind` is missing", "`config` or `team`");
+                return;
+            }
+            Some(n) => match self.string(&top.child("kind"), n, "`config` or `team`") {
+                Some(k) => (k, *n),
+                None => return,
+            },
+        };
+        let Some(spec) = f.get("spec").copied() else {
+            self.issue(&top, &doc.root, "`spec` is missing", "a `spec:` mapping");
+            return;
+        };
+        match kind.0.as_str() {
+            "config" => {
+                let c = Ctx {
+                    doc,
+                    name: "config".into(),
+                    path: String::new(),
+                };
+                if config.global.is_some() {
+                    self.issue(
+                        &c,
+                        kind.1,
+                        "a second `config` document",
+                        "one `config` document across all files",
+                    );
+                }
+                let scope = self.config_spec(&c, spec);
+                config.global.get_or_insert(scope);
+            }
+            "team" => {
+                if let Some(scope) = self.team_spec(doc, spec) {
+                    config.teams.push(scope);
+                }
+            }
+            other => {
+                let s = did_you_mean(other, &["config", "team"])
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "`config` or `team`".into());
+                self.issue(
+                    &top.child("kind"),
+                    kind.1,
+                    &format!("unknown kind `{other}`"),
+                    &s,
+                );
+            }
+        }
+    }
+
+    fn config_spec(&mut self, c: &Ctx<'_>, spec: &Node) -> ScopeConfig {
+        let mut scope = ScopeConfig::default();
+        let Some(f) = self.fields(c, spec, &["mdm"]) else {
+            return scope;
+        };
+        let Some(mdm) = f.get("mdm") else {
+            return scope;
+        };
+        let c = c.child("mdm");
+        let Some(m) = self.fields(
+            &c,
+            mdm,
+            &["apple_bm_default_team", "macos_updates", "macos_settings"],
+        ) else {
+            return scope;
+        };
+        if let Some(n) = m.get("apple_bm_default_team") {
+            let cc = c.child("apple_bm_default_team");
+            if let Some(t) = self.string(&cc, n, "a team name") {
+                scope.default_team_at = Some((c.doc.loc(n), cc.label()));
+                scope.apple_bm_default_team = Some(t);
+            }
+        }
+        self.mdm_common(&c, &m, &mut scope);
+        scope
+    }
+
+    fn team_spec(&mut self, doc: &Document, spec: &Node) -> Option<ScopeConfig> {
+        let c = Ctx {
+            doc,
+            name: format!("document {}", doc.index),
+            path: String::new(),
+        };
+        let f = self.fields(&c, spec, &["team"])?;
+        let Some(team) = f.get("team") else {
+            self.issue(
+                &c,
+                spec,
+                "`spec.team` is missing",
+                "`spec: {team: {name: …}}`",
+            );
+            return None;
+        };
+        let t = self.fields(&c.child("team"), team, &["name", "mdm"])?;
+        let name = match t.get("name") {
+            Some(n) => {
+                let name = self.string(&c.child("team.name"), n, "a team name")?;
+                if name.trim().is_empty() {
+                    self.issue(&c.child("team.name"), n, "the team name is empty", "a name");
+                    return None;
+                }
+                name
+            }
+            None => {
+                self.issue(
+                    &c.child("team"),
+                    team,
+                    "`name` is missing",
+                    "`name: <team name>`",
+                );
+                return None;
+            }
+        };
+        let c = Ctx {
+            doc,
+            name: format!("team {name}"),
+            path: String::new(),
+        };
+        let mut scope = ScopeConfig {
+            team: Some(name),
+            name_at: t.get("name").map(|n| doc.loc(n)),
+            ..Default::default()
+        };
+        if let Some(mdm) = t.get("mdm") {
+            let c = c.child("mdm");
+            if let Some(m) = self.fields(&c, mdm, &["macos_updates", "macos_settings"]) {
+                self.mdm_common(&c, &m, &mut scope);
+            }
+        }
+        Some(scope)
+    }
+
+    fn mdm_common(&mut self, c: &Ctx<'_>, m: &Fields<'_>, scope: &mut ScopeConfig) {
+        if let Some(u) = m.get("macos_updates") {
+            let c = c.child("macos_updates");
+            if let Some(f) = self.fields(&c, u, &["minimum_version", "deadline"]) {
+                let version = f.get("minimum_version").and_then(|n| {
+                    let cc = c.child("minimum_version");
+                    if let Value::Float(x) = n.value {
+                        // YAML reads `15.10` as the number 15.1: the text is lost, so ask for it.
+                        self.issue(
+                            &cc,
+                            n,
+                            &format!(
+                                "an unquoted number (YAML reads it as {x}, and `15.10` as 15.1)"
+                            ),
+                            "the version in quotes, e.g. `minimum_version: \"15.1\"`",
+                        );
+                        return None;
+                    }
+                    let v = self.string(&cc, n, "a version such as `\"15.1\"`")?;
+                    if valid_version(&v) {
+                        Some(v)
+                    } else {
+                        self.issue(
+                            &cc,
+                            n,
+                            &format!("`{v}` is not a macOS version"),
+                            "1 to 3 dot-separated numbers such as `\"15.1\"`",
+                        );
+                        None
+                    }
+                });
+                let deadline = f.get("deadline").and_then(|n| {
+                    let cc = c.child("deadline");
+                    let v = self.string(&cc, n, "a date such as `\"2026-12-01\"`")?;
+                    if valid_date(&v) {
+                        Some(v)
+                    } else {
+                        self.issue(
+                            &cc,
+                            n,
+                            &format!("`{v}` is not a date"),
+                            "`YYYY-MM-DD`, e.g. `\"2026-12-01\"`",
+                        );
+                        None
+                    }
+                });
+                match (f.get("minimum_version"), f.get("deadline")) {
+                    (Some(_), None) => self.issue(
+                        &c,
+                        u,
+                        "`minimum_version` without `deadline`",
+                        "both `minimum_version` and `deadline`, or neither",
+                    ),
+                    (None, Some(_)) => self.issue(
+                        &c,
+                        u,
+                        "`deadline` without `minimum_version`",
+                        "both `minimum_version` and `deadline`, or neither",
+                    ),
+                    _ => {}
+                }
+                scope.settings.minimum_version = version;
+                scope.settings.deadline = deadline;
+            }
+        }
+        if let Some(s) = m.get("macos_settings") {
+            let c = c.child("macos_settings");
+            if let Some(f) = self.fields(&c, s, &["enable_disk_encryption", "custom_settings"]) {
+                if let Some(n) = f.get("enable_disk_encryption") {
+                    let cc = c.child("enable_disk_encryption");
+                    scope.settings.enable_disk_encryption = self.boolean(&cc, n).unwrap_or(false);
+                }
+                if let Some(n) = f.get("custom_settings") {
+                    let cc = c.child("custom_settings");
+                    self.custom_settings(&cc, n, scope);
+                }
+            }
+        }
+    }
+
+    fn custom_settings(&mut self, c: &Ctx<'_>, node: &Node, scope: &mut ScopeConfig) {
+        let items = match &node.value {
+            Value::Seq(items) => items,
+            Value::Null => return,
+            other => {
+                let m = format!("found {}", other.kind());
+                self.issue(c, node, &m, "a list of profile paths");
+                return;
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            let ci = c.child(&format!("[{i}]"));
+            let (path_node, path) = match &item.value {
+                Value::Str(p) => (item, p.clone()),
+                Value::Map(_) => {
+                    let Some(f) = self.fields(&ci, item, &["path"]) else {
+                        continue;
+                    };
+                    let Some(p) = f.get("path") else {
+                        self.issue(
+                            &ci,
+                            item,
+                            "`path` is missing",
+                            "`- path: profiles/x.mobileconfig`",
+                        );
+                        continue;
+                    };
+                    let Some(s) = self.string(&ci.child("path"), p, "a file path") else {
+                        continue;
+                    };
+                    (*p, s)
+                }
+                other => {
+                    let m = format!("found {}", other.kind());
+                    self.issue(&ci, item, &m, "a path, or `path: <file>`");
+                    continue;
+                }
+            };
+            let base = ci.doc.file.parent().unwrap_or(Path::new("."));
+            let joined = base.join(&path);
+            let full = std::fs::canonicalize(&joined).unwrap_or(joined);
+            let bytes = match std::fs::read(&full) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.issue(
+                        &ci,
+                        path_node,
+                        &format!("cannot read `{}`: {e}", full.display()),
+                        "a `.mobileconfig` path relative to this YAML file",
+                    );
+                    continue;
+                }
+            };
+            match check_profile(&bytes) {
+                Ok(parsed) => scope.profiles.push(ProfileFile {
+                    path: full,
+                    content: bytes,
+                    parsed,
+                    at: ci.doc.loc(path_node),
+                    label: ci.label(),
+                }),
+                Err(problems) => {
+                    for p in problems {
+                        let m = format!("profile `{path}`: {}", p.message);
+                        self.issue(&ci, path_node, &m, &p.expected);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks across documents: unique team names, and identifiers and display names that
+    /// name one profile each.
+    fn cross_checks(&mut self, config: &Config) {
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for t in &config.teams {
+            let name = t.team.as_deref().unwrap_or_default();
+            if seen.insert(name, ()).is_some() {
+                self.issues.push(Issue {
+                    loc: t.name_at.clone(),
+                    context: format!("team {name} › team.name"),
+                    message: format!("team `{name}` is defined more than once"),
+                    expected: "one `team` document per team name".into(),
+                });
+            }
+        }
+        // Within a scope, identifiers and display names are unique. Across scopes an identifier
+        // may repeat only for the very same profile (one Wi-Fi profile for two teams), so an
+        // identifier always means one profile, and a display name one identifier.
+        let mut by_id: HashMap<&str, (&ProfileFile, String)> = HashMap::new();
+        let mut by_name: HashMap<&str, (&str, String)> = HashMap::new();
+        for scope in config.global.iter().chain(&config.teams) {
+            let label = scope_label(scope.team.as_deref());
+            let mut ids_here = HashMap::new();
+            let mut names_here = HashMap::new();
+            for p in &scope.profiles {
+                let id = p.parsed.identifier.as_str();
+                let name = p.parsed.display_name.as_str();
+                let mut push = |message: String, expected: &str| {
+                    self.issues
+                        .push(Issue::at(p.at.clone(), &p.label, &message, expected));
+                };
+                if let Some(first) = ids_here.insert(id, &p.path) {
+                    push(
+                        format!(
+                            "`PayloadIdentifier` `{id}` is also used by `{}`",
+                            first.display()
+                        ),
+                        "unique `PayloadIdentifier`s",
+                    );
+                } else if let Some((other, where_)) = by_id.get(id) {
+                    if other.content != p.content {
+                        push(
+                            format!(
+                                "`PayloadIdentifier` `{id}` names a different profile in {where_} (`{}`)",
+                                other.path.display()
+                            ),
+                            "one identifier per profile: rename one of them",
+                        );
+                    }
+                } else {
+                    by_id.insert(id, (p, label.clone()));
+                }
+                if let Some(first) = names_here.insert(name, &p.path) {
+                    push(
+                        format!(
+                            "`PayloadDisplayName` `{name}` is also used by `{}`",
+                            first.display()
+                        ),
+                        "unique `PayloadDisplayName`s",
+                    );
+                } else if let Some((other_id, where_)) = by_name.get(name) {
+                    if *other_id != id {
+                        push(
+                            format!(
+                                "`PayloadDisplayName` `{name}` is also the name of `{other_id}` in {where_}"
+                            ),
+                            "unique `PayloadDisplayName`s",
+                        );
+                    }
+                } else {
+                    by_name.insert(name, (id, label.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// `config` or `team NAME`, as messages and plans name a scope.
+pub fn scope_label(team: Option<&str>) -> String {
+    match team {
+        Some(t) => format!("team {t}"),
+        None => "config".into(),
+    }
+}
+
+fn list(keys: &[&str]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    format!("one of {}", quoted.join(", "))
+}
+
+/// `^\d+(\.\d+){0,2}$`
+pub fn valid_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() <= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// `YYYY-MM-DD`, a real date.
+pub fn valid_date(v: &str) -> bool {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    v.len() == 10 && time::Date::parse(v, &format).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_dates() {
+        for ok in ["15", "15.1", "14.6.1"] {
+            assert!(valid_version(ok), "{ok}");
+        }
+        for bad in ["", "15.", "v15", "15.1.2.3", "15.x"] {
+            assert!(!valid_version(bad), "{bad}");
+        }
+        assert!(valid_date("2026-12-01"));
+        assert!(!valid_date("2026-13-01"));
+        assert!(!valid_date("2026-2-1"));
+        assert!(!valid_date("01/12/2026"));
+    }
+}
