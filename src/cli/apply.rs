@@ -24,66 +24,95 @@ pub struct ApplyArgs {
     pub allow_unknown_keys: bool,
 }
 
-#[derive(serde::Serialize)]
-struct Output<'a> {
-    dry_run: bool,
-    applied: bool,
-    #[serde(flatten)]
-    plan: &'a gitops::Plan,
-}
-
 pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
-    ctx.local_only("apply")?;
     let env = |name: &str| std::env::var(name).ok();
-    let gitops::Loaded {
-        config,
-        mut issues,
-        warnings,
-    } = gitops::load(&args.files, args.allow_unknown_keys, &env);
-    for w in &warnings {
+    if let Some(api) = ctx.remote()? {
+        return remote(ctx, &api, &args, &env);
+    }
+    let loaded = gitops::load(&args.files, args.allow_unknown_keys, &env);
+    for w in &loaded.warnings {
         ctx.warn(&w.to_string());
     }
     // The checks that need the store join the file checks, so one run reports everything; a
     // store problem only matters once the files are right.
     let store = match ctx.open_store() {
         Ok(s) => s,
-        Err(_) if !issues.is_empty() => return Err(report(ctx, issues).into()),
+        Err(_) if !loaded.issues.is_empty() => return Err(report(ctx, loaded.issues).into()),
         Err(e) => return Err(e),
     };
-    let teams = store.read(|tx| tx.teams())?;
-    issues.extend(gitops::check_against_store(
-        &config,
-        teams.iter().map(|t| t.name.as_str()),
-    ));
-    if !issues.is_empty() {
-        return Err(report(ctx, issues).into());
-    }
-    let own = gitops::prepare_escrow(store.as_ref(), &config)?;
-    let result = if args.dry_run {
-        gitops::dry_run(store.as_ref(), &config, &own)
-    } else {
-        gitops::apply(store.as_ref(), &config, &own, &ctx.actor())
-    };
-    let plan = match result {
-        Ok(p) => p,
+    let done = match gitops::run(store.as_ref(), loaded, args.dry_run, &ctx.actor()) {
+        Ok(d) => d,
         Err(GitopsError::Invalid(issues)) => return Err(report(ctx, issues).into()),
         Err(e) => return Err(e.into()),
     };
     if ctx.json() {
-        print_json(&Output {
-            dry_run: args.dry_run,
-            applied: !args.dry_run && !plan.is_empty(),
-            plan: &plan,
-        })?;
+        print_json(&done)?;
     } else {
-        print_lines(&plan.render())?;
+        print_lines(&done.plan.render())?;
     }
-    if args.dry_run && !plan.is_empty() {
-        eprintln!("dry run: nothing was written; run without `--dry-run` to apply");
-    } else if !args.dry_run && !plan.is_empty() {
-        eprintln!("applied: {}", plan.summary().trim_start_matches("plan: "));
-    }
+    finish(&args, !done.plan.is_empty(), &done.plan.summary());
     Ok(())
+}
+
+/// Validate here (nothing is sent when the files have problems), then let the server validate
+/// the same bytes against its store, plan and apply.
+fn remote(
+    ctx: &Ctx,
+    api: &crate::mdm::api::ApiClient,
+    args: &ApplyArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let (loaded, bundle) = gitops::Bundle::record(&args.files, args.allow_unknown_keys, env);
+    for w in &loaded.warnings {
+        ctx.warn(&w.to_string());
+    }
+    if !loaded.issues.is_empty() {
+        return Err(report(ctx, loaded.issues).into());
+    }
+    let req = crate::mdm::api::ApplyRequest {
+        bundle,
+        dry_run: args.dry_run,
+    };
+    let answer = match api.apply(&req) {
+        Ok(a) => a,
+        Err(crate::mdm::api::ApiClientError::Api {
+            status: 422,
+            problems,
+            error,
+            hint,
+        }) => {
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            if ctx.json() {
+                let _ = print_json(&serde_json::json!({ "problems": problems }));
+            }
+            let mut e = crate::error::UserError::new(error);
+            if let Some(h) = hint {
+                e = e.with_hint(h);
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.json() {
+        print_json(&answer.result)?;
+    } else {
+        print_lines(&answer.rendered)?;
+    }
+    let changed = answer.result["changes"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty());
+    finish(args, changed, &answer.summary);
+    Ok(())
+}
+
+fn finish(args: &ApplyArgs, changed: bool, summary: &str) {
+    if args.dry_run && changed {
+        eprintln!("dry run: nothing was written; run without `--dry-run` to apply");
+    } else if !args.dry_run && changed {
+        eprintln!("applied: {}", summary.trim_start_matches("plan: "));
+    }
 }
 
 /// Every problem on stderr, one per line, then one summary error; with `--format json` also

@@ -149,3 +149,45 @@ pub fn apply_in(
     }
     Ok(plan)
 }
+
+/// What one `apply` did: the plan, and whether it was written.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Applied {
+    pub dry_run: bool,
+    pub applied: bool,
+    #[serde(flatten)]
+    pub plan: Plan,
+}
+
+/// The whole `apply` after loading, for the CLI on a local store and for the server's API: the
+/// checks against the store join the file problems (all reported at once), then the plan, then
+/// (unless `dry_run`) the write in one transaction.
+pub fn run(
+    store: &dyn Store,
+    loaded: super::Loaded,
+    dry_run: bool,
+    actor: &str,
+) -> Result<Applied, GitopsError> {
+    let super::Loaded {
+        config, mut issues, ..
+    } = loaded;
+    let teams = store.read(|tx| tx.teams())?;
+    issues.extend(super::check_against_store(
+        &config,
+        teams.iter().map(|t| t.name.as_str()),
+    ));
+    if !issues.is_empty() {
+        return Err(GitopsError::Invalid(issues));
+    }
+    let own = prepare_escrow(store, &config)?;
+    let plan = if dry_run {
+        self::dry_run(store, &config, &own)?
+    } else {
+        apply(store, &config, &own, actor)?
+    };
+    Ok(Applied {
+        dry_run,
+        applied: !dry_run && !plan.is_empty(),
+        plan,
+    })
+}

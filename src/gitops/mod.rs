@@ -16,11 +16,14 @@ pub mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use apply::{OwnInputs, apply, dry_run, prepare_escrow};
+pub use apply::{Applied, OwnInputs, apply, dry_run, prepare_escrow, run};
 pub use export::{Snapshot, snapshot, to_yaml};
 pub use load::Loc;
 pub use plan::{Change, Plan, plan};
-pub use validate::{Config, Loaded, ScopeConfig, check_against_store, load, load_config};
+pub use validate::{
+    Bundle, Config, Disk, Files, Loaded, ScopeConfig, check_against_store, load, load_config,
+    load_with,
+};
 
 /// Prefix of the identifiers of mdmctl's own profiles; refused in the admin's profiles.
 pub const RESERVED_PREFIX: &str = "com.mdmctl.";

@@ -76,8 +76,169 @@ pub fn load(
     allow_unknown_keys: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Loaded {
+    load_with(&Disk, paths, allow_unknown_keys, env)
+}
+
+/// Where [`load`] reads YAML and profiles from: the disk, or a [`Bundle`] a remote `apply`
+/// sent (so the server validates with exactly the bytes the client validated).
+pub trait Files {
+    /// A path as the validator should name and read it (canonical on disk).
+    fn resolve(&self, path: &Path) -> PathBuf;
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// The local filesystem.
+pub struct Disk;
+
+impl Files for Disk {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// Everything one `apply` read: the YAML files in order, every file's bytes by the path it was
+/// read at, and the environment variables the YAML used. Loading a bundle gives the same
+/// [`Config`] (and the same problems) as loading the files did.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Bundle {
+    pub yaml: Vec<PathBuf>,
+    /// Path → base64 of the bytes.
+    pub files: BTreeMap<PathBuf, String>,
+    pub env: BTreeMap<String, String>,
+    /// Paths as the YAML wrote them (joined to its directory) → the path they resolved to.
+    #[serde(default)]
+    pub resolved: BTreeMap<PathBuf, PathBuf>,
+    pub allow_unknown_keys: bool,
+}
+
+impl Bundle {
+    /// Load from disk as [`load`] does, recording what was read.
+    pub fn record(
+        paths: &[PathBuf],
+        allow_unknown_keys: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Loaded, Bundle) {
+        let recorder = Recorder::default();
+        let used = std::cell::RefCell::new(BTreeMap::new());
+        let recording_env = |name: &str| {
+            let v = env(name);
+            if let Some(v) = &v {
+                used.borrow_mut().insert(name.to_string(), v.clone());
+            }
+            v
+        };
+        let mut issues = Vec::new();
+        let yaml = collect_files(paths, &mut issues);
+        let loaded = load_files(
+            &recorder,
+            paths,
+            yaml.clone(),
+            issues,
+            allow_unknown_keys,
+            &recording_env,
+        );
+        use base64::Engine as _;
+        let resolved = recorder.resolved.into_inner();
+        let files = recorder
+            .read
+            .into_inner()
+            .into_iter()
+            .map(|(p, b)| (p, base64::engine::general_purpose::STANDARD.encode(b)))
+            .collect();
+        let bundle = Bundle {
+            yaml: yaml
+                .iter()
+                .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+                .collect(),
+            files,
+            env: used.into_inner(),
+            resolved,
+            allow_unknown_keys,
+        };
+        (loaded, bundle)
+    }
+
+    /// Validate the bundle as the client did: same code, same bytes, same environment.
+    pub fn load(&self) -> Loaded {
+        let env = |name: &str| self.env.get(name).cloned();
+        load_files(
+            self,
+            &self.yaml,
+            self.yaml.clone(),
+            Vec::new(),
+            self.allow_unknown_keys,
+            &env,
+        )
+    }
+}
+
+impl Files for Bundle {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        // The client recorded how it resolved each path.
+        self.resolved
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| path.to_path_buf())
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        use base64::Engine as _;
+        let b64 = self.files.get(path).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not in the files the client sent",
+            )
+        })?;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// The disk, remembering every file read (by resolved path).
+#[derive(Default)]
+struct Recorder {
+    read: std::cell::RefCell<BTreeMap<PathBuf, Vec<u8>>>,
+    resolved: std::cell::RefCell<BTreeMap<PathBuf, PathBuf>>,
+}
+
+impl Files for Recorder {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        let r = Disk.resolve(path);
+        self.resolved
+            .borrow_mut()
+            .insert(path.to_path_buf(), r.clone());
+        r
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let b = std::fs::read(path)?;
+        self.read.borrow_mut().insert(path.to_path_buf(), b.clone());
+        Ok(b)
+    }
+}
+
+/// [`load`] reading through `files`.
+pub fn load_with(
+    files: &dyn Files,
+    paths: &[PathBuf],
+    allow_unknown_keys: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
     let mut issues = Vec::new();
-    let files = collect_files(paths, &mut issues);
+    let yaml = collect_files(paths, &mut issues);
+    load_files(files, paths, yaml, issues, allow_unknown_keys, env)
+}
+
+fn load_files(
+    source: &dyn Files,
+    paths: &[PathBuf],
+    files: Vec<PathBuf>,
+    mut issues: Vec<Issue>,
+    allow_unknown_keys: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
     if files.is_empty() && issues.is_empty() {
         for p in paths {
             issues.push(Issue::at_file(
@@ -90,7 +251,10 @@ pub fn load(
     let mut docs = Vec::new();
     for f in &files {
         let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-        let text = match std::fs::read_to_string(f) {
+        let text = match source
+            .read(&abs)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        {
             Ok(t) => t,
             Err(e) => {
                 issues.push(Issue::at_file(
@@ -105,6 +269,7 @@ pub fn load(
         docs.extend(parse_documents(&abs, &expanded, &mut issues));
     }
     let mut v = Validator {
+        files: source,
         issues,
         warnings: Vec::new(),
         allow_unknown_keys,
@@ -151,7 +316,8 @@ pub fn check_against_store<'a>(
     issues
 }
 
-struct Validator {
+struct Validator<'s> {
+    files: &'s dyn Files,
     issues: Vec<Issue>,
     warnings: Vec<Issue>,
     allow_unknown_keys: bool,
@@ -193,7 +359,7 @@ impl<'a> Ctx<'a> {
 
 type Fields<'n> = BTreeMap<&'n str, &'n Node>;
 
-impl Validator {
+impl Validator<'_> {
     fn issue(&mut self, c: &Ctx<'_>, at: &Node, message: &str, expected: &str) {
         self.issues
             .push(Issue::at(c.doc.loc(at), &c.label(), message, expected));
@@ -537,8 +703,8 @@ impl Validator {
             };
             let base = ci.doc.file.parent().unwrap_or(Path::new("."));
             let joined = base.join(&path);
-            let full = std::fs::canonicalize(&joined).unwrap_or(joined);
-            let bytes = match std::fs::read(&full) {
+            let full = self.files.resolve(&joined);
+            let bytes = match self.files.read(&full) {
                 Ok(b) => b,
                 Err(e) => {
                     self.issue(

@@ -63,6 +63,27 @@ pub struct ApiErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Each problem of a refused `apply`, one line each (file:line:column: key: message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// `POST /api/v1/apply`: what the client read and validated, sent for the server to validate
+/// again against its store and apply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub bundle: crate::gitops::Bundle,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The answer to an apply: the same JSON `mdmctl apply --format json` prints, and the plan as
+/// text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub result: serde_json::Value,
+    pub rendered: Vec<String>,
+    pub summary: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +97,7 @@ pub enum ApiClientError {
         status: u16,
         error: String,
         hint: Option<String>,
+        problems: Vec<String>,
     },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
@@ -141,11 +163,13 @@ impl ApiClient {
             let e: ApiErrorBody = serde_json::from_slice(&body).unwrap_or(ApiErrorBody {
                 error: String::from_utf8_lossy(&body).trim().to_string(),
                 hint: None,
+                problems: Vec::new(),
             });
             return Err(ApiClientError::Api {
                 status: status.as_u16(),
                 error: e.error,
                 hint: e.hint,
+                problems: e.problems,
             });
         }
         serde_json::from_slice(&body).map_err(|e| ApiClientError::Decode(e.to_string()))
@@ -157,6 +181,11 @@ impl ApiClient {
                 .get(format!("{}/devices", self.base))
                 .query(filter),
         )
+    }
+
+    /// Validate and (unless `dry_run`) apply a GitOps bundle on the server's store.
+    pub fn apply(&self, req: &ApplyRequest) -> Result<ApplyResponse, ApiClientError> {
+        self.call(self.http.post(format!("{}/apply", self.base)).json(req))
     }
 
     pub fn device(&self, id: &str) -> Result<DeviceDetail, ApiClientError> {

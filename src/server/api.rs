@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/commands/{uuid}", get(command))
         .route("/push", post(push))
         .route("/scep/challenges", post(challenge))
+        .route("/apply", post(apply))
 }
 
 /// An API error: status, message, hint.
@@ -65,6 +66,7 @@ impl IntoResponse for ApiError {
             Json(ApiErrorBody {
                 error: self.1,
                 hint: self.2,
+                problems: Vec::new(),
             }),
         )
             .into_response()
@@ -310,4 +312,53 @@ async fn challenge(
         }),
     )
         .into_response())
+}
+
+/// `apply` from a remote CLI: the files it validated, validated again here with the same code
+/// and the store's teams, then planned and (unless a dry run) written in one transaction.
+async fn apply(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Json(req): Json<crate::mdm::api::ApplyRequest>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let loaded = req.bundle.load();
+        crate::gitops::run(store.as_ref(), loaded, req.dry_run, &who)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    match outcome {
+        Ok(applied) => {
+            let result = serde_json::to_value(&applied)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+            Ok(Json(crate::mdm::api::ApplyResponse {
+                result,
+                rendered: applied.plan.render(),
+                summary: applied.plan.summary(),
+            })
+            .into_response())
+        }
+        Err(crate::gitops::GitopsError::Invalid(issues)) => {
+            let e = crate::gitops::GitopsError::Invalid(issues.clone());
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(ApiErrorBody {
+                    error: e.to_string(),
+                    hint: crate::error::Diagnose::hint(&e),
+                    problems: issues.iter().map(ToString::to_string).collect(),
+                }),
+            )
+                .into_response())
+        }
+        Err(crate::gitops::GitopsError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "apply failed");
+            Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+                None,
+            ))
+        }
+    }
 }

@@ -329,3 +329,84 @@ async fn get_devices_and_device_work_locally_and_through_the_api() {
     assert!(actors.contains(&"api:ops"), "{actors:?}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_works_through_the_api_validating_locally_first() {
+    let s = Server::start(Options::default()).await;
+    let token = mdmctl(&s, None, &["token", "create", "--name", "gitops"])
+        .await
+        .success()
+        .stdout
+        .trim()
+        .to_string();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops");
+    let teams = |s: &Server| s.store.read(|tx| tx.teams()).unwrap().len();
+
+    let plan = mdmctl(&s, Some(&token), &["apply", "-f", examples, "--dry-run"]).await;
+    plan.success()
+        .stdout_has("+ profile")
+        .stderr_has("dry run: nothing was written");
+    assert_eq!(teams(&s), 0, "a dry run writes nothing on the server");
+
+    let applied = mdmctl(
+        &s,
+        Some(&token),
+        &["--format", "json", "apply", "-f", examples],
+    )
+    .await;
+    let j = applied.success().json();
+    assert_eq!(j["applied"], true);
+    assert!(j["add"].as_u64().unwrap() > 0);
+    assert_eq!(teams(&s), 2);
+    let log = s
+        .store
+        .read(|tx| {
+            tx.activities(&ActivityQuery {
+                kind: Some("gitops.apply".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(log[0].actor, "api:gitops");
+    mdmctl(&s, Some(&token), &["apply", "-f", examples])
+        .await
+        .success()
+        .stdout_has("no changes");
+
+    // Problems in the files are found here, and nothing is sent.
+    let dir = s.dir.path().join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.yml"),
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    macos_updates: {minimum_version: \"15.1\", dedline: \"2027-01-01\"}\n",
+    )
+    .unwrap();
+    let bad = dir.to_str().unwrap();
+    mdmctl(&s, Some(&token), &["apply", "-f", bad])
+        .await
+        .user_error()
+        .stderr_has("dedline")
+        .stderr_has("deadline");
+    // Problems only the server's store can show come back the same way.
+    std::fs::write(
+        dir.join("bad.yml"),
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    apple_bm_default_team: Nowhere\n",
+    )
+    .unwrap();
+    mdmctl(&s, Some(&token), &["apply", "-f", bad])
+        .await
+        .user_error()
+        .stderr_has("Nowhere")
+        .stderr_has("bad.yml");
+    let after = s
+        .store
+        .read(|tx| {
+            tx.activities(&ActivityQuery {
+                kind: Some("gitops.apply".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(after.len(), 1, "refused applies change nothing");
+    s.stop().await;
+}
