@@ -5,6 +5,7 @@
 //! - [`cli`]: one file per subcommand, thin adapters over the modules below.
 //! - [`assets`]: the server assets (APNs push certificate, SCEP CAs, Apple Business Manager
 //!   keys and token): generating, checking and storing them.
+//! - [`import`]: `import-devices`: old MDMs' devices, push certificates and CAs into the store.
 //! - [`store`]: everything mdmctl knows, on SQLite or PostgreSQL, behind role traits.
 //! - [`secrets`]: the master key and encryption of secrets at rest.
 //! - [`pki`]: keys, certificates, CSRs and CMS, on OpenSSL.
@@ -17,6 +18,7 @@ pub mod apple;
 pub mod assets;
 pub mod cli;
 pub mod error;
+pub mod import;
 pub mod mdm;
 pub mod pki;
 pub mod push;

@@ -6,6 +6,7 @@ mod demo;
 mod files;
 mod generate;
 mod get;
+mod import_devices;
 mod init;
 mod mdm;
 mod output;
@@ -97,6 +98,8 @@ pub enum Command {
     /// Show what the store holds.
     #[command(subcommand)]
     Get(get::GetCommand),
+    /// Import devices, push certificate and SCEP CA from an old MDM (NanoMDM, Fleet, CSV).
+    ImportDevices(import_devices::ImportDevicesArgs),
     /// Run the MDM server: check-ins, commands, SCEP, push, enrollment, admin API.
     Serve(serve::ServeArgs),
     /// Send MDM commands to devices (queued, then pushed).
@@ -129,6 +132,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Generate(cmd) => generate::run(&ctx, cmd),
         Command::Set(cmd) => set::run(&ctx, cmd),
         Command::Get(cmd) => get::run(&ctx, cmd),
+        Command::ImportDevices(args) => import_devices::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Mdm(cmd) => mdm::run(&ctx, cmd),
         Command::Push(args) => push::run(&ctx, args),

@@ -21,6 +21,11 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0001_init.sql"),
     },
     Migration {
+        version: 3,
+        name: "import",
+        sql: include_str!("migrations/sqlite/0003_import.sql"),
+    },
+    Migration {
         version: 4,
         name: "serve",
         sql: include_str!("migrations/sqlite/0004_serve.sql"),
@@ -32,6 +37,11 @@ const POSTGRES: &[Migration] = &[
         version: 1,
         name: "init",
         sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "import",
+        sql: include_str!("migrations/postgres/0003_import.sql"),
     },
     Migration {
         version: 4,

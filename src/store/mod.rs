@@ -15,6 +15,7 @@
 mod activities;
 mod assets;
 mod devices;
+mod imports;
 mod keys;
 mod location;
 mod meta;
@@ -32,6 +33,7 @@ pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
 pub use devices::{
     DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
 };
+pub use imports::{ImportState, Imports};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -129,8 +131,8 @@ pub enum Finish {
 }
 
 /// Everything a transaction can do: the role traits together.
-pub trait Tx: Meta + Assets + Devices + Activities + CommandQueue + Tokens {}
-impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens> Tx for T {}
+pub trait Tx: Meta + Assets + Devices + Activities + CommandQueue + Tokens + Imports {}
+impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens + Imports> Tx for T {}
 
 /// A store backend. Work happens in transactions; see [`dyn Store::write`] and
 /// [`dyn Store::read`] for the convenient forms.
