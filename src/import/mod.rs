@@ -302,6 +302,10 @@ pub struct Importer<'t> {
     deferred: Vec<(u16, SrcEnrollment)>,
     push_certs: Vec<(String, Vec<u8>, Vec<u8>)>,
     scep_cas: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// The store held no devices when the import started: nothing to compare with, so no
+    /// per-record look-ups (identities are checked against this run's own).
+    fresh: bool,
+    identities: HashMap<String, String>,
 }
 
 /// Fingerprint of a record: SHA-256 over its fields, length-prefixed.
@@ -331,7 +335,10 @@ fn ts(t: Option<Timestamp>) -> Option<Vec<u8>> {
 impl<'t> Importer<'t> {
     pub fn new(tx: &'t mut dyn Tx, opts: ImportOptions) -> Result<Self, ImportError> {
         let store_topic = tx.active_asset(AssetKind::Apns)?.and_then(|a| a.topic);
+        let fresh = tx.count_devices()? == 0;
         Ok(Self {
+            fresh,
+            identities: HashMap::new(),
             tx,
             now: Timestamp::now(),
             summary: Summary {
@@ -478,10 +485,13 @@ impl<'t> Importer<'t> {
                 );
                 return Ok(());
             }
+            let other = if self.fresh {
+                self.identities.get(&lower).cloned()
+            } else {
+                self.tx.device_by_identity(&lower)?
+            };
             d.identity_sha256 = Some(lower);
-            if let Some(other) = self
-                .tx
-                .device_by_identity(d.identity_sha256.as_deref().unwrap_or_default())?
+            if let Some(other) = other
                 && other != d.id
             {
                 let id = d.id.clone();
@@ -530,7 +540,11 @@ impl<'t> Importer<'t> {
             ts(d.last_seen).as_deref(),
             Some(self.origin.as_bytes()),
         ]);
-        let existing = self.tx.import_state(&d.id)?;
+        let existing = if self.fresh {
+            None
+        } else {
+            self.tx.import_state(&d.id)?
+        };
         let has_identity = d.identity_sha256.is_some();
         if let Some(st) = &existing {
             let checked_in = st.migrated_at.is_some()
@@ -574,6 +588,11 @@ impl<'t> Importer<'t> {
         self.tx.put_device(&rec)?;
         self.tx
             .set_import_fingerprint("device", &rec.id, &fp, &self.source_label)?;
+        if self.fresh
+            && let Some(sha) = &rec.identity_sha256
+        {
+            self.identities.insert(sha.clone(), rec.id.clone());
+        }
         self.mark(&rec.id, DevState::Written, has_identity);
         Ok(())
     }
@@ -673,14 +692,18 @@ impl<'t> Importer<'t> {
             Some(if e.enabled { b"1" } else { b"0" }),
             ts(e.last_seen).as_deref(),
         ]);
-        let existing = self.tx.import_fingerprint("enrollment", &e.id)?;
+        let existing = if self.fresh {
+            None
+        } else {
+            self.tx.import_fingerprint("enrollment", &e.id)?
+        };
         let written = match existing {
             Some(f) if f == fp => {
                 self.summary.enrollments.unchanged += 1;
                 false
             }
             other => {
-                if other.is_some() || self.tx.enrollment(&e.id)?.is_some() {
+                if other.is_some() || (!self.fresh && self.tx.enrollment(&e.id)?.is_some()) {
                     self.summary.enrollments.updated += 1;
                 } else {
                     self.summary.enrollments.imported += 1;
