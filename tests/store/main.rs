@@ -133,4 +133,5 @@ conformance!(
     queueing_to_thousands_of_enrollments,
     api_tokens_and_scep_challenges,
     checkin_primitives,
+    import_fingerprints_state_and_user_channels,
 );
