@@ -103,6 +103,22 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
     let summary = match result {
         Ok(s) => s,
         Err(ImportError::DryRun(s)) => *s,
+        Err(ImportError::Strict {
+            count,
+            first,
+            summary,
+        }) => {
+            // Nothing was written; the report still says what would have been skipped.
+            if let Some(path) = &args.report {
+                write_report(path, &summary)?;
+            }
+            return Err(ImportError::Strict {
+                count,
+                first,
+                summary,
+            }
+            .into());
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(path) = &args.report {

@@ -65,7 +65,12 @@ pub enum ImportError {
     #[error("`{tool}` is not installed (needed to read `{source_name}`)")]
     ToolMissing { tool: String, source_name: String },
     #[error("{count} records were skipped and `--strict` is set; the first: {first}")]
-    Strict { count: usize, first: String },
+    Strict {
+        count: usize,
+        first: String,
+        /// What the import found, for `--report`.
+        summary: Box<Summary>,
+    },
     #[error("`{path}`: {reason}")]
     Asset { path: String, reason: String },
     #[error(transparent)]
@@ -805,6 +810,7 @@ impl<'t> Importer<'t> {
             return Err(ImportError::Strict {
                 count: self.summary.skipped.len(),
                 first: format!("{} `{}` ({}): {}", f.kind, f.id, f.source, f.reason),
+                summary: Box::new(self.summary.clone()),
             });
         }
         let sm = &self.summary;

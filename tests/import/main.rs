@@ -384,9 +384,19 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     let report = String::from_utf8(ctx.read("skips.csv")).unwrap();
     assert!(report.starts_with("kind,id,source,reason\n"), "{report}");
     assert_eq!(report.matches("duplicate UDID").count(), 3, "{report}");
-    ctx.run(&["import-devices", "dump.sql", "dump.sql", "--strict"])
-        .user_error()
-        .stderr_has("--strict");
+    std::fs::remove_file(ctx.path("skips.csv")).unwrap();
+    ctx.run(&[
+        "import-devices",
+        "dump.sql",
+        "dump.sql",
+        "--strict",
+        "--report",
+        "skips.csv",
+    ])
+    .user_error()
+    .stderr_has("--strict");
+    let report = String::from_utf8(ctx.read("skips.csv")).unwrap();
+    assert_eq!(report.matches("duplicate UDID").count(), 3, "{report}");
     let store = open_store(&ctx);
     assert_eq!(store.read(|tx| tx.count_devices()).unwrap(), 0);
     drop(store);
