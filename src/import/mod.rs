@@ -284,6 +284,8 @@ struct Seen {
     state: DevState,
     has_channel: bool,
     has_identity: bool,
+    /// The device record holds the source's raw TokenUpdate.
+    has_token_update: bool,
 }
 
 /// Upserts records into one transaction. Create one per transaction attempt; feed it every
@@ -551,6 +553,7 @@ impl<'t> Importer<'t> {
             self.tx.import_state(&d.id)?
         };
         let has_identity = d.identity_sha256.is_some();
+        let has_token_update = d.token_update_raw.is_some();
         if let Some(st) = &existing {
             let checked_in = st.migrated_at.is_some()
                 || !st.source.starts_with("imported")
@@ -563,6 +566,7 @@ impl<'t> Importer<'t> {
             if st.fingerprint.as_deref() == Some(fp.as_str()) {
                 self.summary.devices.unchanged += 1;
                 self.mark(&d.id, DevState::Unchanged, has_identity);
+                self.set_has_token_update(&d.id, has_token_update);
                 return Ok(());
             }
             self.summary.devices.updated += 1;
@@ -599,7 +603,14 @@ impl<'t> Importer<'t> {
             self.identities.insert(sha.clone(), rec.id.clone());
         }
         self.mark(&rec.id, DevState::Written, has_identity);
+        self.set_has_token_update(&rec.id, has_token_update);
         Ok(())
+    }
+
+    fn set_has_token_update(&mut self, id: &str, v: bool) {
+        if let Some(s) = self.seen.get_mut(id) {
+            s.has_token_update = v;
+        }
     }
 
     fn mark(&mut self, id: &str, state: DevState, has_identity: bool) {
@@ -610,6 +621,7 @@ impl<'t> Importer<'t> {
                 state,
                 has_channel: false,
                 has_identity,
+                has_token_update: false,
             },
         );
     }
@@ -628,6 +640,8 @@ impl<'t> Importer<'t> {
             self.deferred.push((src, e));
             return Ok(());
         };
+        let device_written = dev.state == DevState::Written;
+        let device_tu = dev.has_token_update && e.id == e.device_id;
         match dev.state {
             DevState::Skipped => {
                 let (id, dev_id) = (e.id.clone(), e.device_id.clone());
@@ -680,7 +694,9 @@ impl<'t> Importer<'t> {
                 e.token_update_raw = u.token_update_raw;
             }
         }
-        if e.token_update_raw.is_none() && pushable {
+        // A device channel takes its device's TokenUpdate (copied below); others without one
+        // get one synthesized as the device would have sent it.
+        if e.token_update_raw.is_none() && pushable && !device_tu {
             e.token_update_raw = Some(synth_token_update(&e));
         }
         let fp = fingerprint(&[
@@ -733,6 +749,9 @@ impl<'t> Importer<'t> {
                 true
             }
         };
+        if device_tu && e.token_update_raw.is_none() && (written || device_written) {
+            self.tx.copy_device_token_update(&e.device_id)?;
+        }
         if let Some(uid) = e.user_id {
             self.user_channels
                 .insert((uid, e.device_id), (e.id, written));
