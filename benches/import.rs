@@ -142,7 +142,7 @@ fn mdmctl(db: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mdmctl"));
     c.env("MDMCTL_DB", db)
         .env("MDMCTL_PASSPHRASE", PASSPHRASE)
-        .env("MDMCTL_NO_INPUT", "1");
+        .env("MDMCTL_NO_INPUT", "true");
     c
 }
 

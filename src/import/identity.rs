@@ -54,7 +54,10 @@ fn not_after(der: &[u8]) -> Result<Timestamp, String> {
     let text = std::str::from_utf8(na.content).map_err(|_| bad("notAfter"))?;
     let full = match na.tag {
         0x17 if text.len() == 13 => {
-            let yy: i32 = text[..2].parse().map_err(|_| bad("notAfter"))?;
+            let yy: i32 = text
+                .get(..2)
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| bad("notAfter"))?;
             let century = if yy >= 50 { "19" } else { "20" };
             format!("{century}{text}")
         }
@@ -109,7 +112,7 @@ pub fn parse_sql_time(v: &[u8]) -> Option<Timestamp> {
         n(14, 16)?,
         n(17, 19)?,
     )?;
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(r) = rest.strip_prefix('.') {
         rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
     }
@@ -149,6 +152,7 @@ mod tests {
             Some(Timestamp(1714557600))
         );
         assert_eq!(parse_sql_time(b"nonsense"), None);
+        assert_eq!(parse_sql_time("2024-05-01 10:00:0é0".as_bytes()), None);
     }
 
     #[test]
