@@ -640,7 +640,6 @@ impl<'t> Importer<'t> {
             self.deferred.push((src, e));
             return Ok(());
         };
-        let device_written = dev.state == DevState::Written;
         let device_tu = dev.has_token_update && e.id == e.device_id;
         match dev.state {
             DevState::Skipped => {
@@ -694,8 +693,8 @@ impl<'t> Importer<'t> {
                 e.token_update_raw = u.token_update_raw;
             }
         }
-        // A device channel takes its device's TokenUpdate (copied below); others without one
-        // get one synthesized as the device would have sent it.
+        // A device channel's raw TokenUpdate is its device's (kept once, on the device
+        // record); other channels without one get one synthesized as the device would send it.
         if e.token_update_raw.is_none() && pushable && !device_tu {
             e.token_update_raw = Some(synth_token_update(&e));
         }
@@ -749,9 +748,6 @@ impl<'t> Importer<'t> {
                 true
             }
         };
-        if device_tu && e.token_update_raw.is_none() && (written || device_written) {
-            self.tx.copy_device_token_update(&e.device_id)?;
-        }
         if let Some(uid) = e.user_id {
             self.user_channels
                 .insert((uid, e.device_id), (e.id, written));

@@ -32,9 +32,6 @@ pub trait Imports {
         sha256: &str,
         source: &str,
     ) -> Result<(), StoreError>;
-    /// Give a device channel its device's raw TokenUpdate (the sealed value is copied as is:
-    /// both columns are sealed for the same purpose); returns the rows changed.
-    fn copy_device_token_update(&mut self, device_id: &str) -> Result<u64, StoreError>;
     /// Set a user channel's names and raw TokenUpdate; returns the rows changed.
     fn set_enrollment_user(
         &mut self,
@@ -93,15 +90,6 @@ impl Imports for SqlTx<'_> {
             ],
         )?;
         Ok(())
-    }
-
-    fn copy_device_token_update(&mut self, device_id: &str) -> Result<u64, StoreError> {
-        self.conn.execute(
-            "UPDATE enrollments SET token_update_raw_sealed = \
-             (SELECT d.token_update_raw_sealed FROM devices d WHERE d.id = enrollments.device_id) \
-             WHERE id = ? AND device_id = ?",
-            &[device_id.into(), device_id.into()],
-        )
     }
 
     fn set_enrollment_user(
