@@ -11,6 +11,7 @@
 
 pub mod csv;
 pub mod identity;
+pub mod livepg;
 pub mod nanomdm;
 pub mod source;
 pub mod sqldump;

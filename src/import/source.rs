@@ -1,8 +1,8 @@
 //! Sources: telling what a SOURCE argument is from its content (or `--from`), opening it
-//! (gzip included), and streaming it into the [`Importer`]. Live databases are read through
-//! their own dump tools (`mysqldump --single-transaction`, `pg_dump`: one consistent,
-//! read-only snapshot) into a private temporary file before the store transaction starts, so
-//! a retried transaction reads exactly the same rows.
+//! (gzip included), and streaming it into the [`Importer`]. A live MySQL database is read by
+//! `mysqldump --single-transaction` (one consistent, read-only snapshot) into a private
+//! temporary file before the store transaction starts, so a retried transaction reads exactly
+//! the same rows; a live PostgreSQL database is read directly ([`super::livepg`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -23,12 +23,17 @@ pub enum From {
     Csv,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// No `Debug`: a live URL may hold a password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum SourceKind {
     /// A plain SQL dump of NanoMDM's (or Fleet's) tables.
     SqlDump {
         dialect: Dialect,
         gzip: bool,
+    },
+    /// A live PostgreSQL database (the URL keeps its password; it is never printed).
+    LivePostgres {
+        url: String,
     },
     Csv,
 }
@@ -369,35 +374,18 @@ fn live_postgres(spec: &str, from: Option<From>) -> Result<Source, ImportError> 
         path: redact_url(spec),
         reason: "not a `postgres://user@host/db` URL".into(),
     })?;
-    let mut cmd = Command::new("pg_dump");
-    cmd.arg("--no-owner").arg("--no-privileges");
-    let mut url = spec.to_string();
-    if let Some(pw) = &u.password {
-        cmd.env("PGPASSWORD", pw);
-        // The password goes through the environment, not the command line.
-        let (scheme, rest) = spec.split_once("://").unwrap_or(("postgres", spec));
-        if let Some((auth, host)) = rest.split_once('@') {
-            let user = auth.split(':').next().unwrap_or("");
-            url = format!("{scheme}://{user}@{host}");
-        }
-    }
-    cmd.arg("--dbname").arg(&url);
-    let path = run_dump("pg_dump", spec, cmd)?;
     let fleet = matches!(from, Some(From::Fleet));
     Ok(Source {
         label: redact_url(spec),
-        path: path.clone(),
-        kind: SourceKind::SqlDump {
-            dialect: Dialect::Postgres,
-            gzip: false,
-        },
+        path: PathBuf::new(),
+        kind: SourceKind::LivePostgres { url: spec.into() },
         origin: if fleet { "fleet" } else { "nanomdm" }.into(),
         detected: format!(
-            "{} on PostgreSQL: live database `{}` (one consistent snapshot via `pg_dump`)",
+            "{} on PostgreSQL: live database `{}` (one consistent read-only snapshot)",
             if fleet { "Fleet" } else { "NanoMDM" },
             if u.db.is_empty() { "(default)" } else { &u.db }
         ),
-        temp: Some(path),
+        temp: None,
     })
 }
 
@@ -440,34 +428,51 @@ impl Source {
                         },
                         other => other,
                     })?;
-                let found = sink
-                    .tables_seen
-                    .iter()
-                    .any(|t| matches!(base_table(t), "devices" | "enrollments"));
-                let seen = sink.tables_seen.clone();
-                let (commands, queued) = (sink.commands, sink.queued);
-                if !found {
-                    let mut tables: Vec<String> = summary
-                        .tables
-                        .iter()
-                        .map(|(t, _)| format!("`{t}`"))
-                        .collect();
-                    tables.extend(seen.iter().map(|t| format!("`{t}`")));
-                    tables.sort();
-                    tables.dedup();
-                    return Err(ImportError::NoTables {
-                        path: self.label.clone(),
-                        found: if tables.is_empty() {
-                            "no table data".into()
-                        } else {
-                            format!("rows for {}", tables.join(", "))
-                        },
-                    });
-                }
-                imp.commands_left_behind(commands, queued);
-                imp.end_source(summary.bytes);
+                let mut found: Vec<String> =
+                    summary.tables.iter().map(|(t, _)| t.clone()).collect();
+                found.extend(sink.tables_seen.iter().cloned());
+                let bytes = summary.bytes;
+                self.finish_tables(sink, found, bytes)?;
+            }
+            SourceKind::LivePostgres { url } => {
+                let mut sink = NanoSink::new(imp, &self.label, progress);
+                super::livepg::read(url, &self.label, &mut sink)?;
+                let found = sink.tables_seen.clone();
+                self.finish_tables(sink, found, 0)?;
             }
         }
+        Ok(())
+    }
+
+    /// After a NanoMDM reader: refuse a source without NanoMDM tables, count what is left
+    /// behind.
+    fn finish_tables(
+        &self,
+        sink: NanoSink<'_, '_, '_>,
+        mut found: Vec<String>,
+        bytes: u64,
+    ) -> Result<(), ImportError> {
+        let has = sink
+            .tables_seen
+            .iter()
+            .any(|t| matches!(base_table(t), "devices" | "enrollments"));
+        let (commands, queued) = (sink.commands, sink.queued);
+        let imp = sink.imp;
+        if !has {
+            found.sort();
+            found.dedup();
+            return Err(ImportError::NoTables {
+                path: self.label.clone(),
+                found: if found.is_empty() {
+                    "no table data".into()
+                } else {
+                    let names: Vec<String> = found.iter().map(|t| format!("`{t}`")).collect();
+                    format!("rows for {}", names.join(", "))
+                },
+            });
+        }
+        imp.commands_left_behind(commands, queued);
+        imp.end_source(bytes);
         Ok(())
     }
 
@@ -477,7 +482,7 @@ impl Source {
             SourceKind::SqlDump { gzip: false, .. } | SourceKind::Csv => {
                 std::fs::metadata(&self.path).ok().map(|m| m.len())
             }
-            _ => None,
+            SourceKind::SqlDump { gzip: true, .. } | SourceKind::LivePostgres { .. } => None,
         }
     }
 }

@@ -237,6 +237,11 @@ fn live_databases_import_every_field() {
         db.load(&fleet);
         let (ctx, summary) = import_fresh(&db.url(), &[]);
         assert_fleet_imported(&ctx, &fleet, &summary);
+        let detected = summary["sources"][0]["detected"].as_str().unwrap();
+        assert!(
+            detected.contains("live database") && detected.contains("read-only"),
+            "{detected}"
+        );
     }
 }
 
