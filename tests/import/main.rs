@@ -432,6 +432,72 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
             .contains("invalid identity certificate")
     );
 
+    // One identity certificate on two devices: the second is skipped, the first keeps it.
+    let (a, b) = (&fleet.devices[0], &fleet.devices[2]);
+    db.mysql(
+        &format!(
+            "UPDATE devices SET identity_cert = (SELECT identity_cert FROM (SELECT identity_cert FROM devices WHERE id = '{}') x) WHERE id = '{}'",
+            a.udid, b.udid
+        ),
+        true,
+    );
+    db.dump(&[], &path);
+    let fresh = TestContext::new();
+    fresh.init();
+    let r = fresh.run(&[
+        "import-devices",
+        &path.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    r.success();
+    let j = r.json();
+    let reasons: Vec<String> = j["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}", s["id"], s["reason"]))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(&b.udid) && r.contains("identity certificate in use")),
+        "{reasons:?}"
+    );
+
+    // Fleet keeps the same tables with a `nano_` prefix.
+    let mut fleet_dump = full.clone();
+    for t in [
+        "devices",
+        "enrollments",
+        "users",
+        "cert_auth_associations",
+        "push_certs",
+        "enrollment_queue",
+    ] {
+        fleet_dump = replace_bytes(
+            &fleet_dump,
+            format!("`{t}`").as_bytes(),
+            format!("`nano_{t}`").as_bytes(),
+        );
+    }
+    fresh.write("fleet.sql", fleet_dump);
+    let fresh2 = TestContext::new();
+    fresh2.init();
+    let fp = fresh.path("fleet.sql").display().to_string();
+    let r = fresh2.run(&["import-devices", &fp, "--format", "json"]);
+    r.success().stderr_has("detected Fleet");
+    let j = r.json();
+    assert_eq!(j["devices"]["imported"], 3, "{j:#}");
+    assert_eq!(j["queued_left_behind"], 3);
+    let store = open_store(&fresh2);
+    let d = store
+        .read(|tx| tx.device(&fleet.devices[0].udid))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.source, "imported:fleet");
+    drop(store);
+
     // A source whose push certificate has another topic than the store's is refused.
     let other = Fleet::new(1, 7);
     let db2 = MyDb::create().unwrap();
@@ -555,4 +621,19 @@ fn csv_template_round_trips() {
         .stderr_has("bad.csv")
         .stderr_has("line 2")
         .stderr_has("token_hex");
+}
+
+fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
