@@ -16,7 +16,8 @@ use crate::import::{self, ImportError, ImportOptions, Summary};
 #[derive(Debug, clap::Args)]
 pub struct ImportDevicesArgs {
     /// What to read: a mysqldump or pg_dump file (plain or .gz), a `mysql://` or
-    /// `postgres://` URL (read-only, one snapshot), or a CSV. Several may be given.
+    /// `postgres://` URL (read-only, one snapshot), MicroMDM's `micromdm.db`, or a CSV.
+    /// Several may be given.
     #[arg(value_name = "SOURCE", required_unless_present = "csv_template")]
     pub sources: Vec<String>,
     /// What the sources are, when detection from their content is not wanted.

@@ -98,7 +98,7 @@ pub enum Command {
     /// Show what the store holds.
     #[command(subcommand)]
     Get(get::GetCommand),
-    /// Import devices, push certificate and SCEP CA from an old MDM (NanoMDM, Fleet, CSV).
+    /// Import devices, push certificate and SCEP CA from an old MDM (NanoMDM, Fleet, MicroMDM, CSV).
     ImportDevices(import_devices::ImportDevicesArgs),
     /// Run the MDM server: check-ins, commands, SCEP, push, enrollment, admin API.
     Serve(serve::ServeArgs),

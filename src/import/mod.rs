@@ -7,11 +7,13 @@
 //! "kept newer" for devices that already checked in to mdmctl, skipped records with reasons,
 //! synthesized Authenticate/TokenUpdate messages, topic and expiry checks); source detection
 //! ([`source`]); and the readers: SQL dumps ([`sqldump`]), NanoMDM / Fleet tables
-//! ([`nanomdm`]), CSV ([`csv`]).
+//! ([`nanomdm`]), live PostgreSQL ([`livepg`]), MicroMDM's BoltDB ([`micromdm`]), CSV
+//! ([`csv`]).
 
 pub mod csv;
 pub mod identity;
 pub mod livepg;
+pub mod micromdm;
 pub mod nanomdm;
 pub mod source;
 pub mod sqldump;
@@ -45,6 +47,8 @@ pub enum ImportError {
     CustomFormat { path: String },
     #[error("cannot tell what `{path}` is: {reason}")]
     Unknown { path: String, reason: String },
+    #[error("`{path}` is a damaged BoltDB file: {reason}")]
+    DamagedBolt { path: String, reason: String },
     #[error("`{path}` holds no NanoMDM tables (found {found})")]
     NoTables { path: String, found: String },
     #[error(
@@ -90,6 +94,7 @@ impl crate::error::Diagnose for ImportError {
         Some(match self {
             ImportError::Dump { .. } => "re-create the dump (`mysqldump DB > dump.sql` or `pg_dump DB > dump.sql`) and check it copied completely; nothing was written".into(),
             ImportError::Read { .. } => "check the path and its permissions".into(),
+            ImportError::DamagedBolt { .. } => "copy `micromdm.db` again while MicroMDM is stopped, or take a consistent copy with MicroMDM's `GET /boltbackup`".into(),
             ImportError::CustomFormat { path } => format!("convert it to plain SQL with `pg_restore -f out.sql {path}`, then import `out.sql`"),
             ImportError::Unknown { .. } => "give a mysqldump or pg_dump file (plain or .gz), a `mysql://` or `postgres://` URL, or a CSV (`mdmctl import-devices --csv-template`); or say what it is with `--from`".into(),
             ImportError::NoTables { .. } => "dump the old MDM's database (it has `devices` and `enrollments` tables), or pass the right `--from`".into(),

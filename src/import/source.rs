@@ -35,6 +35,8 @@ pub enum SourceKind {
     LivePostgres {
         url: String,
     },
+    /// MicroMDM v1's BoltDB file.
+    Bolt,
     Csv,
 }
 
@@ -112,12 +114,6 @@ pub fn open(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
             reason: "a directory (NanoMDM `filekv`/`file` storage is not supported yet)".into(),
         });
     }
-    if matches!(from, Some(From::Micromdm)) {
-        return Err(ImportError::Unknown {
-            path: spec.into(),
-            reason: "MicroMDM BoltDB files are not supported yet".into(),
-        });
-    }
     let mut head = read_head(&path, 8192)?;
     let gzip = head.starts_with(&[0x1f, 0x8b]);
     if gzip {
@@ -132,10 +128,14 @@ pub fn open(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
             reason: "a SQLite database".into(),
         });
     }
-    if head.len() >= 16 && head[..16].windows(4).any(|w| w == [0xed, 0xda, 0x0c, 0xed]) {
-        return Err(ImportError::Unknown {
-            path: spec.into(),
-            reason: "a BoltDB file (MicroMDM): not supported yet".into(),
+    if super::micromdm::is_bolt(&head) || (matches!(from, Some(From::Micromdm)) && !gzip) {
+        return Ok(Source {
+            label: spec.into(),
+            path,
+            kind: SourceKind::Bolt,
+            origin: "micromdm".into(),
+            detected: "MicroMDM v1 BoltDB (micromdm.db)".into(),
+            temp: None,
         });
     }
     let text = String::from_utf8_lossy(&head);
@@ -434,6 +434,10 @@ impl Source {
                 let bytes = summary.bytes;
                 self.finish_tables(sink, found, bytes)?;
             }
+            SourceKind::Bolt => {
+                let bytes = super::micromdm::read(&self.path, &self.label, imp)?;
+                imp.end_source(bytes);
+            }
             SourceKind::LivePostgres { url } => {
                 let mut sink = NanoSink::new(imp, &self.label, progress);
                 super::livepg::read(url, &self.label, &mut sink)?;
@@ -479,7 +483,7 @@ impl Source {
     /// Size of the input on disk (for progress bars).
     pub fn size(&self) -> Option<u64> {
         match self.kind {
-            SourceKind::SqlDump { gzip: false, .. } | SourceKind::Csv => {
+            SourceKind::SqlDump { gzip: false, .. } | SourceKind::Csv | SourceKind::Bolt => {
                 std::fs::metadata(&self.path).ok().map(|m| m.len())
             }
             SourceKind::SqlDump { gzip: true, .. } | SourceKind::LivePostgres { .. } => None,

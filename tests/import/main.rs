@@ -637,3 +637,180 @@ fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+fn pb_key(out: &mut Vec<u8>, num: u64, wire: u64) {
+    pb_varint_raw(out, num << 3 | wire);
+}
+
+fn pb_varint_raw(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn pb_bytes(out: &mut Vec<u8>, num: u64, b: &[u8]) {
+    pb_key(out, num, 2);
+    pb_varint_raw(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn pb_int(out: &mut Vec<u8>, num: u64, v: u64) {
+    pb_key(out, num, 0);
+    pb_varint_raw(out, v);
+}
+
+#[test]
+fn micromdm_boltdb_imports_devices_hashes_and_assets() {
+    let fleet = Fleet::new(5, 9);
+    let ctx = TestContext::new();
+    ctx.init();
+    let mut devices = Vec::new();
+    let mut certauth = Vec::new();
+    for (i, d) in fleet.devices.iter().enumerate() {
+        let mut v = Vec::new();
+        let uuid = format!("{:08x}-0000-4000-8000-{i:012x}", 0xabc);
+        pb_bytes(&mut v, 1, uuid.as_bytes());
+        pb_bytes(&mut v, 2, d.udid.as_bytes());
+        pb_bytes(&mut v, 3, d.serial.as_bytes());
+        pb_bytes(&mut v, 4, b"15.1");
+        pb_bytes(&mut v, 9, hex::encode(&d.token).as_bytes());
+        pb_bytes(&mut v, 10, d.push_magic.as_bytes());
+        pb_bytes(&mut v, 11, fleet.topic.as_bytes());
+        pb_bytes(&mut v, 12, hex::encode(&d.unlock_token).as_bytes());
+        // The last one was removed from MicroMDM: not enrolled.
+        pb_int(&mut v, 13, u64::from(i + 1 < fleet.devices.len()));
+        pb_bytes(&mut v, 15, format!("Mac {i}").as_bytes());
+        pb_bytes(&mut v, 16, b"MacBookPro18,3");
+        pb_int(&mut v, 28, LAST_SEEN_UNIX as u64);
+        if let Some(b) = &d.bootstrap {
+            pb_bytes(&mut v, 30, fixture::base64_encode(b).as_bytes());
+        }
+        devices.push(vec![hex::encode(&uuid), hex::encode(&v)]);
+        certauth.push(vec![
+            hex::encode(&d.udid),
+            d.sha256.clone(), // the raw 32 bytes, hex-encoded for the spec
+        ]);
+    }
+    let mut config = Vec::new();
+    pb_bytes(&mut config, 1, &fleet.push_cert.to_pem().unwrap());
+    pb_bytes(
+        &mut config,
+        2,
+        &fleet.push_key.rsa().unwrap().private_key_to_pem().unwrap(),
+    );
+    let spec = serde_json::json!({
+        "page_size": 1024,
+        "buckets": {
+            "mdm.Devices": { "items": devices, "leaf_items": 2 },
+            "mdm.UDIDCertAuth": { "items": certauth },
+            "mdm.ServerConfig": { "inline": true, "items": [[hex::encode("config"), hex::encode(&config)]] },
+            "scep_certificates": { "items": [
+                [hex::encode("ca_certificate"), hex::encode(fleet.ca.to_der().unwrap())],
+                [hex::encode("ca_key"), hex::encode(fleet.ca_key.rsa().unwrap().private_key_to_der().unwrap())],
+            ]},
+        }
+    });
+    ctx.write("spec.json", spec.to_string());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/import/bolt_fixture.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(ctx.path("spec.json"))
+        .arg(ctx.path("micromdm.db"))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let r = ctx.run(&["import-devices", "micromdm.db", "--format", "json"]);
+    r.success().stderr_has("detected MicroMDM");
+    let j = r.json();
+    let n = fleet.devices.len() as u64;
+    assert_eq!(j["devices"]["found"], n, "{j:#}");
+    assert_eq!(j["devices"]["imported"], n - 1, "{j:#}");
+    assert!(
+        j["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not enrolled")
+    );
+    let kinds: Vec<&str> = j["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["apns", "scep_ca"], "{j:#}");
+
+    let store = open_store(&ctx);
+    store
+        .read(|tx| -> Result<(), mdmctl::store::StoreError> {
+            for d in &fleet.devices[..fleet.devices.len() - 1] {
+                let rec = tx.device(&d.udid)?.expect("imported");
+                assert_eq!(rec.source, "imported:micromdm");
+                assert_eq!(rec.serial.as_deref(), Some(d.serial.as_str()));
+                assert_eq!(rec.identity_sha256.as_deref(), Some(d.sha256.as_str()));
+                assert_eq!(rec.os_version.as_deref(), Some("15.1"));
+                assert_eq!(rec.last_seen_at.map(|t| t.0), Some(LAST_SEEN_UNIX));
+                assert_eq!(
+                    rec.unlock_token.as_deref().map(|v| v.to_vec()),
+                    Some(d.unlock_token.clone())
+                );
+                assert_eq!(
+                    rec.bootstrap_token.as_deref().map(|v| v.to_vec()),
+                    d.bootstrap.clone()
+                );
+                let auth: plist::Dictionary =
+                    plist::from_bytes(rec.authenticate_raw.as_deref().unwrap()).unwrap();
+                assert_eq!(
+                    auth.get("MessageType").and_then(|v| v.as_string()),
+                    Some("Authenticate")
+                );
+                assert_eq!(
+                    auth.get("Topic").and_then(|v| v.as_string()),
+                    Some(fleet.topic.as_str())
+                );
+                let e = &tx.enrollments_of(&d.udid)?[0];
+                assert_eq!(e.topic, fleet.topic);
+                assert_eq!(
+                    e.push_magic.as_deref().map(|s| s.as_str()),
+                    Some(d.push_magic.as_str())
+                );
+                assert_eq!(
+                    e.token.as_deref().map(|v| v.to_vec()),
+                    Some(d.token.clone())
+                );
+                let tu: plist::Dictionary =
+                    plist::from_bytes(e.token_update_raw.as_deref().unwrap()).unwrap();
+                assert_eq!(
+                    tu.get("UnlockToken").and_then(|v| v.as_data()),
+                    Some(d.unlock_token.as_slice())
+                );
+                let auth = tx.device_auth(&d.udid, None)?.unwrap();
+                assert!(auth.imported());
+                assert_eq!(auth.identity_sha256.as_deref(), Some(d.sha256.as_str()));
+            }
+            assert!(
+                tx.device(&fleet.devices[fleet.devices.len() - 1].udid)?
+                    .is_none()
+            );
+            Ok(())
+        })
+        .unwrap();
+
+    // A damaged file is an error, not a panic.
+    let mut bytes = ctx.read("micromdm.db");
+    bytes.truncate(3000);
+    ctx.write("short.db", &bytes);
+    ctx.run(&["import-devices", "short.db"])
+        .user_error()
+        .stderr_has("short.db");
+}
