@@ -7,13 +7,14 @@
 //! "kept newer" for devices that already checked in to mdmctl, skipped records with reasons,
 //! synthesized Authenticate/TokenUpdate messages, topic and expiry checks); source detection
 //! ([`source`]); and the readers: SQL dumps ([`sqldump`]), NanoMDM / Fleet tables
-//! ([`nanomdm`]), live PostgreSQL ([`livepg`]), MicroMDM's BoltDB ([`micromdm`]), CSV
-//! ([`csv`]).
+//! ([`nanomdm`]), live PostgreSQL ([`livepg`]), NanoMDM file storages ([`nanofile`]),
+//! MicroMDM's BoltDB ([`micromdm`]), CSV ([`csv`]).
 
 pub mod csv;
 pub mod identity;
 pub mod livepg;
 pub mod micromdm;
+pub mod nanofile;
 pub mod nanomdm;
 pub mod source;
 pub mod sqldump;

@@ -37,6 +37,8 @@ pub enum SourceKind {
     },
     /// MicroMDM v1's BoltDB file.
     Bolt,
+    /// A NanoMDM `filekv` or `file` storage directory.
+    Dir,
     Csv,
 }
 
@@ -109,9 +111,19 @@ pub fn open(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
     }
     let path = PathBuf::from(spec);
     if path.is_dir() {
-        return Err(ImportError::Unknown {
-            path: spec.into(),
-            reason: "a directory (NanoMDM `filekv`/`file` storage is not supported yet)".into(),
+        let Some(storage) = super::nanofile::detect(&path) else {
+            return Err(ImportError::Unknown {
+                path: spec.into(),
+                reason: "a directory that is neither NanoMDM `filekv` storage (`devices/`, `enrollments/`) nor `file` storage (`<id>/Authenticate.plist`)".into(),
+            });
+        };
+        return Ok(Source {
+            label: spec.into(),
+            path,
+            kind: SourceKind::Dir,
+            origin: "nanomdm".into(),
+            detected: format!("NanoMDM `{storage}` storage directory"),
+            temp: None,
         });
     }
     let mut head = read_head(&path, 8192)?;
@@ -434,6 +446,10 @@ impl Source {
                 let bytes = summary.bytes;
                 self.finish_tables(sink, found, bytes)?;
             }
+            SourceKind::Dir => {
+                super::nanofile::read(&self.path, &self.label, imp)?;
+                imp.end_source(0);
+            }
             SourceKind::Bolt => {
                 let bytes = super::micromdm::read(&self.path, &self.label, imp)?;
                 imp.end_source(bytes);
@@ -486,7 +502,9 @@ impl Source {
             SourceKind::SqlDump { gzip: false, .. } | SourceKind::Csv | SourceKind::Bolt => {
                 std::fs::metadata(&self.path).ok().map(|m| m.len())
             }
-            SourceKind::SqlDump { gzip: true, .. } | SourceKind::LivePostgres { .. } => None,
+            SourceKind::SqlDump { gzip: true, .. }
+            | SourceKind::LivePostgres { .. }
+            | SourceKind::Dir => None,
         }
     }
 }

@@ -814,3 +814,156 @@ fn micromdm_boltdb_imports_devices_hashes_and_assets() {
         .user_error()
         .stderr_has("short.db");
 }
+
+fn put(path: std::path::PathBuf, bytes: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Both NanoMDM file storages: `filekv` (diskv files `<id>.<field>`, sharded by the first
+/// four characters of the key) and the legacy `file` layout.
+#[test]
+fn nanomdm_file_storages_import() {
+    let fleet = Fleet::new(3, 10);
+    let ctx = TestContext::new();
+    ctx.init();
+    let kv = ctx.path("dbkv");
+    let shard = |bucket: &str, key: &str| kv.join(bucket).join(&key[..4]).join(key);
+    for d in &fleet.devices {
+        let der = openssl::x509::X509::from_pem(d.cert_pem.as_bytes())
+            .unwrap()
+            .to_der()
+            .unwrap();
+        put(
+            shard("devices", &format!("{}.auth", d.udid)),
+            &d.authenticate,
+        );
+        put(shard("devices", &format!("{}.cert", d.udid)), der);
+        put(shard("devices", &format!("{}.serial", d.udid)), &d.serial);
+        put(
+            shard("devices", &format!("{}.tok_upd", d.udid)),
+            &d.token_update,
+        );
+        put(
+            shard("cert_auth", &format!("{}.cert_hash", d.udid)),
+            &d.sha256,
+        );
+        put(
+            shard("enrollments", &format!("{}.topic", d.udid)),
+            &fleet.topic,
+        );
+        put(
+            shard("enrollments", &format!("{}.push_magic", d.udid)),
+            &d.push_magic,
+        );
+        put(shard("enrollments", &format!("{}.token", d.udid)), &d.token);
+        put(shard("enrollments", &format!("{}.type", d.udid)), "Device");
+        put(
+            shard("enrollments", &format!("{}.last_seen_at", d.udid)),
+            "2026-01-02T03:04:05Z",
+        );
+        if !d.enabled {
+            put(shard("enrollments", &format!("{}.disabled", d.udid)), "1");
+        }
+    }
+    put(
+        shard("push_cert", &format!("{}.pem", fleet.topic)),
+        fleet.push_cert.to_pem().unwrap(),
+    );
+    put(
+        shard("push_cert", &format!("{}.key", fleet.topic)),
+        fleet.push_key.private_key_to_pem_pkcs8().unwrap(),
+    );
+    let r = ctx.run(&["import-devices", "dbkv", "--format", "json"]);
+    r.success().stderr_has("`filekv` storage");
+    let j = r.json();
+    assert_eq!(j["devices"]["imported"], 3, "{j:#}");
+    assert_eq!(j["enrollments"]["imported"], 3, "{j:#}");
+    assert_eq!(j["assets"][0]["outcome"], "imported", "{j:#}");
+    let store = open_store(&ctx);
+    store
+        .read(|tx| -> Result<(), mdmctl::store::StoreError> {
+            for d in &fleet.devices {
+                let rec = tx.device(&d.udid)?.expect("imported");
+                assert_eq!(rec.identity_sha256.as_deref(), Some(d.sha256.as_str()));
+                assert_eq!(rec.identity_not_after.map(|t| t.0), Some(d.not_after));
+                assert_eq!(rec.serial.as_deref(), Some(d.serial.as_str()));
+                let e = &tx.enrollments_of(&d.udid)?[0];
+                assert_eq!(
+                    e.token.as_deref().map(|v| v.to_vec()),
+                    Some(d.token.clone())
+                );
+                assert_eq!(
+                    e.push_magic.as_deref().map(|s| s.as_str()),
+                    Some(d.push_magic.as_str())
+                );
+                assert_eq!(e.enabled, d.enabled);
+                assert_eq!(e.last_seen_at.map(|t| t.0), Some(LAST_SEEN_UNIX));
+            }
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+
+    // The legacy `file` storage, with a user channel.
+    let ctx = TestContext::new();
+    ctx.init();
+    let db = ctx.path("db");
+    for d in &fleet.devices {
+        let dir = db.join(&d.udid);
+        put(dir.join("Authenticate.plist"), &d.authenticate);
+        put(dir.join("TokenUpdate.plist"), &d.token_update);
+        put(dir.join("UnlockToken.dat"), &d.unlock_token);
+        put(dir.join("SerialNumber.txt"), &d.serial);
+        put(dir.join("Identity.pem"), &d.cert_pem);
+        if !d.enabled {
+            put(dir.join("Disabled"), "");
+        }
+        if let Some((uid, _, _, _, magic, tok)) = &d.user {
+            let tu = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict><key>MessageType</key><string>TokenUpdate</string><key>UserID</key><string>{uid}</string><key>UserShortName</key><string>zoe</string><key>PushMagic</key><string>{magic}</string><key>Token</key><data>{}</data><key>Topic</key><string>{}</string><key>UDID</key><string>{}</string></dict></plist>\n",
+                fixture::base64_encode(tok),
+                fleet.topic,
+                d.udid
+            );
+            put(
+                dir.join("SubEnrollments")
+                    .join(uid)
+                    .join("TokenUpdate.plist"),
+                tu,
+            );
+        }
+    }
+    let r = ctx.run(&["import-devices", "db", "--format", "json"]);
+    r.success().stderr_has("`file` storage");
+    let j = r.json();
+    assert_eq!(j["devices"]["imported"], 3, "{j:#}");
+    assert_eq!(j["enrollments"]["imported"], 4, "{j:#}");
+    let store = open_store(&ctx);
+    store
+        .read(|tx| -> Result<(), mdmctl::store::StoreError> {
+            let d = &fleet.devices[0];
+            let rec = tx.device(&d.udid)?.expect("imported");
+            assert_eq!(rec.identity_sha256.as_deref(), Some(d.sha256.as_str()));
+            assert_eq!(
+                rec.unlock_token.as_deref().map(|v| v.to_vec()),
+                Some(d.unlock_token.clone())
+            );
+            let chans = tx.enrollments_of(&d.udid)?;
+            assert_eq!(chans.len(), 2);
+            let (uid, _, _, _, magic, tok) = d.user.as_ref().unwrap();
+            assert_eq!(chans[1].user_id.as_deref(), Some(uid.as_str()));
+            assert_eq!(chans[1].user_short_name.as_deref(), Some("zoe"));
+            assert_eq!(
+                chans[1].push_magic.as_deref().map(|s| s.as_str()),
+                Some(magic.as_str())
+            );
+            assert_eq!(
+                chans[1].token.as_deref().map(|v| v.to_vec()),
+                Some(tok.clone())
+            );
+            assert!(!tx.enrollments_of(&fleet.devices[1].udid)?[0].enabled);
+            Ok(())
+        })
+        .unwrap();
+}
