@@ -26,7 +26,8 @@ pub struct ImportDevicesArgs {
     /// A micromdm/scep file depot (`ca.pem`, `ca.key`): the old SCEP CA, stored as a trusted CA.
     #[arg(long, value_name = "DIR")]
     pub scep_depot: Option<PathBuf>,
-    /// Fleet's server private key, to decrypt `mdm_config_assets` (not supported yet).
+    /// Fleet's `server.private_key` (a file holding it), to decrypt the push certificate and
+    /// SCEP CA Fleet keeps in `mdm_config_assets`.
     #[arg(long, value_name = "FILE")]
     pub fleet_private_key: Option<PathBuf>,
     /// Run every check and print the same summary, writing nothing.
@@ -49,12 +50,6 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     ctx.local_only("import-devices")?;
-    if args.fleet_private_key.is_some() {
-        crate::bail_user!(
-            "`--fleet-private-key`: decrypting Fleet's `mdm_config_assets` is not supported yet",
-            hint: "import Fleet's devices without it, and install the push certificate and SCEP CA with `mdmctl set mdm-apple`"
-        );
-    }
     // Read and check every input before touching the store.
     let mut sources = Vec::new();
     for spec in &args.sources {
@@ -72,12 +67,29 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading `{}`", dir.join("ca.key").display()))?;
         scep.push((dir.display().to_string(), cert, key));
     }
+    let fleet_key = match &args.fleet_private_key {
+        Some(p) => {
+            let mut k = read_input(p, "--fleet-private-key")?;
+            while k.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                k.pop();
+            }
+            if k.len() < 32 {
+                crate::bail_user!(
+                    format!("`{}` is shorter than 32 bytes: not Fleet's `server.private_key`", p.display()),
+                    hint: "give the file holding Fleet's `server.private_key` (`FLEET_SERVER_PRIVATE_KEY`)"
+                );
+            }
+            Some(zeroize::Zeroizing::new(k))
+        }
+        None => None,
+    };
     let store = ctx.open_store()?;
     store.unlock()?;
     let opts = ImportOptions {
         dry_run: args.dry_run,
         strict: args.strict,
         actor: ctx.actor(),
+        fleet_key,
     };
     let total: u64 = sources.iter().filter_map(|s| s.size()).sum();
     let bar = ProgressBar::with_draw_target(

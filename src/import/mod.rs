@@ -276,6 +276,8 @@ pub struct ImportOptions {
     pub dry_run: bool,
     pub strict: bool,
     pub actor: String,
+    /// Fleet's `server.private_key`: its first 32 bytes decrypt `mdm_config_assets`.
+    pub fleet_key: Option<Zeroizing<Vec<u8>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -437,6 +439,20 @@ impl<'t> Importer<'t> {
         }
         self.cert_auth.insert(id, sha);
         Ok(())
+    }
+
+    pub fn fleet_key(&self) -> Option<&[u8]> {
+        self.opts.fleet_key.as_deref().map(|k| k.as_slice())
+    }
+
+    /// An asset the source holds but that could not be read (reported, not imported).
+    pub fn asset_not_imported(&mut self, kind: &str, detail: &str, why: &str) {
+        self.summary.assets.push(AssetFound {
+            kind: kind.into(),
+            source: self.source_label.clone(),
+            detail: detail.into(),
+            outcome: format!("not imported: {why}"),
+        });
     }
 
     pub fn push_cert(&mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) {

@@ -14,6 +14,7 @@ const WANTED: &[&str] = &[
     "users",
     "cert_auth_associations",
     "push_certs",
+    "mdm_config_assets",
 ];
 
 /// Rows of a NanoMDM dump into an [`Importer`].
@@ -24,6 +25,9 @@ pub struct NanoSink<'a, 'b, 't> {
     pub tables_seen: Vec<String>,
     pub commands: u64,
     pub queued: u64,
+    /// Fleet's decrypted server assets by name (`apns_cert`, `apns_key`, `ca_cert`, `ca_key`).
+    pub fleet_assets: Vec<(String, Vec<u8>)>,
+    pub fleet_encrypted: u64,
 }
 
 impl<'a, 'b, 't> NanoSink<'a, 'b, 't> {
@@ -35,6 +39,8 @@ impl<'a, 'b, 't> NanoSink<'a, 'b, 't> {
             tables_seen: Vec::new(),
             commands: 0,
             queued: 0,
+            fleet_assets: Vec::new(),
+            fleet_encrypted: 0,
         }
     }
 }
@@ -209,6 +215,32 @@ impl RowSink for NanoSink<'_, '_, '_> {
                 let sha = c.req_text("sha256")?;
                 self.imp.cert_auth(id, sha)
             }
+            "mdm_config_assets" => {
+                let name = c.req_text("name")?;
+                let value = c.take("value").unwrap_or_default();
+                if c.take("deleted_at").is_some() {
+                    return Ok(());
+                }
+                if !matches!(
+                    name.as_str(),
+                    "apns_cert" | "apns_key" | "ca_cert" | "ca_key"
+                ) {
+                    return Ok(());
+                }
+                match self.imp.fleet_key().map(|k| fleet_decrypt(&value, k)) {
+                    Some(Ok(plain)) => self.fleet_assets.push((name, plain)),
+                    Some(Err(why)) => {
+                        return Err(ImportError::Asset {
+                            path: self.path.clone(),
+                            reason: format!(
+                                "Fleet asset `{name}` in `mdm_config_assets` does not decrypt with `--fleet-private-key`: {why}"
+                            ),
+                        });
+                    }
+                    None => self.fleet_encrypted += 1,
+                }
+                Ok(())
+            }
             "push_certs" => {
                 c.require("cert_pem")?;
                 c.require("key_pem")?;
@@ -231,4 +263,28 @@ fn bad_value(path: &str, at: &Position, column: &str, what: &str) -> ImportError
             excerpt: String::new(),
         },
     }
+}
+
+/// Fleet's asset encryption: AES-256-GCM under the first 32 bytes of `server.private_key`,
+/// the 12-byte nonce first, the tag last; stored raw or base64-encoded.
+pub fn fleet_decrypt(value: &[u8], server_key: &[u8]) -> Result<Vec<u8>, String> {
+    use openssl::symm::{Cipher, decrypt_aead};
+    let key = server_key
+        .get(..32)
+        .ok_or("the server private key is shorter than 32 bytes")?;
+    let clean: Vec<u8> = value
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&clean)
+        .unwrap_or_else(|_| value.to_vec());
+    if raw.len() < 12 + 16 {
+        return Err("too short to be AES-GCM ciphertext".into());
+    }
+    let (nonce, rest) = raw.split_at(12);
+    let (ct, tag) = rest.split_at(rest.len() - 16);
+    decrypt_aead(Cipher::aes_256_gcm(), key, Some(nonce), &[], ct, tag)
+        .map_err(|_| "wrong key or damaged value".to_string())
 }

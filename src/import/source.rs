@@ -477,7 +477,27 @@ impl Source {
             .iter()
             .any(|t| matches!(base_table(t), "devices" | "enrollments"));
         let (commands, queued) = (sink.commands, sink.queued);
+        let (fleet_assets, fleet_encrypted) = (sink.fleet_assets, sink.fleet_encrypted);
         let imp = sink.imp;
+        let find = |n: &str| {
+            fleet_assets
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(c), Some(k)) = (find("apns_cert"), find("apns_key")) {
+            imp.push_cert(c, k);
+        }
+        if let (Some(c), Some(k)) = (find("ca_cert"), find("ca_key")) {
+            imp.scep_ca(&format!("{} (mdm_config_assets)", self.label), c, k);
+        }
+        if fleet_encrypted > 0 {
+            imp.asset_not_imported(
+                "apns/scep_ca",
+                "Fleet's push certificate and SCEP CA in `mdm_config_assets`",
+                "encrypted; pass `--fleet-private-key FILE` (Fleet's `server.private_key`)",
+            );
+        }
         if !has {
             found.sort();
             found.dedup();

@@ -967,3 +967,158 @@ fn nanomdm_file_storages_import() {
         })
         .unwrap();
 }
+
+/// Fleet: `nano_*` tables plus the push certificate and SCEP CA in `mdm_config_assets`,
+/// AES-256-GCM-encrypted under the first 32 bytes of `server.private_key`.
+#[test]
+fn fleet_assets_decrypt_with_the_server_key() {
+    let Some(db) = MyDb::create() else { return };
+    let fleet = Fleet::new(2, 11);
+    db.load(&fleet);
+    db.mysql("DELETE FROM push_certs", true);
+    db.mysql(
+        "CREATE TABLE mdm_config_assets (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(255) NOT NULL, value LONGBLOB NOT NULL, deleted_at TIMESTAMP NULL)",
+        true,
+    );
+    let server_key = "0123456789abcdef0123456789abcdef-and-more-key-material";
+    let seal = |plain: &[u8]| {
+        let mut nonce = [0u8; 12];
+        openssl::rand::rand_bytes(&mut nonce).unwrap();
+        let mut tag = [0u8; 16];
+        let ct = openssl::symm::encrypt_aead(
+            openssl::symm::Cipher::aes_256_gcm(),
+            &server_key.as_bytes()[..32],
+            Some(&nonce),
+            &[],
+            plain,
+            &mut tag,
+        )
+        .unwrap();
+        [&nonce[..], &ct, &tag].concat()
+    };
+    let assets = [
+        ("apns_cert", fleet.push_cert.to_pem().unwrap()),
+        (
+            "apns_key",
+            fleet.push_key.rsa().unwrap().private_key_to_pem().unwrap(),
+        ),
+        ("ca_cert", fleet.ca.to_pem().unwrap()),
+        (
+            "ca_key",
+            fleet.ca_key.rsa().unwrap().private_key_to_pem().unwrap(),
+        ),
+    ];
+    for (name, plain) in &assets {
+        db.mysql(
+            &format!(
+                "INSERT INTO mdm_config_assets (name, value) VALUES ('{name}', X'{}')",
+                hex::encode(seal(plain))
+            ),
+            true,
+        );
+    }
+    // A deleted (rotated) asset is ignored.
+    db.mysql(
+        "INSERT INTO mdm_config_assets (name, value, deleted_at) VALUES ('apns_cert', X'00', NOW())",
+        true,
+    );
+    let ctx = TestContext::new();
+    ctx.init();
+    let path = ctx.path("nano.sql");
+    db.dump(&[], &path);
+    let mut dump = std::fs::read(&path).unwrap();
+    for t in [
+        "devices",
+        "enrollments",
+        "users",
+        "cert_auth_associations",
+        "push_certs",
+        "enrollment_queue",
+    ] {
+        dump = replace_bytes(
+            &dump,
+            format!("`{t}`").as_bytes(),
+            format!("`nano_{t}`").as_bytes(),
+        );
+    }
+    ctx.write("fleet.sql", &dump);
+    ctx.write("server.key", format!("{server_key}\n"));
+
+    // Without the key: devices come across, the assets are reported as not imported.
+    let r = ctx.run(&[
+        "import-devices",
+        "fleet.sql",
+        "--dry-run",
+        "--format",
+        "json",
+    ]);
+    r.success();
+    let j = r.json();
+    assert_eq!(j["devices"]["imported"], 2, "{j:#}");
+    assert!(
+        j["assets"][0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("--fleet-private-key"),
+        "{j:#}"
+    );
+
+    // A wrong key is an error naming the flag; nothing written.
+    ctx.write("wrong.key", "ffffffffffffffffffffffffffffffffffffffff");
+    ctx.run(&[
+        "import-devices",
+        "fleet.sql",
+        "--fleet-private-key",
+        "wrong.key",
+    ])
+    .user_error()
+    .stderr_has("--fleet-private-key");
+
+    let r = ctx.run(&[
+        "import-devices",
+        "fleet.sql",
+        "--fleet-private-key",
+        "server.key",
+        "--format",
+        "json",
+    ]);
+    r.success().stderr_has("detected Fleet");
+    let j = r.json();
+    let outcomes: Vec<String> = j["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{} {}", a["kind"], a["outcome"]))
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.contains("apns") && o.contains("\"imported")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.contains("scep_ca") && o.contains("\"imported")),
+        "{outcomes:?}"
+    );
+    let store = open_store(&ctx);
+    store
+        .read(|tx| -> Result<(), mdmctl::store::StoreError> {
+            let apns = tx.active_asset(AssetKind::Apns)?.expect("push certificate");
+            assert_eq!(apns.topic.as_deref(), Some(fleet.topic.as_str()));
+            let fp = hex::encode(
+                fleet
+                    .ca
+                    .digest(openssl::hash::MessageDigest::sha256())
+                    .unwrap(),
+            );
+            assert!(tx.asset_by_fingerprint(AssetKind::ScepCa, &fp)?.is_some());
+            assert_eq!(
+                tx.device(&fleet.devices[0].udid)?.unwrap().source,
+                "imported:fleet"
+            );
+            Ok(())
+        })
+        .unwrap();
+}
