@@ -106,6 +106,7 @@ fn as_diagnose<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn D
         crate::secrets::SecretsError,
         crate::store::StoreError,
         crate::assets::AssetError,
+        crate::import::ImportError,
         crate::apple::ProtocolError,
         crate::push::PushError,
         crate::mdm::api::ApiClientError,

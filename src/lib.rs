@@ -6,6 +6,7 @@
 //! - [`assets`]: the server assets (APNs push certificate, SCEP CAs, Apple Business Manager
 //!   keys and token): generating, checking and storing them.
 //! - [`gitops`]: `apply -f`: YAML desired state (teams, settings, profiles), validated and planned.
+//! - [`import`]: `import-devices`: old MDMs' devices, push certificates and CAs into the store.
 //! - [`store`]: everything mdmctl knows, on SQLite or PostgreSQL, behind role traits.
 //! - [`secrets`]: the master key and encryption of secrets at rest.
 //! - [`pki`]: keys, certificates, CSRs and CMS, on OpenSSL.
@@ -19,6 +20,7 @@ pub mod assets;
 pub mod cli;
 pub mod error;
 pub mod gitops;
+pub mod import;
 pub mod mdm;
 pub mod pki;
 pub mod push;

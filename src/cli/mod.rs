@@ -7,6 +7,7 @@ mod demo;
 mod files;
 mod generate;
 mod get;
+mod import_devices;
 mod init;
 mod mdm;
 mod output;
@@ -100,6 +101,8 @@ pub enum Command {
     Get(get::GetCommand),
     /// Apply GitOps YAML (global config, teams, profiles) to desired state, after a plan.
     Apply(apply::ApplyArgs),
+    /// Import devices, push certificate and SCEP CA from an old MDM (NanoMDM, Fleet, MicroMDM, CSV).
+    ImportDevices(import_devices::ImportDevicesArgs),
     /// Run the MDM server: check-ins, commands, SCEP, push, enrollment, admin API.
     Serve(serve::ServeArgs),
     /// Send MDM commands to devices (queued, then pushed).
@@ -133,6 +136,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Set(cmd) => set::run(&ctx, cmd),
         Command::Get(cmd) => get::run(&ctx, cmd),
         Command::Apply(args) => apply::run(&ctx, args),
+        Command::ImportDevices(args) => import_devices::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Mdm(cmd) => mdm::run(&ctx, cmd),
         Command::Push(args) => push::run(&ctx, args),

@@ -26,6 +26,11 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0002_desired_state.sql"),
     },
     Migration {
+        version: 3,
+        name: "import",
+        sql: include_str!("migrations/sqlite/0003_import.sql"),
+    },
+    Migration {
         version: 4,
         name: "serve",
         sql: include_str!("migrations/sqlite/0004_serve.sql"),
@@ -42,6 +47,11 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         name: "desired_state",
         sql: include_str!("migrations/postgres/0002_desired_state.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "import",
+        sql: include_str!("migrations/postgres/0003_import.sql"),
     },
     Migration {
         version: 4,

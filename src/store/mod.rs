@@ -16,6 +16,7 @@ mod activities;
 mod assets;
 mod desired;
 mod devices;
+mod imports;
 mod keys;
 mod location;
 mod meta;
@@ -34,6 +35,7 @@ pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Set
 pub use devices::{
     DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
 };
+pub use imports::{ImportState, Imports};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -131,8 +133,14 @@ pub enum Finish {
 }
 
 /// Everything a transaction can do: the role traits together.
-pub trait Tx: Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState {}
-impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState> Tx for T {}
+pub trait Tx:
+    Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState + Imports
+{
+}
+impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState + Imports> Tx
+    for T
+{
+}
 
 /// A store backend. Work happens in transactions; see [`dyn Store::write`] and
 /// [`dyn Store::read`] for the convenient forms.

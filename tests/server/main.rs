@@ -10,6 +10,7 @@ mod binary;
 mod checkins;
 mod cutover;
 mod enrollment;
+mod migration;
 mod queue;
 mod refusals;
 mod transport;

@@ -1156,3 +1156,55 @@ pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
     let counts = store.read(|tx| tx.device_counts_by_team()).unwrap();
     assert_eq!(counts, [(Some("Lab".to_string()), 1)]);
 }
+
+pub fn import_fingerprints_state_and_user_channels(s: &TestStore) {
+    let dev = "IMPORT-UDID-1";
+    w(s, |tx| {
+        tx.put_device(&device(dev, "C02IMPORT1"))?;
+        let mut user = enrollment(&format!("{dev}:U1"), dev, "com.apple.mgmt.External.t1");
+        user.user_id = Some("U1".into());
+        user.user_short_name = None;
+        user.token_update_raw = None;
+        tx.put_enrollment(&user)?;
+        tx.set_import_fingerprint("device", dev, "aaaa", "dump.sql")?;
+        // Upsert: the second write wins.
+        tx.set_import_fingerprint("device", dev, "bbbb", "dump.sql")?;
+        Ok(())
+    });
+    let (state, fp, none) = r(s, |tx| {
+        Ok((
+            tx.import_state(dev)?,
+            tx.import_fingerprint("device", dev)?,
+            tx.import_fingerprint("enrollment", dev)?,
+        ))
+    });
+    let state = state.expect("device known");
+    assert_eq!(state.source, "imported:nanomdm");
+    assert_eq!(state.fingerprint.as_deref(), Some("bbbb"));
+    assert_eq!(state.migrated_at, None);
+    assert_eq!(fp.as_deref(), Some("bbbb"));
+    assert_eq!(none, None);
+    assert_eq!(r(s, |tx| tx.import_state("NO-SUCH-DEVICE")), None);
+
+    // A user channel's names and TokenUpdate filled in later; NULLs keep what is there.
+    let chan = format!("{dev}:U1");
+    let n = w(s, |tx| {
+        tx.set_enrollment_user(
+            &chan,
+            Some("ada"),
+            Some("Ada L"),
+            Some(b"<plist>user TU</plist>"),
+        )
+    });
+    assert_eq!(n, 1);
+    w(s, |tx| tx.set_enrollment_user(&chan, None, None, None));
+    let e = r(s, |tx| tx.enrollment(&chan)).expect("channel");
+    assert_eq!(e.user_short_name.as_deref(), Some("ada"));
+    assert_eq!(e.user_long_name.as_deref(), Some("Ada L"));
+    assert_eq!(
+        e.token_update_raw.as_deref().map(|v| v.as_slice()),
+        Some(&b"<plist>user TU</plist>"[..])
+    );
+    // Sealed at rest like every TokenUpdate.
+    assert!(!contains(&s.raw_bytes(), "user TU"));
+}

@@ -137,4 +137,5 @@ conformance!(
     desired_profiles_per_scope,
     devices_belong_to_teams,
     desired_state_migration_applies_to_an_older_store,
+    import_fingerprints_state_and_user_channels,
 );
