@@ -1082,8 +1082,12 @@ pub fn import_into(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, ImportError> {
     let mut imp = Importer::new(tx, opts.clone())?;
+    // Progress counts bytes across all sources.
+    let mut base = 0u64;
     for src in sources {
-        src.read_into(&mut imp, progress)?;
+        let mut within = |b: u64| progress(base + b);
+        src.read_into(&mut imp, &mut within)?;
+        base += src.size().unwrap_or(0);
     }
     for (label, cert, key) in scep_cas {
         imp.scep_ca(label, cert.clone(), key.clone());
