@@ -250,7 +250,11 @@ fn render(s: &Summary) -> Vec<String> {
     }
     if !s.skipped.is_empty() {
         lines.push(String::new());
-        lines.push(format!("Skipped {} records:", s.skipped.len()));
+        let n = s.skipped.len();
+        lines.push(format!(
+            "Skipped {n} record{}:",
+            if n == 1 { "" } else { "s" }
+        ));
         for (reason, n) in s.skip_reasons() {
             lines.push(format!("  {n}  {reason}"));
         }

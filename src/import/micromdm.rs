@@ -5,8 +5,8 @@
 //! What comes across: every enrolled device of `mdm.Devices` (UDID, serial, OS, model, name,
 //! push topic, push magic, token, unlock token, bootstrap token, last seen) with its identity
 //! hash from `mdm.UDIDCertAuth`; the push certificate and key from `mdm.ServerConfig`; the
-//! SCEP CA certificate and key from `scep_certificates`. User channels (`mdm.Users` +
-//! `mdm.PushInfo`) are not read yet.
+//! SCEP CA certificate and key from `scep_certificates`; user channels from `mdm.Users` and
+//! their push info in `mdm.PushInfo` (keyed by UserID).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -360,6 +360,75 @@ pub fn read(path: &Path, label: &str, imp: &mut Importer<'_>) -> Result<u64, Imp
         imp.device(d)?;
         imp.enrollment(e)
     })?;
+    // User channels: users by UserID, then their push info (keyed by UserID).
+    if let Some(t) = db.bucket("mdm.Users")? {
+        let mut users: std::collections::HashMap<String, (String, Option<String>, Option<String>)> =
+            std::collections::HashMap::new();
+        db.each(&t, &mut |_, v, is_bucket| {
+            if is_bucket {
+                return Ok(());
+            }
+            let (mut udid, mut uid, mut short, mut long) = (None, None, None, None);
+            for (num, _, b) in proto_fields(v).unwrap_or_default() {
+                match num {
+                    2 => udid = text(b),
+                    3 => uid = text(b),
+                    4 => short = text(b),
+                    5 => long = text(b),
+                    _ => {}
+                }
+            }
+            if let (Some(udid), Some(uid)) = (udid, uid) {
+                users.insert(uid, (udid, short, long));
+            }
+            Ok(())
+        })?;
+        if let Some(p) = db.bucket("mdm.PushInfo")?
+            && !users.is_empty()
+        {
+            db.each(&p, &mut |k, v, is_bucket| {
+                if is_bucket {
+                    return Ok(());
+                }
+                let key = String::from_utf8_lossy(k).into_owned();
+                let Some((udid, short, long)) = users.remove(&key) else {
+                    return Ok(());
+                };
+                let (mut token, mut magic, mut topic) = (None, None, None);
+                for (num, _, b) in proto_fields(v).unwrap_or_default() {
+                    match num {
+                        2 => token = text(b),
+                        3 => magic = text(b),
+                        4 => topic = text(b),
+                        _ => {}
+                    }
+                }
+                let id = format!("{udid}:{key}");
+                let token = match token.map(|t| decode_hex(t.as_bytes())) {
+                    Some(Some(t)) => Some(t),
+                    Some(None) => {
+                        imp.summary.enrollments.found += 1;
+                        imp.skip("enrollment", &id, "invalid push token: not hex".into());
+                        return Ok(());
+                    }
+                    None => None,
+                };
+                imp.enrollment(SrcEnrollment {
+                    id,
+                    device_id: udid,
+                    kind: "User".into(),
+                    user_id: Some(key),
+                    user_short_name: short,
+                    user_long_name: long,
+                    topic: topic.unwrap_or_default(),
+                    push_magic: magic,
+                    token,
+                    enabled: true,
+                    ..SrcEnrollment::default()
+                })
+            })?;
+        }
+    }
     if let Some(t) = db.bucket("mdm.ServerConfig")? {
         let mut found = None;
         db.each(&t, &mut |k, v, _| {

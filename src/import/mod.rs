@@ -664,6 +664,22 @@ impl<'t> Importer<'t> {
             return Ok(());
         };
         let device_tu = dev.has_token_update && e.id == e.device_id;
+        if dev.source != src {
+            // The device is a duplicate from another source: its channels stay with the first.
+            let other = self
+                .summary
+                .sources
+                .get(dev.source as usize)
+                .map(|s| s.source.clone())
+                .unwrap_or_default();
+            let id = e.id.clone();
+            self.skip(
+                "enrollment",
+                &id,
+                format!("duplicate UDID: its device was already read from `{other}`"),
+            );
+            return Ok(());
+        }
         match dev.state {
             DevState::Skipped => {
                 let (id, dev_id) = (e.id.clone(), e.device_id.clone());
@@ -1082,8 +1098,12 @@ pub fn import_into(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, ImportError> {
     let mut imp = Importer::new(tx, opts.clone())?;
+    // Progress counts bytes across all sources.
+    let mut base = 0u64;
     for src in sources {
-        src.read_into(&mut imp, progress)?;
+        let mut within = |b: u64| progress(base + b);
+        src.read_into(&mut imp, &mut within)?;
+        base += src.size().unwrap_or(0);
     }
     for (label, cert, key) in scep_cas {
         imp.scep_ca(label, cert.clone(), key.clone());
