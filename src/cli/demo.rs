@@ -1,6 +1,9 @@
-//! `mdmctl demo`: the whole flow on a throwaway store in a new directory, with a pretend
-//! Apple standing in for identity.apple.com and Apple Business Manager, then a report of what
-//! happened and what to try next. It leaves nothing running.
+//! `mdmctl demo`: the whole migration on a throwaway store in a new directory: an old NanoMDM
+//! with a few hundred Macs (its mysqldump and SCEP CA), `import-devices`, the push certificate
+//! renewed at a pretend Apple, Apple Business Manager, `apply -f` of the example GitOps
+//! repository, then the DNS cutover with `serve` on localhost and the simulated Macs carrying on
+//! with their old identities. A report of what happened and what to try next; it leaves nothing
+//! running.
 
 use std::path::PathBuf;
 
@@ -11,7 +14,7 @@ use super::Ctx;
 use super::files::{OutputFile, write_all};
 use super::output::print_lines;
 use crate::assets::abm::set_abm_token;
-use crate::assets::apns::{SetMdmApple, mdm_apple_status, set_mdm_apple};
+use crate::assets::apns::{SetMdmApple, set_mdm_apple};
 use crate::assets::generate::{self, MdmAppleRequest, Vendor};
 use crate::error::UserError;
 use crate::pki;
@@ -24,7 +27,50 @@ pub struct DemoArgs {
     /// A new (or empty) directory for the demo's store and files.
     #[arg(long, default_value = "mdmctl-demo")]
     pub dir: PathBuf,
+    /// How many Macs the old MDM manages.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub devices: u32,
 }
+
+/// `examples/gitops/`, carried in the binary so the demo runs anywhere.
+const GITOPS: &[(&str, &[u8])] = &[
+    (
+        "default.yml",
+        include_bytes!("../../examples/gitops/default.yml"),
+    ),
+    (
+        "teams/lab.yml",
+        include_bytes!("../../examples/gitops/teams/lab.yml"),
+    ),
+    (
+        "teams/workstations.yml",
+        include_bytes!("../../examples/gitops/teams/workstations.yml"),
+    ),
+    (
+        "profiles/firewall-signed.mobileconfig",
+        include_bytes!("../../examples/gitops/profiles/firewall-signed.mobileconfig"),
+    ),
+    (
+        "profiles/loginwindow.mobileconfig",
+        include_bytes!("../../examples/gitops/profiles/loginwindow.mobileconfig"),
+    ),
+    (
+        "profiles/pppc-zoom.mobileconfig",
+        include_bytes!("../../examples/gitops/profiles/pppc-zoom.mobileconfig"),
+    ),
+    (
+        "profiles/restrictions.mobileconfig",
+        include_bytes!("../../examples/gitops/profiles/restrictions.mobileconfig"),
+    ),
+    (
+        "profiles/screensaver.mobileconfig",
+        include_bytes!("../../examples/gitops/profiles/screensaver.mobileconfig"),
+    ),
+    (
+        "profiles/wifi.mobileconfig",
+        include_bytes!("../../examples/gitops/profiles/wifi.mobileconfig"),
+    ),
+];
 
 pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
@@ -105,8 +151,52 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         "generated the APNs push key and CSR, a vendor-signed push request, and a SCEP CA".into(),
     );
 
-    // 3. "Apple" signs the CSR; the certificate goes into the store with only the cert file.
-    let topic = FakeApple::new_topic();
+    // 3. The old MDM: a NanoMDM whose Macs were enrolled to the URL this machine will answer.
+    //    The listener is bound now so the Macs' enrollment (and the cutover) use its port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let old = crate::sim::nanomdm::OldNanoMdm::new(
+        &apple,
+        &url,
+        args.devices as usize,
+        200,
+        crate::sim::device::http_client(&[])?,
+        &[],
+    )?;
+    let old_dir = dir.join("old-mdm");
+    std::fs::create_dir_all(&old_dir)?;
+    let dump = old_dir.join("nanomdm.sql");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&dump)?);
+    old.write_mysqldump(&mut out)?;
+    std::io::Write::flush(&mut out)?;
+    drop(out);
+    old.write_scep_depot(&old_dir.join("scep-depot"))?;
+    let topic = old.topic.clone();
+    step.done(format!(
+        "built an old NanoMDM at {url}: {} Macs with identities from its own SCEP CA, dumped as `old-mdm/nanomdm.sql` (mysqldump format) with its SCEP CA in `old-mdm/scep-depot/`",
+        old.devices.len()
+    ));
+
+    // 4. import-devices: devices, push certificate and the old CA, in one transaction.
+    let sources = vec![crate::import::source::open(
+        &dump.display().to_string(),
+        None,
+    )?];
+    let cert = std::fs::read(old_dir.join("scep-depot/ca.pem"))?;
+    let key = std::fs::read(old_dir.join("scep-depot/ca.key"))?;
+    let scep = vec![("old-mdm/scep-depot".to_string(), cert, key)];
+    let opts = crate::import::ImportOptions {
+        actor: actor.clone(),
+        ..Default::default()
+    };
+    let summary =
+        store.write(|tx| crate::import::import_into(tx, &sources, &opts, &scep, &mut |_| {}))?;
+    step.done(format!(
+        "imported {} devices and {} enrollments, the old push certificate (topic `{topic}`) and the old SCEP CA (trusted next to the new one)",
+        summary.devices.imported, summary.enrollments.imported
+    ));
+
+    // 5. The push certificate renewed at "Apple" with the new CSR: same topic, so accepted.
     let push_cert = apple.issue_push_cert(&g.apns_csr, &topic, 365)?;
     let push_pem = pki::cert_pem(&push_cert)?;
     write_all(
@@ -130,11 +220,11 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
             },
         )
     })?;
-    step.done(format!(
-        "installed the push certificate for topic `{topic}` (its key came from the store)"
-    ));
+    step.done(
+        "renewed the push certificate for the same topic with the new CSR (its key came from the store)".into(),
+    );
 
-    // 4. A second certificate with another topic is refused: the mistake that strands fleets.
+    // 6. A certificate with another topic is refused: the mistake that strands fleets.
     let wrong = apple.issue_push_cert(&g.apns_csr, &FakeApple::new_topic(), 365)?;
     let refused = store.write(|tx| {
         set_mdm_apple(
@@ -155,7 +245,7 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("the demo expected a topic change to be refused, got {:?}", other.map(|_| ())),
     }
 
-    // 5. Apple Business Manager: key pair, then the server token encrypted to it.
+    // 7. Apple Business Manager: key pair, then the server token encrypted to it.
     let bm = generate::generate_mdm_apple_bm()?;
     store.write(|tx| generate::save_mdm_apple_bm(tx, &bm, &actor))?;
     let token = FakeApple::abm_token(&bm.cert, "CK_demo", Timestamp::now().plus_days(365))?;
@@ -171,11 +261,52 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
     store.write(|tx| set_abm_token(tx, &token, &actor))?;
     step.done("generated the Apple Business Manager key pair and installed a server token encrypted to it".into());
 
-    let status = store.read(|tx| mdm_apple_status(tx))?;
-    let days = status.apns.as_ref().map(|a| a.days_left).unwrap_or(0);
+    // 8. apply -f: the example GitOps repository.
+    let gitops_dir = dir.join("gitops");
+    for (path, bytes) in GITOPS {
+        let p = gitops_dir.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, bytes)?;
+    }
+    let loaded = crate::gitops::load(std::slice::from_ref(&gitops_dir), false, &|_| None);
+    let applied = crate::gitops::run(store.as_ref(), loaded, false, &actor)?;
     step.done(format!(
-        "the store now holds the push certificate ({days} days left) and {} SCEP CA(s)",
-        status.scep_cas.len()
+        "applied `gitops/` (the repository in examples/gitops): {}",
+        applied.plan.summary().trim_start_matches("plan: ")
+    ));
+
+    // 9. The cutover: serve answers at the old URL; the Macs carry on.
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        crate::sim::cutover::run(
+            store.clone(),
+            listener,
+            &url,
+            apple.ca_cert.clone(),
+            &old.devices,
+            "Example Inc",
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    drop(runtime);
+    step.done(format!(
+        "cut over: `serve` answered at {url}; {}/{} Macs checked in with their old identity (no re-enrollment), {} recorded as migrated",
+        report.accepted, report.devices, report.migrated
+    ));
+    step.done(format!(
+        "sent DeviceInformation to all: {} pushes through the old push topic, {}/{} acknowledged, in {:.1} s overall",
+        report.pushes_delivered, report.acknowledged, report.devices, report.elapsed.as_secs_f64()
+    ));
+    step.done(format!(
+        "refused a Mac with a certificate from an unknown CA (HTTP {}); the server has stopped",
+        report.impostor_status
     ));
 
     let db_flag = format!(
@@ -187,11 +318,25 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
     lines.extend(step.lines);
     lines.push(String::new());
     lines.push("Try next:".into());
-    lines.push(format!("  mdmctl {db_flag} get mdm-apple"));
-    lines.push(format!("  mdmctl {db_flag} get mdm-apple-bm --format json"));
+    lines.push(format!("  mdmctl {db_flag} get devices --migrated true"));
     lines.push(format!(
-        "  mdmctl {db_flag} set mdm-apple --apns-cert {}   # already set: nothing changes",
-        dir.join("apple-push-cert.pem").display()
+        "  mdmctl {db_flag} get device {}",
+        old.devices[0].serial
+    ));
+    lines.push(format!("  mdmctl {db_flag} get mdm-apple"));
+    lines.push(format!(
+        "  mdmctl {db_flag} get profiles --team Workstations"
+    ));
+    lines.push(format!(
+        "  mdmctl {db_flag} import-devices {} --dry-run   # again: everything unchanged or kept newer",
+        dump.display()
+    ));
+    lines.push(format!(
+        "  mdmctl {db_flag} apply -f {} --dry-run          # no changes",
+        gitops_dir.display()
+    ));
+    lines.push(format!(
+        "  mdmctl {db_flag} serve --url http://127.0.0.1:8080 --listen 127.0.0.1:8080"
     ));
     print_lines(&lines)
 }

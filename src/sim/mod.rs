@@ -6,5 +6,6 @@
 
 pub mod apns;
 pub mod apple;
+pub mod cutover;
 pub mod device;
 pub mod nanomdm;

@@ -5,12 +5,18 @@ use crate::common::TestContext;
 #[test]
 fn demo_runs_the_flow_and_leaves_a_usable_store() {
     let t = TestContext::new();
-    let r = t.run_with(&["demo", "--dir", "demo"], |c| {
+    let r = t.run_with(&["demo", "--dir", "demo", "--devices", "25"], |c| {
         c.env_remove("MDMCTL_PASSPHRASE").env_remove("MDMCTL_DB");
     });
     r.success()
         .stdout_has("created a store")
+        .stdout_has("imported 25 devices and 25 enrollments")
         .stdout_has("refused a push certificate with a different topic")
+        .stdout_has("applied `gitops/`")
+        .stdout_has("25/25 Macs checked in with their old identity")
+        .stdout_has("25 recorded as migrated")
+        .stdout_has("25/25 acknowledged")
+        .stdout_has("(HTTP 403)")
         .stdout_has("Try next:");
     for f in [
         "mdmctl.db",
@@ -18,6 +24,9 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         "mdm-apple-apns.csr",
         "mdm-apple-push-request.b64",
         "abm-token.p7m",
+        "old-mdm/nanomdm.sql",
+        "old-mdm/scep-depot/ca.pem",
+        "gitops/default.yml",
     ] {
         assert!(t.exists(&format!("demo/{f}")), "{f}");
     }
@@ -42,6 +51,40 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
             .as_str()
             .unwrap()
             .starts_with("com.apple.mgmt.External.")
+    );
+    let demo = |args: &[&str]| {
+        let mut all = vec![
+            "--db",
+            "demo/mdmctl.db",
+            "--passphrase-file",
+            "demo/passphrase",
+        ];
+        all.extend_from_slice(args);
+        t.run_with(&all, |c| {
+            c.env_remove("MDMCTL_PASSPHRASE").env_remove("MDMCTL_DB");
+        })
+    };
+    let migrated = demo(&["--format", "json", "get", "devices", "--migrated", "true"]);
+    assert_eq!(migrated.success().json().as_array().unwrap().len(), 25);
+    demo(&["get", "device", "C02SIM000001"])
+        .success()
+        .stdout_has("DeviceInformation")
+        .stdout_has("acknowledged");
+    demo(&["apply", "-f", "demo/gitops", "--dry-run"])
+        .success()
+        .stdout_has("no changes");
+    let again = demo(&[
+        "--format",
+        "json",
+        "import-devices",
+        "demo/old-mdm/nanomdm.sql",
+        "--dry-run",
+    ]);
+    let j = again.success().json();
+    assert_eq!(j["devices"]["imported"], 0, "{j}");
+    assert_eq!(
+        j["devices"]["kept_newer"], 25,
+        "every Mac checked in since: {j}"
     );
     // A second run refuses to clobber the first.
     t.run(&["demo", "--dir", "demo"])

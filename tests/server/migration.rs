@@ -29,7 +29,9 @@ fn mysql(args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("run mysql (apt-get install mariadb-client)");
+    let mut child = c
+        .spawn()
+        .expect("run mysql (apt-get install mariadb-client)");
     if let Some(bytes) = stdin {
         child.stdin.take().unwrap().write_all(bytes).unwrap();
     }
@@ -44,7 +46,11 @@ fn mysql(args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
 
 impl MariaDb {
     fn create() -> Self {
-        let name = format!("mdmctl_migration_{}_{}", std::process::id(), crate::common::rand_serial());
+        let name = format!(
+            "mdmctl_migration_{}_{}",
+            std::process::id(),
+            crate::common::rand_serial()
+        );
         mysql(&["-e", &format!("CREATE DATABASE `{name}`")], None);
         Self { name }
     }
@@ -88,10 +94,21 @@ async fn a_nanomdm_fleet_moves_from_a_mysqldump_without_re_enrolling() {
     old.write_mysqldump(&mut generated).unwrap();
     mysql(&[&db.name], Some(&generated));
     let dump = Command::new("mysqldump")
-        .args(["-h", "127.0.0.1", "-u", "root", "--single-transaction", &db.name])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--single-transaction",
+            &db.name,
+        ])
         .output()
         .expect("run mysqldump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     t.write("nanomdm.sql", &dump.stdout);
     old.write_scep_depot(&t.path("old-scep-depot")).unwrap();
 
@@ -189,28 +206,46 @@ async fn a_nanomdm_fleet_moves_from_a_mysqldump_without_re_enrolling() {
         check_in_url: format!("{url}/mdm"),
         topic: old.topic.clone(),
     };
-    let stranger = SimDevice::new(900, "15.1", IdentityMode::Signature, http_client(&[]).unwrap(), &[])
-        .unwrap()
-        .with_identity(cert, key, endpoint.clone())
-        .unwrap();
+    let stranger = SimDevice::new(
+        900,
+        "15.1",
+        IdentityMode::Signature,
+        http_client(&[]).unwrap(),
+        &[],
+    )
+    .unwrap()
+    .with_identity(cert, key, endpoint.clone())
+    .unwrap();
     assert_eq!(stranger.session().await.unwrap(), 403);
     let victim = &old.devices[0];
-    let copycat = SimDevice::new(901, "15.1", IdentityMode::Signature, http_client(&[]).unwrap(), &[])
-        .unwrap()
-        .with_identity(victim.identity().unwrap(), victim.key().clone(), endpoint)
-        .unwrap();
+    let copycat = SimDevice::new(
+        901,
+        "15.1",
+        IdentityMode::Signature,
+        http_client(&[]).unwrap(),
+        &[],
+    )
+    .unwrap()
+    .with_identity(victim.identity().unwrap(), victim.key().clone(), endpoint)
+    .unwrap();
     assert_eq!(copycat.session().await.unwrap(), 403);
     let signed_for = victim.idle_body();
     let headers = victim.identity_headers(&signed_for).unwrap();
     let mut tampered = victim.idle_body();
     tampered.extend_from_slice(b"<!-- tampered -->");
     let (status, _) = victim.send_with(false, tampered, headers).await.unwrap();
-    assert!(status == 400 || status == 403, "tampered body answered {status}");
+    assert!(
+        status == 400 || status == 403,
+        "tampered body answered {status}"
+    );
     let after = t
         .run(&["--format", "json", "get", "device", &victim.udid])
         .success()
         .json();
-    assert_eq!(after["identity_sha256"], victim.identity_sha256().unwrap().as_str());
+    assert_eq!(
+        after["identity_sha256"],
+        victim.identity_sha256().unwrap().as_str()
+    );
     t.run(&["get", "device", "C02SIM000900"]).user_error();
 
     waker.abort();

@@ -1,0 +1,207 @@
+//! The DNS cutover, run in-process for `mdmctl demo`: `serve` answers at the old server's URL
+//! on the store the old MDM was imported into, the APNs stand-in plays Apple's gateway, the old
+//! MDM's Macs check in with the identities its CA issued, then one command goes to all of them
+//! (queued, pushed to their old tokens, fetched and acknowledged) and an impostor is refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openssl::x509::X509;
+use tokio::net::TcpListener;
+
+use super::apns::{ApnsStandIn, StandInConfig};
+use super::device::{Endpoint, Fleet, IdentityMode, SimDevice, http_client};
+use crate::apple::command::named;
+use crate::push::{ApnsConfig, PushService};
+use crate::server::{self, AppState, ServeConfig};
+use crate::store::{QueueStatus, Store};
+
+/// What happened.
+#[derive(Clone, Debug, Default)]
+pub struct CutoverReport {
+    pub devices: usize,
+    /// Macs whose first request after the cutover, signed with the old identity, got 200.
+    pub accepted: usize,
+    /// Devices the store now records as migrated (first contact after the cutover).
+    pub migrated: usize,
+    pub pushes_delivered: usize,
+    /// Macs that acknowledged the command sent to all of them.
+    pub acknowledged: usize,
+    /// What the server answered a Mac presenting a certificate from an unknown CA.
+    pub impostor_status: u16,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CutoverError {
+    #[error("simulated device: {0}")]
+    Sim(#[from] super::device::SimError),
+    #[error("APNs stand-in: {0}")]
+    Apns(#[from] super::apns::SimError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the command was not acknowledged by every device within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Serve on `listener` (bound to the host and port in `url`) until every device has been
+/// through the cutover; everything started here is stopped before returning.
+pub async fn run(
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    url: &str,
+    apple_ca: X509,
+    devices: &[Arc<SimDevice>],
+    organization: &str,
+) -> Result<CutoverReport, CutoverError> {
+    let start = Instant::now();
+    let apns = ApnsStandIn::start(apple_ca, StandInConfig::default()).await?;
+    let pushes = Arc::new(PushService::new(
+        store.clone(),
+        ApnsConfig::local(apns.base_url(), vec![apns.server_ca().to_owned()]),
+    ));
+    let mut config = ServeConfig::new(url);
+    config.organization = organization.to_string();
+    let state = AppState::new(store.clone(), config, pushes.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        None,
+        server::app(state),
+        // As `serve`'s default: the simulated Macs keep their connections open between sessions.
+        1024,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let result = drive(&store, &pushes, &apns, url, devices).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    apns.shutdown().await;
+    let mut report = result?;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+async fn drive(
+    store: &Arc<dyn Store>,
+    pushes: &Arc<PushService>,
+    apns: &ApnsStandIn,
+    url: &str,
+    devices: &[Arc<SimDevice>],
+) -> Result<CutoverReport, CutoverError> {
+    let mut report = CutoverReport {
+        devices: devices.len(),
+        ..Default::default()
+    };
+    // 1. Every Mac's next check-in, as after the DNS change: an Idle signed with its old identity.
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut sessions = tokio::task::JoinSet::new();
+    for d in devices {
+        let (d, slots) = (d.clone(), slots.clone());
+        sessions.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            d.session().await
+        });
+    }
+    while let Some(done) = sessions.join_next().await {
+        if matches!(done, Ok(Ok(200))) {
+            report.accepted += 1;
+        }
+    }
+    let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
+    let s = store.clone();
+    let lookup = ids.clone();
+    report.migrated = tokio::task::spawn_blocking(move || {
+        s.read(|tx| {
+            let mut n = 0;
+            for id in &lookup {
+                if tx.device(id)?.is_some_and(|d| d.migrated_at.is_some()) {
+                    n += 1;
+                }
+            }
+            Ok::<_, crate::store::StoreError>(n)
+        })
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Decode(e.to_string()))??;
+
+    // 2. One command to the whole fleet: queued, pushed through the old push certificate.
+    let fleet = Fleet::new(devices.iter().cloned());
+    let waker = fleet.wake_on_push(apns.subscribe());
+    let command = named::device_information(named::DEFAULT_QUERIES);
+    let sent = crate::mdm::send(store, Some(pushes), &command, &ids, "demo").await?;
+    report.pushes_delivered = sent.push.map(|p| p.delivered).unwrap_or(0);
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = store.clone();
+        let uuid = command.uuid.clone();
+        let entries = tokio::task::spawn_blocking(move || crate::mdm::status(s.as_ref(), &uuid))
+            .await
+            .map_err(|e| crate::store::StoreError::Decode(e.to_string()))??;
+        report.acknowledged = entries
+            .iter()
+            .filter(|e| e.status == QueueStatus::Acknowledged)
+            .count();
+        if report.acknowledged == devices.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            waker.abort();
+            return Err(CutoverError::Timeout(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    waker.abort();
+
+    // 3. A Mac whose certificate no trusted CA issued.
+    let (stranger_cert, stranger_key) = stranger()?;
+    let topic = devices.first().and_then(|d| d.topic()).unwrap_or_default();
+    let impostor = SimDevice::with_key(
+        99_999,
+        "15.1",
+        IdentityMode::Signature,
+        http_client(&[])?,
+        &[],
+        stranger_key.clone(),
+    )?
+    .with_identity(
+        stranger_cert,
+        stranger_key,
+        Endpoint {
+            server_url: format!("{url}/mdm"),
+            check_in_url: format!("{url}/mdm"),
+            topic,
+        },
+    )?;
+    report.impostor_status = impostor.session().await?;
+    Ok(report)
+}
+
+/// A certificate from a CA nobody trusts.
+fn stranger() -> Result<(X509, openssl::pkey::PKey<openssl::pkey::Private>), CutoverError> {
+    let crypto = |e: crate::pki::PkiError| super::device::SimError::Crypto(e.to_string());
+    let (ca, ca_key) = crate::pki::new_ca(&crate::pki::CaSpec {
+        common_name: "DEMO stranger CA".into(),
+        organization: "Nobody".into(),
+        country: "US".into(),
+        key_bits: 2048,
+        years: 1,
+    })
+    .map_err(crypto)?;
+    let key = crate::pki::generate_rsa(2048).map_err(crypto)?;
+    let csr = crate::pki::build_csr(
+        &key,
+        &crate::pki::Subject {
+            common_name: "impostor".into(),
+            organization: String::new(),
+            country: String::new(),
+            email: String::new(),
+        },
+    )
+    .map_err(crypto)?;
+    let cert = crate::pki::scep::issue_certificate(&csr, &ca, &ca_key, 30)
+        .map_err(|e| super::device::SimError::Crypto(e.to_string()))?;
+    Ok((cert, key))
+}
