@@ -31,6 +31,9 @@ pub enum GetCommand {
         /// Only devices not seen since this time (RFC 3339), or never seen.
         #[arg(long, value_name = "TIME")]
         not_seen_since: Option<String>,
+        /// Only devices in this team.
+        #[arg(long, value_name = "NAME")]
+        team: Option<String>,
     },
     /// One device with its enrollments and recent commands. With `--format json` (or
     /// `--show-push-credentials`) its push token and push magic are included, and the
@@ -76,12 +79,14 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
             migrated,
             seen_since,
             not_seen_since,
+            team,
         } => devices(
             ctx,
             DeviceFilter {
                 migrated,
                 seen_since,
                 not_seen_since,
+                team,
             },
         ),
         GetCommand::Device {
@@ -343,6 +348,7 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
                 d.id.clone(),
                 opt(&d.serial),
                 opt(&d.topic),
+                opt(&d.team),
                 d.source.clone(),
                 time(d.imported_at),
                 time(d.migrated_at),
@@ -356,6 +362,7 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
             "UDID",
             "SERIAL",
             "TOPIC",
+            "TEAM",
             "SOURCE",
             "IMPORTED",
             "MIGRATED",

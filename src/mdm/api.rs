@@ -48,6 +48,9 @@ pub struct DeviceFilter {
     /// Only devices not seen since this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_seen_since: Option<String>,
+    /// Only devices in this team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// A one-time SCEP challenge.

@@ -125,6 +125,7 @@ pub fn devices(
         .filter(|d| filter.migrated.is_none_or(|m| d.migrated_at.is_some() == m))
         .filter(|d| since.is_none_or(|s| d.last_seen_at.is_some_and(|l| l >= s)))
         .filter(|d| not_since.is_none_or(|s| d.last_seen_at.is_none_or(|l| l < s)))
+        .filter(|d| filter.team.is_none() || d.team == filter.team)
         .collect())
 }
 

@@ -76,6 +76,9 @@ pub struct DeviceSummary {
     pub migrated_at: Option<Timestamp>,
     pub last_seen_at: Option<Timestamp>,
     pub identity_not_after: Option<Timestamp>,
+    /// The team the device is in (`None`: the global settings apply).
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// What the server checks on every request: the device's recorded identity and where it came
@@ -333,8 +336,8 @@ impl Devices for SqlTx<'_> {
     fn device_summaries(&mut self) -> Result<Vec<DeviceSummary>, StoreError> {
         let mut out = Vec::new();
         self.conn.query_each(
-            "SELECT d.id, d.serial, e.topic, d.source, d.imported_at, d.migrated_at, d.last_seen_at, d.identity_not_after \
-             FROM devices d LEFT JOIN enrollments e ON e.id = d.id ORDER BY d.id",
+            "SELECT d.id, d.serial, e.topic, d.source, d.imported_at, d.migrated_at, d.last_seen_at, d.identity_not_after, t.name \
+             FROM devices d LEFT JOIN enrollments e ON e.id = d.id LEFT JOIN teams t ON t.id = d.team_id ORDER BY d.id",
             &[],
             &mut |r| {
                 out.push(DeviceSummary {
@@ -346,6 +349,7 @@ impl Devices for SqlTx<'_> {
                     migrated_at: r.opt_ts(5)?,
                     last_seen_at: r.opt_ts(6)?,
                     identity_not_after: r.opt_ts(7)?,
+                    team: r.opt_text(8)?,
                 });
                 Ok(())
             },

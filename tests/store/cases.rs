@@ -376,6 +376,15 @@ pub fn device_lookup_by_serial_and_summaries(s: &TestStore) {
     assert_eq!(list[0].topic.as_deref(), Some("topic.a"));
     assert_eq!(list[1].topic, None, "no enrollment yet");
     assert_eq!(list[0].identity_not_after, Some(Timestamp(1_800_000_000)));
+    assert_eq!(list[0].team, None);
+    // The summary names the device's team.
+    w(s, |tx| {
+        tx.put_team("Lab", &Settings::default())?;
+        tx.set_device_team("B-UDID", Some("Lab")).map(|_| ())
+    });
+    let list = r(s, |tx| tx.device_summaries());
+    assert_eq!(list[1].team.as_deref(), Some("Lab"));
+    assert_eq!(list[0].team, None);
 }
 
 pub fn identity_certificate_belongs_to_one_device(s: &TestStore) {
