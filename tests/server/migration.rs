@@ -197,8 +197,8 @@ async fn a_nanomdm_fleet_moves_from_a_mysqldump_without_re_enrolling() {
         );
     }
 
-    // Impostors: an identity from an unknown CA, another Mac's certificate for a new UDID, and a
-    // body that does not match its signature. Refused with 403/400, never 401.
+    // Impostors: an identity from an unknown CA, an expired one from the old CA, another Mac's
+    // certificate for a new UDID, and a body that does not match its signature. Refused with 403/400, never 401.
     let stranger_ca = Ca::new("Stranger CA");
     let (cert, key) = stranger_ca.issue("stranger", -1, 30);
     let endpoint = Endpoint {
@@ -217,6 +217,23 @@ async fn a_nanomdm_fleet_moves_from_a_mysqldump_without_re_enrolling() {
     .with_identity(cert, key, endpoint.clone())
     .unwrap();
     assert_eq!(stranger.session().await.unwrap(), 403);
+    // An expired certificate from the old CA itself.
+    let old_ca = Ca {
+        cert: old.ca_cert.clone(),
+        key: old.ca_key.clone(),
+    };
+    let (cert, key) = old_ca.issue("expired", -400, -35);
+    let expired = SimDevice::new(
+        902,
+        "15.1",
+        IdentityMode::Signature,
+        http_client(&[]).unwrap(),
+        &[],
+    )
+    .unwrap()
+    .with_identity(cert, key, endpoint.clone())
+    .unwrap();
+    assert_eq!(expired.session().await.unwrap(), 403);
     let victim = &old.devices[0];
     let copycat = SimDevice::new(
         901,
