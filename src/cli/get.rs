@@ -11,7 +11,7 @@ use crate::assets::apns::mdm_apple_status;
 use crate::assets::{AssetError, WARN_DAYS};
 use crate::error::UserError;
 use crate::mdm::DeviceDetail;
-use crate::mdm::api::DeviceFilter;
+use crate::mdm::api::{ActivityFilter, DeviceFilter};
 use crate::timestamp::Timestamp;
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +45,22 @@ pub enum GetCommand {
         /// Show the push token and push magic in the text view too.
         #[arg(long)]
         show_push_credentials: bool,
+    },
+    /// The activity log: imports, applies, enrollments, first contacts after the cutover,
+    /// commands and their results, secrets viewed. Oldest first.
+    Activities {
+        /// Only this device's entries (UDID or serial number).
+        #[arg(long, value_name = "UDID|SERIAL")]
+        udid: Option<String>,
+        /// Only this type (`device.migrated`), or a family ending in `.` (`command.`).
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// The most recent N entries.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: u32,
     },
     /// Commands sent to a device, or one command's status on every device.
     Commands {
@@ -98,6 +114,20 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
             command,
             limit,
         } => commands(ctx, udid, command, limit),
+        GetCommand::Activities {
+            udid,
+            kind,
+            since,
+            limit,
+        } => activities(
+            ctx,
+            ActivityFilter {
+                device: udid,
+                kind,
+                since,
+                limit: Some(limit),
+            },
+        ),
         GetCommand::Config => desired::config(ctx),
         GetCommand::Teams => desired::teams(ctx),
         GetCommand::Profiles { team } => desired::profiles(ctx, team),
@@ -459,4 +489,41 @@ fn opt(v: &Option<String>) -> String {
 
 fn time(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn activities(ctx: &Ctx, filter: ActivityFilter) -> anyhow::Result<()> {
+    if let Some(t) = &filter.since
+        && Timestamp::parse_rfc3339(t).is_none()
+    {
+        crate::bail_user!(format!("--since `{t}` is not an RFC 3339 time"), hint: "write times like `2026-11-23T09:00:00Z`");
+    }
+    let list = match ctx.remote()? {
+        Some(api) => api.activities(&filter)?,
+        None => {
+            let store = ctx.open_store()?;
+            match store.read(|tx| crate::mdm::activities(tx, &filter))? {
+                Some(l) => l,
+                None => crate::bail_user!(
+                    format!("no device `{}`", filter.device.as_deref().unwrap_or_default()),
+                    hint: "list them with `mdmctl get devices`"
+                ),
+            }
+        }
+    };
+    if ctx.json() {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.at.to_string(),
+                a.actor.clone(),
+                a.kind.clone(),
+                a.device_id.clone().unwrap_or_else(|| "-".into()),
+                a.summary.clone(),
+            ]
+        })
+        .collect();
+    print_lines(&table(&["AT", "ACTOR", "TYPE", "DEVICE", "SUMMARY"], &rows))
 }

@@ -53,6 +53,23 @@ pub struct DeviceFilter {
     pub team: Option<String>,
 }
 
+/// Which activity-log entries (`GET /api/v1/activities`, `mdmctl get activities`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ActivityFilter {
+    /// A device by UDID, enrollment ID or serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A type, or a family ending in `.`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The most recent N (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
 /// A one-time SCEP challenge.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Challenge {
@@ -182,6 +199,17 @@ impl ApiClient {
         self.call(
             self.http
                 .get(format!("{}/devices", self.base))
+                .query(filter),
+        )
+    }
+
+    pub fn activities(
+        &self,
+        filter: &ActivityFilter,
+    ) -> Result<Vec<crate::store::Activity>, ApiClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/activities", self.base))
                 .query(filter),
         )
     }

@@ -241,6 +241,29 @@ pub fn queue(
     })
 }
 
+/// Activity-log entries matching the filter, the most recent `limit` (default 100), oldest
+/// first; `None` when the filter names a device the store does not know.
+pub fn activities(
+    tx: &mut dyn Tx,
+    filter: &api::ActivityFilter,
+) -> Result<Option<Vec<crate::store::Activity>>, StoreError> {
+    let device_id = match &filter.device {
+        Some(d) => match tx.device(d)? {
+            Some(dev) => Some(dev.id),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    tx.activities(&crate::store::ActivityQuery {
+        device_id,
+        kind: filter.kind.clone(),
+        since: filter.since.as_deref().and_then(Timestamp::parse_rfc3339),
+        limit: Some(filter.limit.unwrap_or(100).min(10_000)),
+        latest: true,
+    })
+    .map(Some)
+}
+
 /// A command's status on every device it was sent to.
 pub fn status(store: &dyn Store, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError> {
     store.read(|tx| tx.command_entries(command_uuid))

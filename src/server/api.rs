@@ -31,6 +31,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/push", post(push))
         .route("/scep/challenges", post(challenge))
         .route("/apply", post(apply))
+        .route("/activities", get(activities))
 }
 
 /// An API error: status, message, hint.
@@ -361,4 +362,28 @@ async fn apply(
             ))
         }
     }
+}
+
+async fn activities(
+    State(st): State<Arc<AppState>>,
+    _: Caller,
+    Query(f): Query<crate::mdm::api::ActivityFilter>,
+) -> Result<Response, ApiError> {
+    if let Some(t) = &f.since
+        && Timestamp::parse_rfc3339(t).is_none()
+    {
+        return Err(ApiError::bad(
+            format!("`{t}` is not an RFC 3339 time"),
+            "write times like `2026-11-23T09:00:00Z`",
+        ));
+    }
+    let store = st.store.clone();
+    let device = f.device.clone();
+    let list = blocking(move || store.read(|tx| crate::mdm::activities(tx, &f))).await?;
+    list.map(|l| Json(l).into_response()).ok_or_else(|| {
+        ApiError::not_found(
+            format!("no device `{}`", device.unwrap_or_default()),
+            DEVICES_HINT,
+        )
+    })
 }

@@ -22,7 +22,7 @@ pub struct NewActivity {
     pub details: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Activity {
     pub id: i64,
     pub at: Timestamp,
@@ -41,6 +41,8 @@ pub struct ActivityQuery {
     pub kind: Option<String>,
     pub since: Option<Timestamp>,
     pub limit: Option<u32>,
+    /// With `limit`: the most recent entries (still returned oldest first).
+    pub latest: bool,
 }
 
 pub trait Activities {
@@ -92,11 +94,18 @@ impl Activities for SqlTx<'_> {
             sql.push_str(" AND at >= ?");
             params.push(s.into());
         }
-        sql.push_str(" ORDER BY id");
+        sql.push_str(if q.latest {
+            " ORDER BY id DESC"
+        } else {
+            " ORDER BY id"
+        });
         if let Some(l) = q.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        let rows = self.conn.query(&sql, &params)?;
+        let mut rows = self.conn.query(&sql, &params)?;
+        if q.latest {
+            rows.reverse();
+        }
         rows.iter()
             .map(|r| {
                 Ok(Activity {

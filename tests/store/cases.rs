@@ -498,9 +498,18 @@ pub fn activities_are_appended_and_filtered(s: &TestStore) {
         q(ActivityQuery {
             limit: Some(2),
             ..Default::default()
-        })
-        .len(),
-        2
+        }),
+        vec!["apns.set", "apns.topic_override"],
+        "the first two"
+    );
+    assert_eq!(
+        q(ActivityQuery {
+            limit: Some(2),
+            latest: true,
+            ..Default::default()
+        }),
+        vec!["device.migrated", "apns_other"],
+        "the last two, oldest first"
     );
     assert!(
         q(ActivityQuery {
