@@ -1,7 +1,9 @@
 //! Accepting connections: plain HTTP (behind a TLS-terminating proxy), or TLS with the
 //! customer's certificate for the old DNS name that asks for (but does not require) a client
 //! certificate, whose peer certificate reaches handlers as a [`PeerCert`] extension. HTTP/1.1
-//! and HTTP/2. On shutdown, new connections stop and in-flight requests finish.
+//! only, with every connection time-bounded (TLS handshake, then each request's headers and the
+//! idle time between requests) and their number capped. On shutdown, new connections stop and
+//! in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +29,10 @@ pub struct PeerCert(pub X509);
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
+/// How long a connection may wait for a request's headers, idle keep-alive included.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS acceptor for `cert_chain` (leaf first) and `key` that asks devices for a client
 /// certificate but lets the handshake finish without one: trust is decided per request.
@@ -45,7 +51,9 @@ pub fn tls_acceptor(
     b.set_private_key(key)?;
     b.check_private_key()?;
     b.set_alpn_select_callback(|_, client| {
-        openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
+        // HTTP/1.1 only: an idle HTTP/1 connection is closed after HEADER_TIMEOUT, so a
+        // connection slot (`--max-connections`) is never held by a quiet peer for long.
+        openssl::ssl::select_next_proto(b"\x08http/1.1", client)
             .ok_or(openssl::ssl::AlpnError::NOACK)
     });
     // PEER without FAIL_IF_NO_PEER_CERT: request a certificate, accept any (the handler checks
@@ -70,13 +78,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only (Apple's MDM client needs nothing more), so every connection is bounded:
+    // HANDSHAKE_TIMEOUT for TLS, then HEADER_TIMEOUT for each request and between requests.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     loop {
         let slot = tokio::select! {
@@ -113,9 +122,18 @@ pub async fn serve(
                     let Ok(mut stream) = SslStream::new(ssl, tcp) else {
                         return;
                     };
-                    if let Err(e) = Pin::new(&mut stream).accept().await {
-                        debug!(%addr, error = %e, "TLS handshake failed");
-                        return;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept())
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            debug!(%addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%addr, "TLS handshake timed out");
+                            return;
+                        }
                     }
                     let peer = stream.ssl().peer_certificate().map(PeerCert);
                     let svc = with_peer(app, peer, addr);
