@@ -304,12 +304,13 @@ fn pct_decode(s: &str) -> String {
 
 fn parse_url(spec: &str) -> Option<UrlParts> {
     let rest = spec.split_once("://")?.1;
-    let (auth_host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let db = path.split('?').next().unwrap_or("").to_string();
-    let (auth, host) = match auth_host.rsplit_once('@') {
+    // User info ends at the last `@` (an unencoded password may hold `/` or `?`).
+    let (auth, host_path) = match rest.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
-        None => (None, auth_host),
+        None => (None, rest),
     };
+    let (host, path) = host_path.split_once('/').unwrap_or((host_path, ""));
+    let db = path.split('?').next().unwrap_or("").to_string();
     let (user, password) = match auth {
         Some(a) => match a.split_once(':') {
             Some((u, p)) => (Some(pct_decode(u)), Some(pct_decode(p))),
@@ -526,5 +527,25 @@ impl Source {
             | SourceKind::LivePostgres { .. }
             | SourceKind::Dir => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_with_slashes_and_question_marks_parse() {
+        let u = parse_url("mysql://nano:pa/ss?w@db.example:3307/nanomdm?ssl=1").unwrap();
+        assert_eq!(u.user.as_deref(), Some("nano"));
+        assert_eq!(u.password.as_deref(), Some("pa/ss?w"));
+        assert_eq!(u.host, "db.example");
+        assert_eq!(u.port.as_deref(), Some("3307"));
+        assert_eq!(u.db, "nanomdm");
+        let plain = parse_url("postgres://db/fleet").unwrap();
+        assert_eq!(
+            (plain.user, plain.host.as_str(), plain.db.as_str()),
+            (None, "db", "fleet")
+        );
     }
 }

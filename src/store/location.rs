@@ -57,7 +57,12 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let (scheme, rest) = url.split_at(scheme_end + 3);
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The user info ends at the last `@`: a password may hold `/`, `?`, `#` or `@` unencoded,
+    // and must not be mistaken for the path (and printed).
+    let authority_end = match rest.rfind('@') {
+        Some(at) => at + rest[at..].find(['/', '?']).unwrap_or(rest.len() - at),
+        None => rest.find(['/', '?']).unwrap_or(rest.len()),
+    };
     let (authority, tail) = rest.split_at(authority_end);
     let authority = match authority.rfind('@') {
         Some(at) => {
@@ -117,6 +122,18 @@ mod tests {
             "postgres://u:***@h/db",
             "the last @ ends the userinfo"
         );
+        for url in [
+            "mysql://u:pa/ss@db/nanomdm",
+            "mysql://u:pa?ss@db/nanomdm",
+            "postgres://u:a/b?c#d@db:5432/x?sslmode=require",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("pa/ss") && !shown.contains("pa?ss") && !shown.contains("a/b?c#d"),
+                "{shown}"
+            );
+            assert!(shown.contains(":***@db"), "{shown}");
+        }
     }
 
     #[test]
