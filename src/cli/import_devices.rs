@@ -107,6 +107,22 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // The report's path is checked before anything is written: a typo there must not turn a
+    // committed import into a failed command.
+    if let Some(path) = &args.report {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| {
+                crate::error::UserError::new(format!(
+                    "cannot write the report `{}`: {e}",
+                    path.display()
+                ))
+                .with_hint("pass `--report` a path in a directory that exists and you can write to")
+            })?;
+    }
     let result = store.write(|tx| {
         bar.set_position(0);
         let mut progress = |b: u64| bar.set_position(b);

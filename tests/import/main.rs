@@ -593,6 +593,16 @@ fn csv_template_round_trips() {
         "{template}"
     );
     ctx.write("devices.csv", &template);
+    // A report path that cannot be written is refused before anything is imported.
+    ctx.run(&[
+        "import-devices",
+        "devices.csv",
+        "--report",
+        "no/such/dir/skips.csv",
+    ])
+    .user_error()
+    .stderr_has("cannot write the report");
+    assert_eq!(open_store(&ctx).read(|tx| tx.count_devices()).unwrap(), 0);
     let r = ctx.run(&["import-devices", "devices.csv", "--format", "json"]);
     r.success().stderr_has("detected CSV");
     let j = r.json();
