@@ -23,6 +23,8 @@ pub struct NanoSink<'a, 'b, 't> {
     pub path: String,
     pub progress: &'b mut dyn FnMut(u64),
     pub tables_seen: Vec<String>,
+    /// Whether this source's NanoMDM tables carry Fleet's `nano_` prefix (decided by the first).
+    prefixed: Option<bool>,
     pub commands: u64,
     pub queued: u64,
     /// Fleet's decrypted server assets by name (`apns_cert`, `apns_key`, `ca_cert`, `ca_key`).
@@ -37,6 +39,7 @@ impl<'a, 'b, 't> NanoSink<'a, 'b, 't> {
             path: path.to_string(),
             progress,
             tables_seen: Vec::new(),
+            prefixed: None,
             commands: 0,
             queued: 0,
             fleet_assets: Vec::new(),
@@ -102,7 +105,17 @@ impl RowSink for NanoSink<'_, '_, '_> {
         if !self.tables_seen.iter().any(|s| s == table) {
             self.tables_seen.push(table.to_string());
         }
-        WANTED.contains(&t)
+        if !WANTED.contains(&t) {
+            return false;
+        }
+        if t == "mdm_config_assets" {
+            return true;
+        }
+        // Fleet keeps NanoMDM's tables with a `nano_` prefix beside tables of its own with the
+        // same names (its admin `users`): the first NanoMDM table seen decides which family
+        // this source uses, and the other is left alone.
+        let prefixed = table.starts_with("nano_");
+        *self.prefixed.get_or_insert(prefixed) == prefixed
     }
 
     fn other_row(&mut self, table: &str) {

@@ -496,6 +496,10 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
             format!("`nano_{t}`").as_bytes(),
         );
     }
+    // And an admin `users` table of its own, after the `nano_` ones as mysqldump orders them.
+    fleet_dump.extend_from_slice(
+        b"\nDROP TABLE IF EXISTS `users`;\nCREATE TABLE `users` (\n  `id` int unsigned NOT NULL AUTO_INCREMENT,\n  `password` varbinary(255) NOT NULL,\n  `salt` varchar(255) NOT NULL,\n  `name` varchar(255) NOT NULL,\n  `email` varchar(255) NOT NULL,\n  PRIMARY KEY (`id`)\n);\nLOCK TABLES `users` WRITE;\nINSERT INTO `users` VALUES (1,_binary 'x','salt','Admin','admin@example.com');\nUNLOCK TABLES;\n",
+    );
     fresh.write("fleet.sql", fleet_dump);
     let fresh2 = TestContext::new();
     fresh2.init();
