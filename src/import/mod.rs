@@ -900,6 +900,28 @@ impl<'t> Importer<'t> {
 
     fn apply_assets(&mut self) -> Result<(), ImportError> {
         let certs = std::mem::take(&mut self.push_certs);
+        // With no push certificate in the store yet, the channels were written before the
+        // source's certificates were read: when they use several topics (a multi-topic server,
+        // channels left from an older certificate), the topic most channels use wins, its
+        // certificate goes in (the other channels are reported as topic mismatches: that
+        // certificate cannot push them), and the other certificates are left out.
+        let fresh_multi_topic = self.store_topic.is_none() && self.summary.topics.len() > 1;
+        let main_topic = self
+            .summary
+            .topics
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(t, _)| t.clone());
+        if fresh_multi_topic && let Some(main) = &main_topic {
+            let others: u64 = self
+                .summary
+                .topics
+                .iter()
+                .filter(|(t, _)| *t != main)
+                .map(|(_, n)| *n)
+                .sum();
+            self.summary.warnings.topic_mismatch += others;
+        }
         for (src, cert_pem, key_pem) in certs {
             let cert = pki::parse_cert(&cert_pem).map_err(|e| ImportError::Asset {
                 path: src.clone(),
@@ -910,11 +932,24 @@ impl<'t> Importer<'t> {
                 reason: format!("the push key in `push_certs`: {e}"),
             })?;
             let topic = pki::apns_topic(&cert).unwrap_or_default();
+            if fresh_multi_topic && main_topic.as_deref() != Some(topic.as_str()) {
+                self.summary.assets.push(AssetFound {
+                    kind: "apns".into(),
+                    source: src,
+                    detail: format!("push certificate, topic `{topic}`"),
+                    outcome: format!(
+                        "not imported: most channels use `{}`",
+                        main_topic.as_deref().unwrap_or_default()
+                    ),
+                });
+                continue;
+            }
             let input = SetMdmApple {
                 apns_cert: Some(cert),
                 apns_key: Some(key),
                 scep: None,
-                force: false,
+                // The minority channels' topics would refuse it; they are reported above.
+                force: fresh_multi_topic,
                 actor: self.opts.actor.clone(),
             };
             let outcome = match set_mdm_apple(self.tx, &input) {

@@ -1166,3 +1166,43 @@ fn fleet_assets_decrypt_with_the_server_key() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_second_topic_on_a_fresh_store_is_reported_not_fatal() {
+    let apple = mdmctl::sim::apple::FakeApple::new().unwrap();
+    let old = mdmctl::sim::nanomdm::OldNanoMdm::new(
+        &apple,
+        "http://127.0.0.1:9",
+        3,
+        100,
+        mdmctl::sim::device::http_client(&[]).unwrap(),
+        &[],
+    )
+    .unwrap();
+    let mut dump = Vec::new();
+    old.write_mysqldump(&mut dump).unwrap();
+    // One channel left on another topic (an older push certificate's).
+    let main = format!("'Device','{}'", old.topic);
+    let dump = String::from_utf8(dump).unwrap().replacen(
+        &main,
+        "'Device','com.apple.mgmt.External.00000000-0000-4000-8000-00000000dead'",
+        1,
+    );
+    let ctx = TestContext::new();
+    ctx.init();
+    ctx.write("nanomdm.sql", dump);
+    let r = ctx.run(&["import-devices", "nanomdm.sql", "--format", "json"]);
+    let j = r.success().json();
+    assert_eq!(j["warnings"]["topic_mismatch"], 1, "{j:#}");
+    assert_eq!(j["devices"]["imported"], 3, "{j:#}");
+    assert_eq!(j["assets"][0]["outcome"], "imported", "{j:#}");
+    let status = ctx
+        .run(&["--format", "json", "get", "mdm-apple"])
+        .success()
+        .json();
+    assert_eq!(
+        status["apns"]["topic"],
+        old.topic.as_str(),
+        "the topic most channels use"
+    );
+}
