@@ -52,16 +52,9 @@ pub struct Source {
     pub origin: String,
     /// A human line: "NanoMDM on MySQL: mysqldump file (gzip)".
     pub detected: String,
-    /// A temporary dump made from a live database; removed on drop.
-    temp: Option<PathBuf>,
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        if let Some(t) = &self.temp {
-            let _ = std::fs::remove_file(t);
-        }
-    }
+    /// A dump made from a live database: a file already unlinked from the filesystem (so
+    /// nothing of it outlives the process, whatever kills it), read through this handle.
+    temp: Option<File>,
 }
 
 fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, ImportError> {
@@ -237,12 +230,15 @@ fn tool_error(tool: &str, spec: &str, e: std::io::Error) -> ImportError {
     }
 }
 
-/// Run a dump tool into a private temporary file.
-fn run_dump(tool: &str, spec: &str, mut cmd: Command) -> Result<PathBuf, ImportError> {
+/// Run a dump tool into a private temporary file, unlinked as soon as it is created: the dump
+/// holds the push certificate's key and every device's push credentials, and must not be left
+/// behind by a Ctrl-C or a crash.
+fn run_dump(tool: &str, spec: &str, mut cmd: Command) -> Result<File, ImportError> {
     let out = temp_path(tool);
     let file = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -252,27 +248,24 @@ fn run_dump(tool: &str, spec: &str, mut cmd: Command) -> Result<PathBuf, ImportE
                 reason: e.to_string(),
             })?
     };
-    let result = cmd
-        .stdout(file)
+    let _ = std::fs::remove_file(&out);
+    let sink = file.try_clone().map_err(|e| ImportError::Read {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let output = cmd
+        .stdout(sink)
         .stderr(std::process::Stdio::piped())
         .output()
-        .map_err(|e| tool_error(tool, spec, e));
-    let output = match result {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = std::fs::remove_file(&out);
-            return Err(e);
-        }
-    };
+        .map_err(|e| tool_error(tool, spec, e))?;
     if !output.status.success() {
-        let _ = std::fs::remove_file(&out);
         let msg = String::from_utf8_lossy(&output.stderr);
         return Err(ImportError::Tool {
             what: format!("`{tool}` of `{}`", redact_url(spec)),
             reason: msg.trim().lines().last().unwrap_or("failed").to_string(),
         });
     }
-    Ok(out)
+    Ok(file)
 }
 
 struct UrlParts {
@@ -363,11 +356,11 @@ fn live_mysql(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
         cmd.env("MYSQL_PWD", pw);
     }
     cmd.arg(&u.db);
-    let path = run_dump("mysqldump", spec, cmd)?;
+    let dump = run_dump("mysqldump", spec, cmd)?;
     let fleet = matches!(from, Some(From::Fleet));
     Ok(Source {
         label: redact_url(spec),
-        path: path.clone(),
+        path: PathBuf::new(),
         kind: SourceKind::SqlDump {
             dialect: Dialect::MySql,
             gzip: false,
@@ -378,7 +371,7 @@ fn live_mysql(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
             if fleet { "Fleet" } else { "NanoMDM" },
             u.db
         ),
-        temp: Some(path),
+        temp: Some(dump),
     })
 }
 
@@ -404,10 +397,18 @@ fn live_postgres(spec: &str, from: Option<From>) -> Result<Source, ImportError> 
 
 impl Source {
     fn reader(&self) -> Result<Box<dyn Read>, ImportError> {
-        let f = File::open(&self.path).map_err(|e| ImportError::Read {
+        let read_error = |e: std::io::Error| ImportError::Read {
             path: self.label.clone(),
             reason: e.to_string(),
-        })?;
+        };
+        let f = match &self.temp {
+            Some(held) => {
+                let mut f = held.try_clone().map_err(read_error)?;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).map_err(read_error)?;
+                f
+            }
+            None => File::open(&self.path).map_err(read_error)?,
+        };
         let gzip = matches!(self.kind, SourceKind::SqlDump { gzip: true, .. });
         Ok(if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -521,7 +522,10 @@ impl Source {
     pub fn size(&self) -> Option<u64> {
         match self.kind {
             SourceKind::SqlDump { gzip: false, .. } | SourceKind::Csv | SourceKind::Bolt => {
-                std::fs::metadata(&self.path).ok().map(|m| m.len())
+                match &self.temp {
+                    Some(held) => held.metadata().ok().map(|m| m.len()),
+                    None => std::fs::metadata(&self.path).ok().map(|m| m.len()),
+                }
             }
             SourceKind::SqlDump { gzip: true, .. }
             | SourceKind::LivePostgres { .. }
