@@ -156,12 +156,7 @@ impl<R: Read> Scanner<R> {
     fn excerpt(&self) -> String {
         let start = self.pos.saturating_sub(24);
         let end = (self.pos + 24).min(self.len);
-        let s = String::from_utf8_lossy(&self.buf[start..end]);
-        s.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect::<String>()
-            .trim()
-            .to_string()
+        redacted_excerpt(&self.buf[start..end])
     }
 
     fn err(&self, reason: impl Into<String>) -> DumpError {
@@ -1074,7 +1069,7 @@ fn copy<R: Read, S: RowSink>(
                 columns.len()
             ));
             e.at.line = start_line;
-            e.excerpt = String::from_utf8_lossy(&line[..line.len().min(48)]).into_owned();
+            e.excerpt = redacted_excerpt(&line[..line.len().min(48)]);
             return Err(e.into());
         }
         for (v, is_bytea) in values.iter_mut().zip(&bytea) {
@@ -1216,5 +1211,52 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.reason.contains("not a SQL dump"), "{e}");
+    }
+}
+
+/// A few bytes of the dump around an error, printable, with every long run of key-, token- or
+/// hash-like characters (base64, hex: private keys, push tokens, unlock tokens) cut to its
+/// first four characters, so an error message never carries a secret.
+fn redacted_excerpt(bytes: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let secretish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() > 16 {
+            out.extend(run.chars().take(4));
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if secretish(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out.trim().to_string()
+}
+
+#[cfg(test)]
+mod excerpt_tests {
+    use super::redacted_excerpt;
+
+    #[test]
+    fn excerpts_keep_sql_and_cut_secrets() {
+        let e = redacted_excerpt(b"VALUES ('UDID-1','3f1c9a0b5e7d2c4a9b8e7f6a5d4c3b2a1f0e9d8c', x");
+        assert!(e.contains("VALUES ('UDID-1','3f1c…'"), "{e}");
+        assert!(!e.contains("9b8e7f6a5d4c"), "{e}");
+        let k = redacted_excerpt(b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC");
+        assert!(!k.contains("ADANBgkqhkiG9w0"), "{k}");
+        assert!(k.contains("BEGIN PRIVATE KEY"), "{k}");
     }
 }
