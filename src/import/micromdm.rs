@@ -271,7 +271,7 @@ pub fn read(path: &Path, label: &str, imp: &mut Importer<'_>) -> Result<u64, Imp
             Ok(())
         })?;
         for (udid, sha) in pairs {
-            imp.cert_auth(udid, sha)?;
+            imp.cert_auth(udid, sha, None)?;
         }
     }
     let devices = db

@@ -311,7 +311,9 @@ pub struct Importer<'t> {
     /// The topic of the store's active push certificate, if any.
     store_topic: Option<String>,
     seen: HashMap<String, Seen>,
-    cert_auth: HashMap<String, String>,
+    /// Enrollment ID → (hash, when the association was made): a re-enrolled device has
+    /// several, and the newest one is the identity it uses now.
+    cert_auth: HashMap<String, (String, Option<String>)>,
     pending_users: HashMap<(String, String), SrcUser>,
     /// (user id, device id) → (enrollment id, written in this run)
     user_channels: HashMap<(String, String), (String, bool)>,
@@ -413,8 +415,14 @@ impl<'t> Importer<'t> {
         self.summary.queued_left_behind += queued;
     }
 
-    /// A cert-auth association (enrollment ID → hex SHA-256 of the identity's DER).
-    pub fn cert_auth(&mut self, id: String, sha256: String) -> Result<(), ImportError> {
+    /// A cert-auth association (enrollment ID → hex SHA-256 of the identity's DER), with when
+    /// it was made (`YYYY-MM-DD HH:MM:SS…` as the source writes it) when the source says.
+    pub fn cert_auth(
+        &mut self,
+        id: String,
+        sha256: String,
+        at: Option<String>,
+    ) -> Result<(), ImportError> {
         let sha = sha256.trim().to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             self.skip(
@@ -425,19 +433,37 @@ impl<'t> Importer<'t> {
             return Ok(());
         }
         // Arriving after its device: bind now if the device has no identity yet.
-        if let Some(seen) = self.seen.get_mut(&id)
+        if let Some(seen) = self.seen.get(&id)
             && !seen.has_identity
             && matches!(seen.state, DevState::Written | DevState::Unchanged)
         {
-            seen.has_identity = true;
-            if self.tx.device_by_identity(&sha)?.is_none() {
-                self.tx.bind_identity(&id, &sha, None)?;
-                self.summary.warnings.no_identity =
-                    self.summary.warnings.no_identity.saturating_sub(1);
+            let other = match self.identities.get(&sha) {
+                Some(o) => Some(o.clone()),
+                None => self.tx.device_by_identity(&sha)?,
+            };
+            if let Some(other) = other.filter(|o| *o != id) {
+                self.skip(
+                    "cert_auth",
+                    &id,
+                    format!("identity certificate in use: it already identifies device `{other}`"),
+                );
+                return Ok(());
             }
+            self.tx.bind_identity(&id, &sha, None)?;
+            self.identities.insert(sha, id.clone());
+            if let Some(seen) = self.seen.get_mut(&id) {
+                seen.has_identity = true;
+            }
+            self.summary.warnings.no_identity = self.summary.warnings.no_identity.saturating_sub(1);
             return Ok(());
         }
-        self.cert_auth.insert(id, sha);
+        let newer = match self.cert_auth.get(&id) {
+            Some((_, known)) => at.as_deref() >= known.as_deref(),
+            None => true,
+        };
+        if newer {
+            self.cert_auth.insert(id, (sha, at));
+        }
         Ok(())
     }
 
@@ -501,7 +527,7 @@ impl<'t> Importer<'t> {
                 }
             }
         } else if d.identity_sha256.is_none() {
-            d.identity_sha256 = self.cert_auth.remove(&d.id);
+            d.identity_sha256 = self.cert_auth.remove(&d.id).map(|(sha, _)| sha);
         }
         if let Some(sha) = &d.identity_sha256 {
             let lower = sha.trim().to_ascii_lowercase();

@@ -103,7 +103,7 @@ pub fn read(dir: &Path, label: &str, imp: &mut Importer<'_>) -> Result<(), Impor
 fn read_filekv(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
     for (id, f) in by_id(files(&dir.join("cert_auth"))?) {
         if let Some(h) = text(get(&f, "cert_hash")?) {
-            imp.cert_auth(id, h)?;
+            imp.cert_auth(id, h, None)?;
         }
     }
     for (id, f) in by_id(files(&dir.join("devices"))?) {

@@ -226,7 +226,8 @@ impl RowSink for NanoSink<'_, '_, '_> {
             "cert_auth_associations" => {
                 let id = c.req_text("id")?;
                 let sha = c.req_text("sha256")?;
-                self.imp.cert_auth(id, sha)
+                let at = c.text("updated_at").or_else(|| c.text("created_at"));
+                self.imp.cert_auth(id, sha, at)
             }
             "mdm_config_assets" => {
                 let name = c.req_text("name")?;

@@ -1206,3 +1206,26 @@ fn a_second_topic_on_a_fresh_store_is_reported_not_fatal() {
         "the topic most channels use"
     );
 }
+
+#[test]
+fn a_re_enrolled_device_keeps_its_newest_identity_association() {
+    // No identity certificate on the device row: the hash comes from cert_auth_associations,
+    // where a re-enrolled device has one row per identity (listed in key order, not by age).
+    let newest = "a".repeat(64);
+    let oldest = "f".repeat(64);
+    let auth = "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict><key>MessageType</key><string>Authenticate</string><key>UDID</key><string>D1</string><key>SerialNumber</key><string>C02REENROL1</string><key>Topic</key><string>com.apple.mgmt.External.1</string></dict></plist>";
+    let dump = format!(
+        "-- MySQL dump 10.19\n{schema}\nLOCK TABLES `cert_auth_associations` WRITE;\nINSERT INTO `cert_auth_associations` VALUES ('D1','{newest}','2026-06-01 00:00:00','2026-06-01 00:00:00'),('D1','{oldest}','2025-01-01 00:00:00','2025-01-01 00:00:00');\nUNLOCK TABLES;\nLOCK TABLES `devices` WRITE;\nINSERT INTO `devices` VALUES ('D1',NULL,'C02REENROL1',NULL,NULL,'{auth}','2026-06-01 00:00:00',NULL,NULL,NULL,NULL,'2025-01-01 00:00:00','2026-06-01 00:00:00');\nUNLOCK TABLES;\nLOCK TABLES `enrollments` WRITE;\nINSERT INTO `enrollments` VALUES ('D1','D1',NULL,'Device','com.apple.mgmt.External.1','MAGIC-1','{token}',1,1,'2026-06-01 00:00:00','2025-01-01 00:00:00','2026-06-01 00:00:00');\nUNLOCK TABLES;\n-- Dump completed on 2026-11-23 12:00:00\n",
+        schema = mdmctl::sim::nanomdm::MYSQL_SCHEMA,
+        token = "0a".repeat(32),
+    );
+    let ctx = TestContext::new();
+    ctx.init();
+    ctx.write("nanomdm.sql", dump);
+    ctx.run(&["import-devices", "nanomdm.sql"]).success();
+    let d = ctx
+        .run(&["--format", "json", "get", "device", "D1"])
+        .success()
+        .json();
+    assert_eq!(d["identity_sha256"], newest.as_str(), "{d:#}");
+}
