@@ -88,6 +88,25 @@ fn status(store: &dyn Store, udid: &str, id: &str) -> Option<ProfileState> {
         .map(|r| r.status)
 }
 
+/// `mdmctl ARGS` on the server's store, as an admin runs it next to `serve`.
+fn mdmctl(s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdmctl"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", s.dir.path())
+        .env("NO_COLOR", "1")
+        .env("MDMCTL_DB", s.dir.path().join("mdmctl.db"))
+        .env("MDMCTL_PASSPHRASE", crate::harness::PASSPHRASE)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn installed(mac: &SimDevice) -> Vec<String> {
     mac.profiles().into_iter().map(|p| p.identifier).collect()
 }
@@ -150,6 +169,68 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
     assert_eq!(old.status, ProfileState::Unmanaged);
     assert!(!old.ours);
     assert_eq!(old.name.as_deref(), Some("Old MDM Wi-Fi"));
+
+    // What the admin sees: per device, in the device view, and summed up.
+    let (ok, out, err) = mdmctl(&s, &["get", "profiles", "--udid", &macs[0].udid]);
+    assert!(ok, "{err}");
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} missing in:\n{out}"))
+            .to_string()
+    };
+    assert!(line("com.example.wifi").contains("verified"));
+    assert!(line("com.example.wifi").contains("mdmctl"));
+    assert!(line("com.oldmdm.wifi").contains("unmanaged"));
+    let (ok, out, err) = mdmctl(
+        &s,
+        &[
+            "--format",
+            "json",
+            "get",
+            "profiles",
+            "--udid",
+            &macs[1].serial,
+        ],
+    );
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let statuses: Vec<(&str, &str)> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["identifier"].as_str().unwrap(),
+                p["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("com.example.vpn", "verified"),
+            ("com.example.wifi", "verified")
+        ]
+    );
+    let (ok, out, err) = mdmctl(&s, &["get", "device", &macs[0].udid]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Profiles:"), "{out}");
+    assert!(out.contains("com.oldmdm.wifi (unmanaged)"), "{out}");
+    let (ok, out, err) = mdmctl(&s, &["--format", "json", "get", "profile-status"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["verified"].as_i64(), j["unmanaged"].as_i64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(j["failed"], 0);
+    let (ok, _, err) = mdmctl(&s, &["get", "profile-status", "--team", "Nope"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no team `Nope`") && err.contains("hint:"),
+        "{err}"
+    );
 
     // The VPN profile leaves the YAML: it leaves the Macs; the rest stays.
     apply(
