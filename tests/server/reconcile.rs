@@ -340,3 +340,51 @@ async fn a_failing_install_is_retried_then_marked_failed_with_apples_error() {
     waker.abort();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_enrollment_and_a_migrated_macs_first_contact_get_the_profiles() {
+    let s = Server::start(Options::default()).await;
+    apply(
+        s.store.as_ref(),
+        s.dir.path(),
+        &global(&["com.example.wifi"]),
+        &["com.example.wifi"],
+    );
+    // Imported from the old MDM, with the old MDM's profile on it; not yet cut over.
+    let old = crate::harness::Ca::new("Old CA");
+    s.trust_old_ca(&old);
+    let migrated = s.migrated(7, &old, IdentityMode::Signature);
+    migrated.preinstall("com.oldmdm.restrictions", "Old MDM Restrictions");
+    let fresh = s.enroll(1, IdentityMode::Signature).await;
+    let waker = Fleet::new([migrated.clone(), fresh.clone()]).wake_on_push(s.apns.subscribe());
+
+    // The new Mac gets the profile once it has enrolled.
+    wait_for(10, "the new Mac's profile verified", || {
+        status(s.store.as_ref(), &fresh.udid, "com.example.wifi") == Some(ProfileState::Verified)
+    })
+    .await;
+    // The migrated Mac is left alone until it first contacts mdmctl.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(rows(s.store.as_ref(), &migrated.udid).is_empty());
+    assert!(migrated.handled().is_empty());
+
+    assert_eq!(migrated.session().await.unwrap(), 200);
+    wait_for(10, "the migrated Mac's profile verified", || {
+        status(s.store.as_ref(), &migrated.udid, "com.example.wifi") == Some(ProfileState::Verified)
+    })
+    .await;
+    assert_eq!(
+        status(s.store.as_ref(), &migrated.udid, "com.oldmdm.restrictions"),
+        Some(ProfileState::Unmanaged)
+    );
+    assert_eq!(
+        installed(&migrated),
+        vec![
+            "com.example.wifi".to_string(),
+            "com.oldmdm.restrictions".to_string()
+        ]
+    );
+
+    waker.abort();
+    s.stop().await;
+}
