@@ -423,59 +423,108 @@ pub struct TickSummary {
     pub pushed: usize,
 }
 
-/// Reconcile these devices, each in its own transaction; returns the channels to push.
+/// Batches per [`tick`].
+const MAX_ROUNDS: usize = 64;
+
+/// Devices per transaction when reconciling many.
+const DEVICES_PER_TX: usize = 200;
+
+/// Reconcile these devices, [`DEVICES_PER_TX`] to a transaction (a transaction that fails is
+/// redone one device at a time, so one bad device holds up no other); returns the channels to
+/// push.
 pub fn reconcile_devices(
     store: &dyn Store,
     device_ids: &[String],
 ) -> Result<(TickSummary, Vec<String>), StoreError> {
     let mut summary = TickSummary::default();
     let mut push = Vec::new();
-    for id in device_ids {
-        let o = store.write(|tx| reconcile_device(tx, id))?;
-        summary.devices += 1;
-        summary.installs += o.installs;
-        summary.removals += o.removals;
-        push.extend(o.push);
+    let mut add = |outcomes: Vec<DeviceOutcome>| {
+        for o in outcomes {
+            summary.devices += 1;
+            summary.installs += o.installs;
+            summary.removals += o.removals;
+            push.extend(o.push);
+        }
+    };
+    for chunk in device_ids.chunks(DEVICES_PER_TX) {
+        let together = store.write(|tx| {
+            chunk
+                .iter()
+                .map(|id| reconcile_device(tx, id))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match together {
+            Ok(outcomes) => add(outcomes),
+            Err(e) if chunk.len() > 1 => {
+                warn!(error = %e, devices = chunk.len(), "reconciling a batch failed; one device at a time");
+                for id in chunk {
+                    match store.write(|tx| reconcile_device(tx, id)) {
+                        Ok(o) => add(vec![o]),
+                        Err(e) => warn!(device = %id, error = %e, "reconciling a device failed"),
+                    }
+                }
+            }
+            Err(e) => warn!(device = %chunk[0], error = %e, "reconciling a device failed"),
+        }
     }
     Ok((summary, push))
 }
 
-/// One incremental pass: dirty devices and due retries, then a push to those that got commands.
+/// One incremental pass: dirty devices and due retries, `policy.batch` devices at a time (each
+/// batch pushed as soon as it is queued) until no device is left marked.
 pub async fn tick(
     store: Arc<dyn Store>,
     pushes: &PushService,
     policy: &Policy,
 ) -> Result<TickSummary, StoreError> {
-    let batch = policy.batch;
-    let work = store.clone();
-    let (mut summary, push) = tokio::task::spawn_blocking(move || {
-        let ids = work.read(|tx| -> Result<Vec<String>, StoreError> {
-            let mut ids = tx.dirty_devices(batch)?;
-            ids.extend(tx.due_retries(Timestamp::now(), batch)?);
-            ids.sort();
-            ids.dedup();
-            Ok(ids)
-        })?;
-        if ids.is_empty() {
-            return Ok((TickSummary::default(), Vec::new()));
-        }
-        reconcile_devices(work.as_ref(), &ids)
-    })
-    .await
-    .map_err(|e| StoreError::Decode(format!("reconciler task failed: {e}")))??;
-    if !push.is_empty() {
-        info!(
-            devices = summary.devices,
-            installs = summary.installs,
-            removals = summary.removals,
-            "profiles queued"
-        );
-        match pushes.push(&push).await {
-            Ok(p) => summary.pushed = p.requested,
-            Err(e) => {
-                warn!(error = %e, "push after reconciling failed; devices get their profiles on their next check-in")
+    let batch = policy.batch.max(1);
+    let mut total = TickSummary::default();
+    let mut first = true;
+    // Bounded, so devices that keep failing cannot hold the loop.
+    for _ in 0..MAX_ROUNDS {
+        let work = store.clone();
+        let with_retries = first;
+        let (found, summary, push) = tokio::task::spawn_blocking(move || {
+            let (ids, dirty) = work.read(|tx| -> Result<(Vec<String>, usize), StoreError> {
+                let mut ids = tx.dirty_devices(batch)?;
+                let dirty = ids.len();
+                if with_retries {
+                    ids.extend(tx.due_retries(Timestamp::now(), batch)?);
+                    ids.sort();
+                    ids.dedup();
+                }
+                Ok((ids, dirty))
+            })?;
+            if ids.is_empty() {
+                return Ok((0, TickSummary::default(), Vec::new()));
+            }
+            let (summary, push) = reconcile_devices(work.as_ref(), &ids)?;
+            Ok::<_, StoreError>((dirty, summary, push))
+        })
+        .await
+        .map_err(|e| StoreError::Decode(format!("reconciler task failed: {e}")))??;
+        first = false;
+        total.devices += summary.devices;
+        total.installs += summary.installs;
+        total.removals += summary.removals;
+        if !push.is_empty() {
+            info!(
+                devices = summary.devices,
+                installs = summary.installs,
+                removals = summary.removals,
+                "profiles queued"
+            );
+            match pushes.push(&push).await {
+                Ok(p) => total.pushed += p.requested,
+                Err(e) => {
+                    warn!(error = %e, "push after reconciling failed; devices get their profiles on their next check-in")
+                }
             }
         }
+        // A full batch of marked devices: more may be waiting.
+        if found < batch as usize {
+            break;
+        }
     }
-    Ok(summary)
+    Ok(total)
 }
