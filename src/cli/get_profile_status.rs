@@ -28,14 +28,18 @@ pub(super) fn describe(p: &DeviceProfile) -> String {
 }
 
 pub fn device_profiles(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
-    ctx.local_only("get profiles --udid")?;
-    let store = ctx.open_store()?;
-    let found = store.read(|tx| -> Result<_, StoreError> {
-        let Some(d) = tx.device(id)? else {
-            return Ok(None);
-        };
-        Ok(Some(tx.device_profiles(&d.id)?))
-    })?;
+    let found = match ctx.remote()? {
+        Some(api) => Some(api.device_profiles(id)?),
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| -> Result<_, StoreError> {
+                let Some(d) = tx.device(id)? else {
+                    return Ok(None);
+                };
+                Ok(Some(tx.device_profiles(&d.id)?))
+            })?
+        }
+    };
     let Some(profiles) = found else {
         return Err(UserError::new(format!("no device `{id}`"))
             .with_hint("list them with `mdmctl get devices`")
@@ -67,15 +71,19 @@ pub fn device_profiles(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 }
 
 pub fn summary(ctx: &Ctx, team: Option<String>) -> anyhow::Result<()> {
-    ctx.local_only("get profile-status")?;
-    let store = ctx.open_store()?;
-    let (counts, known) = store.read(|tx| -> Result<_, StoreError> {
-        let known = match &team {
-            Some(t) => tx.teams()?.iter().any(|x| &x.name == t),
-            None => true,
-        };
-        Ok((tx.profile_status_counts(team.as_deref().map(Some))?, known))
-    })?;
+    let (counts, known) = match ctx.remote()? {
+        Some(api) => (api.profile_status(team.as_deref())?, true),
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| -> Result<_, StoreError> {
+                let known = match &team {
+                    Some(t) => tx.teams()?.iter().any(|x| &x.name == t),
+                    None => true,
+                };
+                Ok((tx.profile_status_counts(team.as_deref().map(Some))?, known))
+            })?
+        }
+    };
     if !known {
         let t = team.unwrap_or_default();
         return Err(UserError::new(format!("no team `{t}`"))

@@ -88,23 +88,10 @@ fn status(store: &dyn Store, udid: &str, id: &str) -> Option<ProfileState> {
         .map(|r| r.status)
 }
 
-/// `mdmctl ARGS` on the server's store, as an admin runs it next to `serve`.
-fn mdmctl(s: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdmctl"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", s.dir.path())
-        .env("NO_COLOR", "1")
-        .env("MDMCTL_DB", s.dir.path().join("mdmctl.db"))
-        .env("MDMCTL_PASSPHRASE", crate::harness::PASSPHRASE)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `mdmctl ARGS` on the server's store (or through its API, with a token), as an admin runs it.
+async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let run = crate::api::mdmctl(s, token, args).await;
+    (run.code == 0, run.stdout, run.stderr)
 }
 
 fn installed(mac: &SimDevice) -> Vec<String> {
@@ -171,7 +158,7 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
     assert_eq!(old.name.as_deref(), Some("Old MDM Wi-Fi"));
 
     // What the admin sees: per device, in the device view, and summed up.
-    let (ok, out, err) = mdmctl(&s, &["get", "profiles", "--udid", &macs[0].udid]);
+    let (ok, out, err) = mdmctl(&s, None, &["get", "profiles", "--udid", &macs[0].udid]).await;
     assert!(ok, "{err}");
     let line = |id: &str| {
         out.lines()
@@ -184,6 +171,7 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
     assert!(line("com.oldmdm.wifi").contains("unmanaged"));
     let (ok, out, err) = mdmctl(
         &s,
+        None,
         &[
             "--format",
             "json",
@@ -192,7 +180,8 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
             "--udid",
             &macs[1].serial,
         ],
-    );
+    )
+    .await;
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     let statuses: Vec<(&str, &str)> = j
@@ -213,11 +202,11 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
             ("com.example.wifi", "verified")
         ]
     );
-    let (ok, out, err) = mdmctl(&s, &["get", "device", &macs[0].udid]);
+    let (ok, out, err) = mdmctl(&s, None, &["get", "device", &macs[0].udid]).await;
     assert!(ok, "{err}");
     assert!(out.contains("Profiles:"), "{out}");
     assert!(out.contains("com.oldmdm.wifi (unmanaged)"), "{out}");
-    let (ok, out, err) = mdmctl(&s, &["--format", "json", "get", "profile-status"]);
+    let (ok, out, err) = mdmctl(&s, None, &["--format", "json", "get", "profile-status"]).await;
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -225,12 +214,53 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
         (Some(4), Some(1))
     );
     assert_eq!(j["failed"], 0);
-    let (ok, _, err) = mdmctl(&s, &["get", "profile-status", "--team", "Nope"]);
+    let (ok, _, err) = mdmctl(&s, None, &["get", "profile-status", "--team", "Nope"]).await;
     assert!(!ok);
     assert!(
         err.contains("no team `Nope`") && err.contains("hint:"),
         "{err}"
     );
+
+    // The same through the admin API.
+    let (ok, token, err) = mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_string();
+    let (ok, out, err) = mdmctl(
+        &s,
+        Some(&token),
+        &[
+            "--format",
+            "json",
+            "get",
+            "profiles",
+            "--udid",
+            &macs[0].udid,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j.as_array().unwrap().len(), 3);
+    let (ok, out, err) = mdmctl(
+        &s,
+        Some(&token),
+        &["--format", "json", "get", "profile-status"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["verified"], 4);
+    let (ok, _, err) = mdmctl(
+        &s,
+        Some(&token),
+        &["get", "profile-status", "--team", "Nope"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("no team `Nope`"), "{err}");
+    let (ok, _, err) = mdmctl(&s, Some(&token), &["get", "profiles", "--udid", "nobody"]).await;
+    assert!(!ok);
+    assert!(err.contains("no device `nobody`"), "{err}");
 
     // The VPN profile leaves the YAML: it leaves the Macs; the rest stays.
     apply(
