@@ -81,116 +81,177 @@ fn deliverable(p: &DesiredProfile, os_version: Option<&str>) -> bool {
 /// that are no longer desired, then one ProfileList to verify. Clears the device's dirty mark.
 /// A device without an enabled device channel gets nothing (its TokenUpdate marks it again).
 pub fn reconcile_device(tx: &mut dyn Tx, device_id: &str) -> Result<DeviceOutcome, StoreError> {
-    tx.clear_dirty(device_id)?;
-    let mut out = DeviceOutcome::default();
-    let Some(device) = tx.device(device_id)? else {
-        return Ok(out);
-    };
-    let Some(channel) = tx
-        .enrollments_of(device_id)?
-        .into_iter()
-        .find(|e| e.kind == "Device" && e.enabled && e.token.is_some())
-    else {
-        return Ok(out);
-    };
+    Ok(
+        reconcile_batch(tx, std::slice::from_ref(&device_id.to_string()))?
+            .pop()
+            .unwrap_or_default(),
+    )
+}
+
+/// What a batch will queue: one command per distinct profile (or removal), sent to every
+/// channel that needs it, and one ProfileList for them all.
+#[derive(Default)]
+struct Queued {
+    /// By SHA-256 of the content.
+    installs: BTreeMap<String, Group>,
+    /// By identifier.
+    removals: BTreeMap<String, Group>,
+    verify: Vec<String>,
+}
+
+/// One command to queue: its profile (for installs), the rows to write with its UUID, and the
+/// channels it goes to.
+#[derive(Default)]
+struct Group {
+    content: Vec<u8>,
+    rows: Vec<DeviceProfile>,
+    channels: Vec<String>,
+}
+
+fn enqueue_one(
+    tx: &mut dyn Tx,
+    c: &crate::apple::command::Command,
+    channels: &[String],
+) -> Result<(), StoreError> {
+    tx.enqueue(
+        &NewCommand {
+            uuid: &c.uuid,
+            request_type: &c.request_type,
+            plist: &c.plist,
+            created_by: ACTOR,
+        },
+        channels,
+    )?;
+    Ok(())
+}
+
+/// [`reconcile_device`] for many devices in one transaction: each distinct InstallProfile /
+/// RemoveProfile is stored once and queued to every device that needs it, as is the ProfileList
+/// that follows. Outcomes are in the order of `device_ids`.
+pub fn reconcile_batch(
+    tx: &mut dyn Tx,
+    device_ids: &[String],
+) -> Result<Vec<DeviceOutcome>, StoreError> {
     let now = Timestamp::now();
-    let desired: Vec<DesiredProfile> = tx
-        .device_desired_profiles(device_id)?
-        .into_iter()
-        .filter(|p| deliverable(p, device.os_version.as_deref()))
-        .collect();
-    let rows: BTreeMap<String, DeviceProfile> = tx
-        .device_profiles(device_id)?
-        .into_iter()
-        .map(|r| (r.identifier.clone(), r))
-        .collect();
-    let targets = std::slice::from_ref(&channel.id);
-
-    for p in &desired {
-        let attempts = match rows.get(&p.identifier) {
-            Some(r) if r.ours && r.sha256.as_deref() == Some(p.sha256.as_str()) => {
-                let due = r.command_uuid.is_none() && r.next_attempt_at.is_none_or(|t| t <= now);
-                match r.status {
-                    ProfileState::Pending if due => r.attempts,
-                    ProfileState::Removing => 0,
-                    _ => continue,
-                }
-            }
-            // New, changed, or taking over an identifier another MDM installed.
-            _ => 0,
+    let mut q = Queued::default();
+    let mut outcomes = Vec::with_capacity(device_ids.len());
+    for device_id in device_ids {
+        tx.clear_dirty(device_id)?;
+        let mut out = DeviceOutcome::default();
+        let Some(device) = tx.device(device_id)? else {
+            outcomes.push(out);
+            continue;
         };
-        let c = named::install_profile(p.content.clone());
-        tx.enqueue(
-            &NewCommand {
-                uuid: &c.uuid,
-                request_type: &c.request_type,
-                plist: &c.plist,
-                created_by: ACTOR,
-            },
-            targets,
-        )?;
-        tx.put_device_profile(&DeviceProfile {
-            device_id: device_id.to_string(),
-            identifier: p.identifier.clone(),
-            name: Some(p.name.clone()),
-            sha256: Some(p.sha256.clone()),
-            payload_uuid: crate::apple::profile::check_profile(&p.content)
-                .ok()
-                .map(|x| x.uuid),
-            status: ProfileState::Pending,
-            ours: true,
-            attempts,
-            next_attempt_at: None,
-            command_uuid: Some(c.uuid.clone()),
-            error_chain: rows.get(&p.identifier).and_then(|r| r.error_chain.clone()),
-            updated_at: now,
-        })?;
-        out.installs += 1;
+        let Some(channel) = tx
+            .enrollments_of(device_id)?
+            .into_iter()
+            .find(|e| e.kind == "Device" && e.enabled && e.token.is_some())
+        else {
+            outcomes.push(out);
+            continue;
+        };
+        let desired: Vec<DesiredProfile> = tx
+            .device_desired_profiles(device_id)?
+            .into_iter()
+            .filter(|p| deliverable(p, device.os_version.as_deref()))
+            .collect();
+        let rows: BTreeMap<String, DeviceProfile> = tx
+            .device_profiles(device_id)?
+            .into_iter()
+            .map(|r| (r.identifier.clone(), r))
+            .collect();
+
+        for p in desired.iter() {
+            let attempts = match rows.get(&p.identifier) {
+                Some(r) if r.ours && r.sha256.as_deref() == Some(p.sha256.as_str()) => {
+                    let due =
+                        r.command_uuid.is_none() && r.next_attempt_at.is_none_or(|t| t <= now);
+                    match r.status {
+                        ProfileState::Pending if due => r.attempts,
+                        ProfileState::Removing => 0,
+                        _ => continue,
+                    }
+                }
+                // New, changed, or taking over an identifier another MDM installed.
+                _ => 0,
+            };
+            let entry = q.installs.entry(p.sha256.clone()).or_insert_with(|| Group {
+                content: p.content.clone(),
+                ..Default::default()
+            });
+            entry.rows.push(DeviceProfile {
+                device_id: device_id.clone(),
+                identifier: p.identifier.clone(),
+                name: Some(p.name.clone()),
+                sha256: Some(p.sha256.clone()),
+                payload_uuid: None,
+                status: ProfileState::Pending,
+                ours: true,
+                attempts,
+                next_attempt_at: None,
+                command_uuid: None,
+                error_chain: rows.get(&p.identifier).and_then(|r| r.error_chain.clone()),
+                updated_at: now,
+            });
+            entry.channels.push(channel.id.clone());
+            out.installs += 1;
+        }
+
+        let wanted: BTreeSet<&str> = desired.iter().map(|p| p.identifier.as_str()).collect();
+        for r in rows.values() {
+            if wanted.contains(r.identifier.as_str())
+                || !r.ours
+                || r.status == ProfileState::Removing
+            {
+                continue;
+            }
+            if r.status == ProfileState::Failed {
+                // It never got installed: nothing to remove.
+                tx.delete_device_profile(device_id, &r.identifier)?;
+                continue;
+            }
+            let mut row = r.clone();
+            row.status = ProfileState::Removing;
+            row.next_attempt_at = None;
+            row.updated_at = now;
+            let entry = q.removals.entry(r.identifier.clone()).or_default();
+            entry.rows.push(row);
+            entry.channels.push(channel.id.clone());
+            out.removals += 1;
+        }
+
+        if out.installs + out.removals > 0 {
+            q.verify.push(channel.id.clone());
+            out.push = Some(channel.id.clone());
+        }
+        outcomes.push(out);
     }
 
-    let wanted: BTreeSet<&str> = desired.iter().map(|p| p.identifier.as_str()).collect();
-    for r in rows.values() {
-        if wanted.contains(r.identifier.as_str()) || !r.ours || r.status == ProfileState::Removing {
-            continue;
+    // Queue order per device: installs and removals, then the ProfileList that verifies them.
+    for g in q.installs.into_values() {
+        let payload_uuid = crate::apple::profile::check_profile(&g.content)
+            .ok()
+            .map(|x| x.uuid);
+        let c = named::install_profile(g.content);
+        enqueue_one(tx, &c, &g.channels)?;
+        for mut row in g.rows {
+            row.payload_uuid = payload_uuid.clone();
+            row.command_uuid = Some(c.uuid.clone());
+            tx.put_device_profile(&row)?;
         }
-        if r.status == ProfileState::Failed {
-            // It never got installed: nothing to remove.
-            tx.delete_device_profile(device_id, &r.identifier)?;
-            continue;
+    }
+    for (identifier, g) in q.removals {
+        let c = named::remove_profile(&identifier);
+        enqueue_one(tx, &c, &g.channels)?;
+        for mut row in g.rows {
+            row.command_uuid = Some(c.uuid.clone());
+            tx.put_device_profile(&row)?;
         }
-        let c = named::remove_profile(&r.identifier);
-        tx.enqueue(
-            &NewCommand {
-                uuid: &c.uuid,
-                request_type: &c.request_type,
-                plist: &c.plist,
-                created_by: ACTOR,
-            },
-            targets,
-        )?;
-        let mut row = r.clone();
-        row.status = ProfileState::Removing;
-        row.command_uuid = Some(c.uuid.clone());
-        row.next_attempt_at = None;
-        row.updated_at = now;
-        tx.put_device_profile(&row)?;
-        out.removals += 1;
     }
-
-    if out.installs + out.removals > 0 {
-        let c = named::profile_list(false);
-        tx.enqueue(
-            &NewCommand {
-                uuid: &c.uuid,
-                request_type: &c.request_type,
-                plist: &c.plist,
-                created_by: ACTOR,
-            },
-            targets,
-        )?;
-        out.push = Some(channel.id.clone());
+    if !q.verify.is_empty() {
+        enqueue_one(tx, &named::profile_list(false), &q.verify)?;
     }
-    Ok(out)
+    Ok(outcomes)
 }
 
 /// A device's answer to one command, as the command channel recorded it.
@@ -447,12 +508,7 @@ pub fn reconcile_devices(
         }
     };
     for chunk in device_ids.chunks(DEVICES_PER_TX) {
-        let together = store.write(|tx| {
-            chunk
-                .iter()
-                .map(|id| reconcile_device(tx, id))
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let together = store.write(|tx| reconcile_batch(tx, chunk));
         match together {
             Ok(outcomes) => add(outcomes),
             Err(e) if chunk.len() > 1 => {
