@@ -135,8 +135,8 @@ pub fn reconcile_batch(
     let now = Timestamp::now();
     let mut q = Queued::default();
     let mut outcomes = Vec::with_capacity(device_ids.len());
+    tx.clear_dirty(device_ids)?;
     for device_id in device_ids {
-        tx.clear_dirty(device_id)?;
         let mut out = DeviceOutcome::default();
         let Some(device) = tx.device(device_id)? else {
             outcomes.push(out);
@@ -228,6 +228,7 @@ pub fn reconcile_batch(
     }
 
     // Queue order per device: installs and removals, then the ProfileList that verifies them.
+    let mut rows = Vec::new();
     for g in q.installs.into_values() {
         let payload_uuid = crate::apple::profile::check_profile(&g.content)
             .ok()
@@ -237,7 +238,7 @@ pub fn reconcile_batch(
         for mut row in g.rows {
             row.payload_uuid = payload_uuid.clone();
             row.command_uuid = Some(c.uuid.clone());
-            tx.put_device_profile(&row)?;
+            rows.push(row);
         }
     }
     for (identifier, g) in q.removals {
@@ -245,9 +246,10 @@ pub fn reconcile_batch(
         enqueue_one(tx, &c, &g.channels)?;
         for mut row in g.rows {
             row.command_uuid = Some(c.uuid.clone());
-            tx.put_device_profile(&row)?;
+            rows.push(row);
         }
     }
+    tx.put_device_profiles(&rows)?;
     if !q.verify.is_empty() {
         enqueue_one(tx, &named::profile_list(false), &q.verify)?;
     }

@@ -116,8 +116,10 @@ pub trait ProfileStatus {
     fn mark_scope_dirty(&mut self, team: Option<&str>) -> Result<u64, StoreError>;
     /// Up to `limit` dirty devices, oldest mark first.
     fn dirty_devices(&mut self, limit: u32) -> Result<Vec<String>, StoreError>;
-    /// Clear a device's mark (in the transaction that reconciles it); true if it was marked.
-    fn clear_dirty(&mut self, device_id: &str) -> Result<bool, StoreError>;
+    /// Clear devices' marks (in the transaction that reconciles them); how many were marked.
+    fn clear_dirty(&mut self, device_ids: &[String]) -> Result<u64, StoreError>;
+    /// Insert or replace many rows (as [`ProfileStatus::put_device_profile`]), in few statements.
+    fn put_device_profiles(&mut self, rows: &[DeviceProfile]) -> Result<(), StoreError>;
     /// Devices with a retry due by `now` (pending, nothing in flight).
     fn due_retries(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError>;
     /// Counts per state over all devices, or one scope's (`Some(None)`: devices in no team).
@@ -264,11 +266,55 @@ impl ProfileStatus for SqlTx<'_> {
             .collect()
     }
 
-    fn clear_dirty(&mut self, device_id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "DELETE FROM reconcile_dirty WHERE device_id = ?",
-            &[device_id.into()],
-        )? > 0)
+    fn clear_dirty(&mut self, device_ids: &[String]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
+            n += self.conn.execute(
+                &format!("DELETE FROM reconcile_dirty WHERE device_id IN ({marks})"),
+                &params,
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn put_device_profiles(&mut self, rows: &[DeviceProfile]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(200) {
+            let chains: Vec<Option<String>> = chunk
+                .iter()
+                .map(|p| p.error_chain.as_ref().map(|c| c.to_string()))
+                .collect();
+            let mut params: Vec<Val<'_>> = Vec::with_capacity(chunk.len() * 12);
+            for (p, chain) in chunk.iter().zip(&chains) {
+                params.extend::<[Val<'_>; 12]>([
+                    p.device_id.as_str().into(),
+                    p.identifier.as_str().into(),
+                    p.name.as_deref().into(),
+                    p.sha256.as_deref().into(),
+                    p.payload_uuid.as_deref().into(),
+                    p.status.as_str().into(),
+                    p.ours.into(),
+                    p.attempts.into(),
+                    p.next_attempt_at.into(),
+                    p.command_uuid.as_deref().into(),
+                    chain.as_deref().into(),
+                    p.updated_at.into(),
+                ]);
+            }
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO profile_status ({COLUMNS}) VALUES {values} \
+                     ON CONFLICT (device_id, identifier) DO UPDATE SET name = excluded.name, sha256 = excluded.sha256, \
+                     payload_uuid = excluded.payload_uuid, status = excluded.status, ours = excluded.ours, \
+                     attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, \
+                     command_uuid = excluded.command_uuid, error_chain = excluded.error_chain, updated_at = excluded.updated_at"
+                ),
+                &params,
+            )?;
+        }
+        Ok(())
     }
 
     fn due_retries(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {

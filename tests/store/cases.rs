@@ -1310,9 +1310,25 @@ pub fn profile_status_rows_dirty_marks_and_counts(s: &TestStore) {
     let mut dirty = r(s, |tx| tx.dirty_devices(10));
     dirty.sort();
     assert_eq!(dirty, vec!["UDID-0", "UDID-1", "UDID-2"]);
-    assert!(w(s, |tx| tx.clear_dirty("UDID-0")));
-    assert!(!w(s, |tx| tx.clear_dirty("UDID-0")));
+    assert_eq!(w(s, |tx| tx.clear_dirty(&["UDID-0".to_string()])), 1);
+    assert_eq!(w(s, |tx| tx.clear_dirty(&["UDID-0".to_string()])), 0);
     assert_eq!(r(s, |tx| tx.dirty_devices(10)).len(), 2);
+    // Many rows at once, replacing per device and identifier.
+    let mut many: Vec<DeviceProfile> = (0..450)
+        .map(|i| {
+            device_profile(
+                "UDID-2",
+                &format!("com.example.p{i:03}"),
+                ProfileState::Pending,
+            )
+        })
+        .collect();
+    w(s, |tx| tx.put_device_profiles(&many));
+    many[7].status = ProfileState::Verified;
+    w(s, |tx| tx.put_device_profiles(&many[..10]));
+    let got = r(s, |tx| tx.device_profiles("UDID-2"));
+    assert_eq!(got.len(), 450);
+    assert_eq!(got[7], many[7]);
 
     assert!(w(s, |tx| tx.delete_device_profile("UDID-0", "com.old.b")));
     assert!(!w(s, |tx| tx.delete_device_profile("UDID-0", "com.old.b")));
