@@ -10,6 +10,7 @@
 //! - [`store`]: everything mdmctl knows, on SQLite or PostgreSQL, behind role traits.
 //! - [`secrets`]: the master key and encryption of secrets at rest.
 //! - [`pki`]: keys, certificates, CSRs and CMS, on OpenSSL.
+//! - [`reconcile`]: profile delivery: desired profiles to InstallProfile/RemoveProfile, verified.
 //! - [`error`]: how failures reach the user (message, hint, exit code).
 //!
 //! Arrows point down: `cli` uses everything, `assets` uses `store` and `pki`, `store` uses
@@ -24,6 +25,7 @@ pub mod import;
 pub mod mdm;
 pub mod pki;
 pub mod push;
+pub mod reconcile;
 pub mod secrets;
 pub mod server;
 pub mod sim;

@@ -5,6 +5,8 @@ use clap::Subcommand;
 use super::Ctx;
 #[path = "get_desired.rs"]
 mod desired;
+#[path = "get_profile_status.rs"]
+mod profile_status;
 use super::output::{key_values, print_json, print_lines, table};
 use crate::assets::abm::{abm_status, expiry_warning};
 use crate::assets::apns::mdm_apple_status;
@@ -79,9 +81,20 @@ pub enum GetCommand {
     Config,
     /// Teams, their settings and how many devices and profiles each has.
     Teams,
-    /// Desired profiles (the admin's and mdmctl's own), global and per team.
+    /// Desired profiles (the admin's and mdmctl's own), global and per team; with `--udid`,
+    /// one device's profiles and their delivery status (plus the unmanaged ones another MDM
+    /// installed).
     Profiles {
         /// Only this team's profiles.
+        #[arg(long, value_name = "NAME", conflicts_with = "udid")]
+        team: Option<String>,
+        /// One device (UDID or serial number): its profiles' status.
+        #[arg(long, value_name = "UDID|SERIAL")]
+        udid: Option<String>,
+    },
+    /// Profile delivery summed up: how many device profiles are verified, pending, failed.
+    ProfileStatus {
+        /// Only this team's devices.
         #[arg(long, value_name = "NAME")]
         team: Option<String>,
     },
@@ -130,7 +143,11 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
         ),
         GetCommand::Config => desired::config(ctx),
         GetCommand::Teams => desired::teams(ctx),
-        GetCommand::Profiles { team } => desired::profiles(ctx, team),
+        GetCommand::Profiles {
+            udid: Some(udid), ..
+        } => profile_status::device_profiles(ctx, &udid),
+        GetCommand::Profiles { team, udid: None } => desired::profiles(ctx, team),
+        GetCommand::ProfileStatus { team } => profile_status::summary(ctx, team),
     }
 }
 
@@ -466,6 +483,18 @@ fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()
             pairs.push(("Push magic", m.clone()));
         }
         lines.extend(key_values(2, &pairs));
+    }
+    lines.push("Profiles:".into());
+    if d.profiles.is_empty() {
+        lines.push("  none".into());
+    }
+    for p in &d.profiles {
+        let by = if p.ours { "" } else { " (unmanaged)" };
+        lines.push(format!(
+            "  {}{by}  {}",
+            p.identifier,
+            profile_status::describe(p)
+        ));
     }
     lines.push("Recent commands:".into());
     if d.commands.is_empty() {

@@ -138,6 +138,18 @@ pub fn apply_in(
     for p in &plan.put {
         tx.put_desired_profile(p)?;
     }
+    // The devices of every scope whose profiles changed get reconciled by `serve`.
+    let mut scopes: Vec<Option<&str>> = plan
+        .delete
+        .iter()
+        .map(|(team, _)| team.as_deref())
+        .chain(plan.put.iter().map(|p| p.team.as_deref()))
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    for scope in scopes {
+        tx.mark_scope_dirty(scope)?;
+    }
     if !plan.is_empty() {
         tx.record_activity(&NewActivity {
             actor: actor.to_string(),

@@ -240,6 +240,29 @@ impl ApiClient {
         )
     }
 
+    /// A device's profiles and their delivery status.
+    pub fn device_profiles(
+        &self,
+        id: &str,
+    ) -> Result<Vec<crate::store::DeviceProfile>, ApiClientError> {
+        self.call(
+            self.http
+                .get(format!("{}/devices/{}/profiles", self.base, encode(id))),
+        )
+    }
+
+    /// Profile delivery counts, over all devices or one team's.
+    pub fn profile_status(
+        &self,
+        team: Option<&str>,
+    ) -> Result<crate::store::ProfileStatusCounts, ApiClientError> {
+        let mut req = self.http.get(format!("{}/profile-status", self.base));
+        if let Some(t) = team {
+            req = req.query(&[("team", t)]);
+        }
+        self.call(req)
+    }
+
     pub fn send_command(&self, req: &CommandRequest) -> Result<Sent, ApiClientError> {
         self.call(self.http.post(format!("{}/commands", self.base)).json(req))
     }

@@ -32,6 +32,9 @@ pub struct DeviceDetail {
     pub enrollments: Vec<ChannelDetail>,
     /// The most recent commands on any of its channels.
     pub commands: Vec<QueueEntry>,
+    /// Its profiles and their delivery status (unmanaged ones too).
+    #[serde(default)]
+    pub profiles: Vec<crate::store::DeviceProfile>,
 }
 
 /// A device or user channel.
@@ -86,6 +89,7 @@ pub fn device_detail(
         })?;
     }
     let commands = tx.device_commands(&d.id, 20)?;
+    let profiles = tx.device_profiles(&d.id)?;
     Ok(Some(DeviceDetail {
         id: d.id,
         serial: d.serial,
@@ -103,6 +107,7 @@ pub fn device_detail(
         identity_not_after: d.identity_not_after,
         enrollments,
         commands,
+        profiles,
     }))
 }
 

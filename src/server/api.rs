@@ -26,6 +26,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/devices", get(devices))
         .route("/devices/{id}", get(device))
         .route("/devices/{id}/commands", get(device_commands))
+        .route("/devices/{id}/profiles", get(device_profiles))
+        .route("/profile-status", get(profile_status))
         .route("/commands", post(send_command))
         .route("/commands/{uuid}", get(command))
         .route("/push", post(push))
@@ -199,6 +201,58 @@ async fn device_commands(
     .await?;
     out.map(|c| Json(c).into_response())
         .ok_or_else(|| ApiError::not_found(format!("no device `{id}`"), DEVICES_HINT))
+}
+
+async fn device_profiles(
+    State(st): State<Arc<AppState>>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let id2 = id.clone();
+    let out = blocking(move || {
+        store.read(|tx| {
+            let Some(d) = tx.device(&id2)? else {
+                return Ok(None);
+            };
+            tx.device_profiles(&d.id).map(Some)
+        })
+    })
+    .await?;
+    out.map(|p| Json(p).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`"), DEVICES_HINT))
+}
+
+#[derive(Deserialize)]
+struct TeamQuery {
+    team: Option<String>,
+}
+
+async fn profile_status(
+    State(st): State<Arc<AppState>>,
+    _: Caller,
+    Query(q): Query<TeamQuery>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let team = q.team.clone();
+    let out = blocking(move || {
+        store.read(|tx| {
+            if let Some(t) = &team
+                && !tx.teams()?.iter().any(|x| &x.name == t)
+            {
+                return Ok(None);
+            }
+            tx.profile_status_counts(team.as_deref().map(Some))
+                .map(Some)
+        })
+    })
+    .await?;
+    out.map(|c| Json(c).into_response()).ok_or_else(|| {
+        ApiError::not_found(
+            format!("no team `{}`", q.team.unwrap_or_default()),
+            "list teams with `mdmctl get teams`",
+        )
+    })
 }
 
 /// Build the command a request describes (named, or a raw plist).

@@ -274,6 +274,10 @@ fn token_update(
         tx.put_device(&d)?;
     }
     if existing.is_none() {
+        if channel.is_device_channel() {
+            // A new enrollment: its profiles go out once it can be pushed.
+            tx.mark_dirty(std::slice::from_ref(&channel.device_id))?;
+        }
         tx.record_activity(&NewActivity {
             actor: "serve".into(),
             kind: "enrollment.added".into(),

@@ -56,7 +56,7 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         let include_not_now = match &report.status {
             Status::Idle => true,
             _ => {
-                store_result(tx, &channel.id, &channel.device_id, &report, body)?;
+                store_result(tx, &st.config.reconcile, &channel.id, &channel.device_id, &report, body)?;
                 false
             }
         };
@@ -77,6 +77,7 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
 
 fn store_result(
     tx: &mut dyn Tx,
+    policy: &crate::reconcile::Policy,
     channel: &str,
     device: &str,
     report: &Report,
@@ -107,6 +108,18 @@ fn store_result(
         return Ok(());
     };
     info!(channel, command = uuid, request = %request_type, status = status.as_str(), "command result");
+    crate::reconcile::on_result(
+        tx,
+        policy,
+        device,
+        &crate::reconcile::Answer {
+            command_uuid: uuid,
+            request_type: &request_type,
+            status,
+            body,
+            error_chain: chain.as_ref(),
+        },
+    )?;
     if status == QueueStatus::Acknowledged && request_type == "DeviceInformation" {
         update_device_facts(tx, device, body)?;
     }

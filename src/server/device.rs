@@ -174,6 +174,8 @@ pub(crate) fn record(
             summary: format!("first contact after cutover from {}", channel.device_id),
             details: serde_json::json!({ "sha256": v.sha256 }),
         })?;
+        // Its profiles are delivered (and the old MDM's listed) from now on.
+        tx.mark_dirty(std::slice::from_ref(&channel.device_id))?;
     }
     Ok(())
 }

@@ -70,6 +70,8 @@ pub struct ServeConfig {
     pub organization: String,
     /// Largest request body accepted on the MDM endpoints.
     pub max_body: usize,
+    /// Profile delivery: how often to reconcile, retry backoff.
+    pub reconcile: crate::reconcile::Policy,
 }
 
 impl ServeConfig {
@@ -85,6 +87,7 @@ impl ServeConfig {
             profile_signer: None,
             organization: "mdmctl".into(),
             max_body: 8 * 1024 * 1024,
+            reconcile: crate::reconcile::Policy::default(),
         }
     }
 }
@@ -167,8 +170,12 @@ impl IntoResponse for Reply {
     }
 }
 
-/// The HTTP application.
+/// The HTTP application. Inside a Tokio runtime, it also starts the profile reconciler, which
+/// runs as long as the application does.
 pub fn app(state: Arc<AppState>) -> Router {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(reconcile_loop(Arc::downgrade(&state)));
+    }
     let mut router = Router::new();
     for path in &state.config.mdm_paths {
         router = router.route(path, any(mdm_endpoint));
@@ -188,6 +195,25 @@ pub fn app(state: Arc<AppState>) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every `interval`: reconcile the devices marked dirty (by an apply here or in another process,
+/// a team transfer, an enrollment, a first contact) and those with a retry due, then push them.
+async fn reconcile_loop(state: std::sync::Weak<AppState>) {
+    loop {
+        let Some(interval) = state.upgrade().map(|s| s.config.reconcile.interval) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(st) = state.upgrade() else {
+            return;
+        };
+        if let Err(e) =
+            crate::reconcile::tick(st.store.clone(), &st.pushes, &st.config.reconcile).await
+        {
+            tracing::error!(error = %e, "reconciling profiles failed; retrying");
+        }
+    }
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {

@@ -122,8 +122,8 @@ pub trait DesiredState {
     /// How many devices each scope holds: `(None, n)` is devices in no team. Scopes without
     /// devices are left out.
     fn device_counts_by_team(&mut self) -> Result<Vec<(Option<String>, i64)>, StoreError>;
-    /// Move a device into a team (`None`: no team). False if there is no such device; a missing
-    /// team is a [`StoreError::Conflict`].
+    /// Move a device into a team (`None`: no team), marking it for reconciliation. False if
+    /// there is no such device; a missing team is a [`StoreError::Conflict`].
     fn set_device_team(&mut self, device_id: &str, team: Option<&str>) -> Result<bool, StoreError>;
     /// The team a device is in.
     fn device_team(&mut self, device_id: &str) -> Result<Option<String>, StoreError>;
@@ -341,10 +341,16 @@ impl DesiredState for SqlTx<'_> {
 
     fn set_device_team(&mut self, device_id: &str, team: Option<&str>) -> Result<bool, StoreError> {
         let team_id = team.map(|t| self.team_id(t)).transpose()?;
-        Ok(self.conn.execute(
+        let moved = self.conn.execute(
             "UPDATE devices SET team_id = ?, updated_at = ? WHERE id = ?",
             &[team_id.into(), Timestamp::now().into(), device_id.into()],
-        )? > 0)
+        )? > 0;
+        if moved {
+            // Its desired profiles changed: the reconciler installs the new scope's and
+            // removes the old one's.
+            super::ProfileStatus::mark_dirty(self, &[device_id.to_string()])?;
+        }
+        Ok(moved)
     }
 
     fn device_team(&mut self, device_id: &str) -> Result<Option<String>, StoreError> {

@@ -12,7 +12,7 @@ pub(crate) struct Migration {
 }
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 4;
+pub const LATEST_SCHEMA_VERSION: i64 = 5;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -34,6 +34,11 @@ const SQLITE: &[Migration] = &[
         version: 4,
         name: "serve",
         sql: include_str!("migrations/sqlite/0004_serve.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "reconcile",
+        sql: include_str!("migrations/sqlite/0005_reconcile.sql"),
     },
 ];
 
@@ -57,6 +62,11 @@ const POSTGRES: &[Migration] = &[
         version: 4,
         name: "serve",
         sql: include_str!("migrations/postgres/0004_serve.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "reconcile",
+        sql: include_str!("migrations/postgres/0005_reconcile.sql"),
     },
 ];
 

@@ -1,7 +1,7 @@
 //! The store: everything mdmctl knows, in one SQLite file (the default) or one PostgreSQL
 //! database shared by several `serve` instances.
 //!
-//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], …) that the rest of
+//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], …) that the rest of
 //! mdmctl programs against, combined in [`Tx`]; transactions ([`Store::write`],
 //! [`Store::read`]); the two backends and their numbered, embedded migrations; sealing of secret
 //! columns with the master key (see [`crate::secrets`]). Must not import the server or the CLI.
@@ -23,6 +23,7 @@ mod meta;
 mod migrate;
 mod pool;
 mod postgres;
+mod profiles;
 mod queue;
 mod sql;
 mod sqlite;
@@ -39,6 +40,7 @@ pub use imports::{ImportState, Imports};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
+pub use profiles::{DeviceProfile, ProfileState, ProfileStatus, ProfileStatusCounts};
 pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand};
 pub use tokens::{ApiToken, Tokens};
 
@@ -134,11 +136,28 @@ pub enum Finish {
 
 /// Everything a transaction can do: the role traits together.
 pub trait Tx:
-    Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState + Imports
+    Meta
+    + Assets
+    + Devices
+    + Activities
+    + CommandQueue
+    + Tokens
+    + DesiredState
+    + Imports
+    + ProfileStatus
 {
 }
-impl<T: Meta + Assets + Devices + Activities + CommandQueue + Tokens + DesiredState + Imports> Tx
-    for T
+impl<
+    T: Meta
+        + Assets
+        + Devices
+        + Activities
+        + CommandQueue
+        + Tokens
+        + DesiredState
+        + Imports
+        + ProfileStatus,
+> Tx for T
 {
 }
 

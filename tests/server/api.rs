@@ -11,7 +11,7 @@ use crate::enrollment::wait_until;
 use crate::harness::{Options, PASSPHRASE, Server};
 
 /// Run the mdmctl binary on the server's store (SQLite allows a second process).
-async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> Run {
+pub(crate) async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> Run {
     let db = s.dir.path().join("mdmctl.db");
     let url = s.url.clone();
     let token = token.map(str::to_string);

@@ -175,6 +175,9 @@ impl Server {
         config.allow_retro_association = opts.allow_retro_association;
         config.scep_challenge = opts.scep_challenge.map(Zeroizing::new);
         config.organization = "Test Org".into();
+        // Profiles go out quickly, and failed installs retry after a second.
+        config.reconcile.interval = std::time::Duration::from_millis(100);
+        config.reconcile.backoff = vec![std::time::Duration::from_secs(1); 3];
         let state = AppState::new(store.clone(), config, pushes.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(

@@ -12,5 +12,6 @@ mod cutover;
 mod enrollment;
 mod migration;
 mod queue;
+mod reconcile;
 mod refusals;
 mod transport;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use mdmctl::store::{
-    ActivityQuery, AssetKind, AssetState, DesiredProfile, DeviceRecord, EnrollmentRecord,
-    GlobalSettings, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey, ProfileKind, Settings,
-    StoreError, Tx,
+    ActivityQuery, AssetKind, AssetState, DesiredProfile, DeviceProfile, DeviceRecord,
+    EnrollmentRecord, GlobalSettings, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey,
+    ProfileKind, ProfileState, Settings, StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -1225,4 +1225,121 @@ pub fn import_fingerprints_state_and_user_channels(s: &TestStore) {
     );
     // Sealed at rest like every TokenUpdate.
     assert!(!contains(&s.raw_bytes(), "user TU"));
+}
+
+fn device_profile(device: &str, id: &str, status: ProfileState) -> DeviceProfile {
+    DeviceProfile {
+        device_id: device.into(),
+        identifier: id.into(),
+        name: Some(format!("Profile {id}")),
+        sha256: Some("ab".repeat(32)),
+        payload_uuid: Some(format!("{id}-uuid")),
+        status,
+        ours: status != ProfileState::Unmanaged,
+        attempts: 0,
+        next_attempt_at: None,
+        command_uuid: None,
+        error_chain: None,
+        updated_at: Timestamp(1_700_000_000),
+    }
+}
+
+pub fn profile_status_rows_dirty_marks_and_counts(s: &TestStore) {
+    w(s, |tx| {
+        for i in 0..3 {
+            tx.put_device(&device(&format!("UDID-{i}"), &format!("SER{i}")))?;
+        }
+        tx.put_team("Lab", &Settings::default())?;
+        Ok(())
+    });
+    // Rows round-trip, with the error chain as JSON, and are replaced per identifier.
+    let mut failing = device_profile("UDID-0", "com.example.a", ProfileState::Pending);
+    failing.command_uuid = Some("CMD-1".into());
+    w(s, |tx| {
+        tx.put_device_profile(&failing)?;
+        tx.put_device_profile(&device_profile(
+            "UDID-0",
+            "com.old.b",
+            ProfileState::Unmanaged,
+        ))?;
+        tx.put_device_profile(&device_profile(
+            "UDID-1",
+            "com.example.a",
+            ProfileState::Verified,
+        ))
+    });
+    assert_eq!(
+        r(s, |tx| tx.device_profile_by_command("UDID-0", "CMD-1")),
+        Some(failing.clone())
+    );
+    assert_eq!(
+        r(s, |tx| tx.device_profile_by_command("UDID-1", "CMD-1")),
+        None
+    );
+    failing.command_uuid = None;
+    failing.attempts = 2;
+    failing.next_attempt_at = Some(Timestamp(1_700_000_060));
+    failing.error_chain =
+        Some(serde_json::json!([{"ErrorCode": 4001, "ErrorDomain": "MCInstallationErrorDomain"}]));
+    w(s, |tx| tx.put_device_profile(&failing));
+    let rows = r(s, |tx| tx.device_profiles("UDID-0"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], failing);
+    assert_eq!(rows[1].status, ProfileState::Unmanaged);
+    assert!(!rows[1].ours);
+
+    // A retry is due only once its time has come, and not while a command is in flight.
+    assert!(r(s, |tx| tx.due_retries(Timestamp(1_700_000_059), 10)).is_empty());
+    assert_eq!(
+        r(s, |tx| tx.due_retries(Timestamp(1_700_000_060), 10)),
+        vec!["UDID-0".to_string()]
+    );
+
+    // Counts over everything and per scope.
+    let all = r(s, |tx| tx.profile_status_counts(None));
+    assert_eq!(
+        (all.pending, all.verified, all.unmanaged, all.failed),
+        (1, 1, 1, 0)
+    );
+    w(s, |tx| {
+        tx.set_device_team("UDID-1", Some("Lab")).map(|_| ())
+    });
+    let lab = r(s, |tx| tx.profile_status_counts(Some(Some("Lab"))));
+    assert_eq!((lab.verified, lab.pending), (1, 0));
+    let global = r(s, |tx| tx.profile_status_counts(Some(None)));
+    assert_eq!((global.verified, global.pending), (0, 1));
+
+    // A team transfer marked its device dirty; a scope marks all its devices; unknown IDs are
+    // ignored; clearing is per device.
+    assert_eq!(r(s, |tx| tx.dirty_devices(10)), vec!["UDID-1".to_string()]);
+    assert_eq!(w(s, |tx| tx.mark_scope_dirty(None)), 2);
+    w(s, |tx| {
+        tx.mark_dirty(&["UDID-2".to_string(), "nobody".to_string()])
+    });
+    let mut dirty = r(s, |tx| tx.dirty_devices(10));
+    dirty.sort();
+    assert_eq!(dirty, vec!["UDID-0", "UDID-1", "UDID-2"]);
+    assert_eq!(w(s, |tx| tx.clear_dirty(&["UDID-0".to_string()])), 1);
+    assert_eq!(w(s, |tx| tx.clear_dirty(&["UDID-0".to_string()])), 0);
+    assert_eq!(r(s, |tx| tx.dirty_devices(10)).len(), 2);
+    // Many rows at once, replacing per device and identifier.
+    let mut many: Vec<DeviceProfile> = (0..450)
+        .map(|i| {
+            device_profile(
+                "UDID-2",
+                &format!("com.example.p{i:03}"),
+                ProfileState::Pending,
+            )
+        })
+        .collect();
+    w(s, |tx| tx.put_device_profiles(&many));
+    many[7].status = ProfileState::Verified;
+    w(s, |tx| tx.put_device_profiles(&many[..10]));
+    let got = r(s, |tx| tx.device_profiles("UDID-2"));
+    assert_eq!(got.len(), 450);
+    assert_eq!(got[7], many[7]);
+
+    assert!(w(s, |tx| tx.delete_device_profile("UDID-0", "com.old.b")));
+    assert!(!w(s, |tx| tx.delete_device_profile("UDID-0", "com.old.b")));
+    assert_eq!(r(s, |tx| tx.device_profiles("UDID-0")).len(), 1);
 }

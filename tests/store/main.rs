@@ -138,4 +138,5 @@ conformance!(
     devices_belong_to_teams,
     desired_state_migration_applies_to_an_older_store,
     import_fingerprints_state_and_user_channels,
+    profile_status_rows_dirty_marks_and_counts,
 );
