@@ -305,6 +305,10 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         report.pushes_delivered, report.acknowledged, report.devices, report.elapsed.as_secs_f64()
     ));
     step.done(format!(
+        "delivered the desired profiles: {} installed and verified by ProfileList, {} failed, {} from the old MDM left alone",
+        report.profiles_verified, report.profiles_failed, report.profiles_unmanaged
+    ));
+    step.done(format!(
         "refused a Mac with a certificate from an unknown CA (HTTP {}); the server has stopped",
         report.impostor_status
     ));

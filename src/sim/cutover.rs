@@ -1,7 +1,8 @@
 //! The DNS cutover, run in-process for `mdmctl demo`: `serve` answers at the old server's URL
 //! on the store the old MDM was imported into, the APNs stand-in plays Apple's gateway, the old
 //! MDM's Macs check in with the identities its CA issued, then one command goes to all of them
-//! (queued, pushed to their old tokens, fetched and acknowledged) and an impostor is refused.
+//! (queued, pushed to their old tokens, fetched and acknowledged), the profiles `apply` put in
+//! desired state are delivered and verified, and an impostor is refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ pub struct CutoverReport {
     pub pushes_delivered: usize,
     /// Macs that acknowledged the command sent to all of them.
     pub acknowledged: usize,
+    /// Profiles from desired state, per state over all devices, once delivery settled.
+    pub profiles_verified: i64,
+    pub profiles_failed: i64,
+    /// Profiles the old MDM installed, left alone.
+    pub profiles_unmanaged: i64,
     /// What the server answered a Mac presenting a certificate from an unknown CA.
     pub impostor_status: u16,
     pub elapsed: Duration,
@@ -40,7 +46,7 @@ pub enum CutoverError {
     Apns(#[from] super::apns::SimError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("the command was not acknowledged by every device within {0:?}")]
+    #[error("the devices did not acknowledge the command and settle their profiles within {0:?}")]
     Timeout(Duration),
 }
 
@@ -62,6 +68,8 @@ pub async fn run(
     ));
     let mut config = ServeConfig::new(url);
     config.organization = organization.to_string();
+    // Deliver profiles promptly: the demo waits for them.
+    config.reconcile.interval = Duration::from_millis(250);
     let state = AppState::new(store.clone(), config, pushes.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
@@ -153,9 +161,31 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // 3. Desired profiles: first contact marked each device; the reconciler installs its
+    //    profiles and verifies them with ProfileList.
+    loop {
+        let s = store.clone();
+        let counts =
+            tokio::task::spawn_blocking(move || s.read(|tx| tx.profile_status_counts(None)))
+                .await
+                .map_err(|e| crate::store::StoreError::Decode(e.to_string()))??;
+        report.profiles_verified = counts.verified;
+        report.profiles_failed = counts.failed;
+        report.profiles_unmanaged = counts.unmanaged;
+        let settled = counts.pending + counts.verifying + counts.removing == 0;
+        if settled && counts.verified + counts.failed > 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            waker.abort();
+            return Err(CutoverError::Timeout(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     waker.abort();
 
-    // 3. A Mac whose certificate no trusted CA issued.
+    // 4. A Mac whose certificate no trusted CA issued.
     let (stranger_cert, stranger_key) = stranger()?;
     let topic = devices.first().and_then(|d| d.topic()).unwrap_or_default();
     let impostor = SimDevice::with_key(

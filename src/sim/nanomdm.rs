@@ -97,6 +97,8 @@ impl OldNanoMdm {
             .map_err(sim)?;
             let cert = pki::scep::issue_certificate(&csr, &ca_cert, &ca_key, identity_days)
                 .map_err(sim)?;
+            // What the old MDM installed: mdmctl must list it and leave it alone.
+            d.preinstall("com.example.oldmdm.wifi", "Corporate Wi-Fi (old MDM)");
             list.push(Arc::new(d.with_identity(
                 cert,
                 device_key.clone(),

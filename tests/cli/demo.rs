@@ -16,6 +16,7 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         .stdout_has("25/25 Macs checked in with their old identity")
         .stdout_has("25 recorded as migrated")
         .stdout_has("25/25 acknowledged")
+        .stdout_has("installed and verified by ProfileList, 0 failed, 25 from the old MDM left alone")
         .stdout_has("(HTTP 403)")
         .stdout_has("Try next:");
     for f in [
@@ -70,6 +71,13 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         .success()
         .stdout_has("DeviceInformation")
         .stdout_has("acknowledged");
+    let status = demo(&["--format", "json", "get", "profile-status"]);
+    let status = status.success().json();
+    assert!(status.to_string().contains("verified"), "{status}");
+    demo(&["get", "profiles", "--udid", "C02SIM000001"])
+        .success()
+        .stdout_has("verified")
+        .stdout_has("com.example.oldmdm.wifi");
     demo(&["apply", "-f", "demo/gitops", "--dry-run"])
         .success()
         .stdout_has("no changes");
