@@ -16,7 +16,9 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         .stdout_has("25/25 Macs checked in with their old identity")
         .stdout_has("25 recorded as migrated")
         .stdout_has("25/25 acknowledged")
-        .stdout_has("installed and verified by ProfileList, 0 failed, 25 from the old MDM left alone")
+        .stdout_has(
+            "installed and verified by ProfileList, 0 failed, 25 from the old MDM left alone",
+        )
         .stdout_has("(HTTP 403)")
         .stdout_has("Try next:");
     for f in [
