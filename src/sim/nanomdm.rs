@@ -15,8 +15,10 @@ use super::device::{Endpoint, IdentityMode, SimDevice, SimError};
 use crate::pki::{self, CaSpec, Subject};
 use crate::timestamp::Timestamp;
 
-/// NanoMDM's MySQL schema: the tables a migration reads.
+/// NanoMDM's MySQL schema: the tables a migration reads, and those it leaves behind.
 pub const MYSQL_SCHEMA: &str = include_str!("nanomdm_mysql.sql");
+/// The same on PostgreSQL (NanoMDM's `storage/pgsql/schema.sql`).
+pub const PGSQL_SCHEMA: &str = include_str!("nanomdm_pgsql.sql");
 
 /// The old server, its devices and its secrets.
 pub struct OldNanoMdm {

@@ -1,6 +1,6 @@
--- NanoMDM's MySQL schema (the tables a migration reads), written from its documentation:
--- devices, users, enrollments, the command queue, push certificates and certificate
--- associations. Used to build "old MDM" databases for the demo and the tests.
+-- NanoMDM's MySQL schema (micromdm/nanomdm storage/mysql/schema.sql), written from the
+-- reference: the tables import-devices reads, and those it leaves behind. Builds the "old MDM"
+-- databases of the demo, the tests and the benchmarks.
 CREATE TABLE devices (
     id VARCHAR(255) NOT NULL,
     identity_cert TEXT NULL,
@@ -16,6 +16,7 @@ CREATE TABLE devices (
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
     PRIMARY KEY (id),
+    CHECK (identity_cert IS NULL OR SUBSTRING(identity_cert FROM 1 FOR 27) = '-----BEGIN CERTIFICATE-----'),
     INDEX (serial_number)
 );
 CREATE TABLE users (
@@ -45,14 +46,14 @@ CREATE TABLE enrollments (
     token_hex VARCHAR(255) NOT NULL,
     enabled BOOLEAN NOT NULL DEFAULT 1,
     token_update_tally INTEGER NOT NULL DEFAULT 1,
-    last_seen_at TIMESTAMP NOT NULL,
+    last_seen_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
     PRIMARY KEY (id),
-    UNIQUE (user_id),
-    INDEX (type),
     FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE,
-    FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE
+    FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    INDEX (type),
+    UNIQUE (user_id)
 );
 CREATE TABLE commands (
     command_uuid VARCHAR(127) NOT NULL,
@@ -61,6 +62,20 @@ CREATE TABLE commands (
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
     PRIMARY KEY (command_uuid)
+);
+CREATE TABLE command_results (
+    id VARCHAR(255) NOT NULL,
+    command_uuid VARCHAR(127) NOT NULL,
+    status VARCHAR(31) NOT NULL,
+    result MEDIUMTEXT NOT NULL,
+    not_now_at TIMESTAMP NULL,
+    not_now_tally INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+    PRIMARY KEY (id, command_uuid),
+    FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid) ON DELETE CASCADE ON UPDATE CASCADE,
+    INDEX (status)
 );
 CREATE TABLE enrollment_queue (
     id VARCHAR(255) NOT NULL,
@@ -71,7 +86,8 @@ CREATE TABLE enrollment_queue (
     updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
     PRIMARY KEY (id, command_uuid),
     FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
-    FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid) ON DELETE CASCADE ON UPDATE CASCADE
+    FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid) ON DELETE CASCADE ON UPDATE CASCADE,
+    INDEX (priority DESC, created_at)
 );
 CREATE TABLE push_certs (
     topic VARCHAR(255) NOT NULL,

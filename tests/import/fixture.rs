@@ -13,8 +13,8 @@ use openssl::rsa::Rsa;
 use openssl::x509::extension::BasicConstraints;
 use openssl::x509::{X509, X509Builder, X509NameBuilder};
 
-pub const MYSQL_DDL: &str = include_str!("nanomdm_mysql.sql");
-pub const PG_DDL: &str = include_str!("nanomdm_pgsql.sql");
+pub const MYSQL_DDL: &str = mdmctl::sim::nanomdm::MYSQL_SCHEMA;
+pub const PG_DDL: &str = mdmctl::sim::nanomdm::PGSQL_SCHEMA;
 pub const LAST_SEEN: &str = "2026-01-02 03:04:05";
 pub const LAST_SEEN_UNIX: i64 = 1767323045;
 
