@@ -13,12 +13,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::apple::command::{Command, named};
 use crate::mdm::api::{ApiErrorBody, Challenge, CommandRequest, DeviceFilter, PushRequest};
-use crate::store::StoreError;
+use crate::store::{StoreError, Tx};
 use crate::timestamp::Timestamp;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -187,20 +187,8 @@ async fn device_commands(
     Path(id): Path<String>,
     Query(l): Query<Limit>,
 ) -> Result<Response, ApiError> {
-    let store = st.store.clone();
-    let id2 = id.clone();
-    let out = blocking(move || {
-        store.read(|tx| {
-            let Some(d) = tx.device(&id2)? else {
-                return Ok(None);
-            };
-            tx.device_commands(&d.id, l.limit.unwrap_or(50).min(1000))
-                .map(Some)
-        })
-    })
-    .await?;
-    out.map(|c| Json(c).into_response())
-        .ok_or_else(|| ApiError::not_found(format!("no device `{id}`"), DEVICES_HINT))
+    let limit = l.limit.unwrap_or(50).min(1000);
+    of_device(&st, id, move |tx, device| tx.device_commands(device, limit)).await
 }
 
 async fn device_profiles(
@@ -208,18 +196,26 @@ async fn device_profiles(
     _: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    of_device(&st, id, |tx, device| tx.device_profiles(device)).await
+}
+
+/// Read something of one device (named by UDID, enrollment ID or serial) in a read
+/// transaction; 404 with a hint when the store has no such device.
+async fn of_device<T, F>(st: &AppState, id: String, read: F) -> Result<Response, ApiError>
+where
+    T: Serialize + Send + 'static,
+    F: Fn(&mut dyn Tx, &str) -> Result<T, StoreError> + Send + 'static,
+{
     let store = st.store.clone();
     let id2 = id.clone();
     let out = blocking(move || {
-        store.read(|tx| {
-            let Some(d) = tx.device(&id2)? else {
-                return Ok(None);
-            };
-            tx.device_profiles(&d.id).map(Some)
+        store.read(|tx| match tx.device(&id2)? {
+            Some(d) => read(tx, &d.id).map(Some),
+            None => Ok(None),
         })
     })
     .await?;
-    out.map(|p| Json(p).into_response())
+    out.map(|v| Json(v).into_response())
         .ok_or_else(|| ApiError::not_found(format!("no device `{id}`"), DEVICES_HINT))
 }
 
