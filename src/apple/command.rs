@@ -261,6 +261,22 @@ pub mod named {
         Command::new("ScheduleOSUpdate", d)
     }
 
+    /// Rotate the personal FileVault recovery key, unlocking with `password` (a FileVault
+    /// user's password or the current recovery key); the device returns the new key encrypted to
+    /// `reply_cert_der`.
+    pub fn rotate_filevault_key(password: &str, reply_cert_der: &[u8]) -> Command {
+        let mut unlock = Dictionary::new();
+        unlock.insert("Password".into(), password.into());
+        let mut d = Dictionary::new();
+        d.insert("KeyType".into(), "personal".into());
+        d.insert("FileVaultUnlock".into(), Value::Dictionary(unlock));
+        d.insert(
+            "ReplyEncryptionCertificate".into(),
+            Value::Data(reply_cert_der.to_vec()),
+        );
+        Command::new("RotateFileVaultKey", d)
+    }
+
     pub fn available_os_updates() -> Command {
         Command::new("AvailableOSUpdates", Dictionary::new())
     }

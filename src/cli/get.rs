@@ -92,6 +92,16 @@ pub enum GetCommand {
         #[arg(long, value_name = "UDID|SERIAL")]
         udid: Option<String>,
     },
+    /// A device's escrowed FileVault personal recovery key, on stdout. Every viewing is
+    /// recorded in the activity log (who, which device, when).
+    DiskEncryptionKey {
+        /// The device's UDID.
+        #[arg(long, value_name = "UDID", required_unless_present = "serial")]
+        udid: Option<String>,
+        /// The device's serial number.
+        #[arg(long, value_name = "SERIAL", conflicts_with = "udid")]
+        serial: Option<String>,
+    },
     /// Profile delivery summed up: how many device profiles are verified, pending, failed.
     ProfileStatus {
         /// Only this team's devices.
@@ -148,6 +158,9 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
         } => profile_status::device_profiles(ctx, &udid),
         GetCommand::Profiles { team, udid: None } => desired::profiles(ctx, team),
         GetCommand::ProfileStatus { team } => profile_status::summary(ctx, team),
+        GetCommand::DiskEncryptionKey { udid, serial } => {
+            disk_encryption_key(ctx, udid.or(serial).unwrap_or_default())
+        }
     }
 }
 
@@ -496,6 +509,13 @@ fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()
             profile_status::describe(p)
         ));
     }
+    if let Some(fde) = &d.disk_encryption {
+        let mut state = fde.status.label().to_string();
+        if let Some(r) = &fde.reason {
+            state.push_str(&format!(" ({r})"));
+        }
+        lines.push(format!("Disk encryption: {state}"));
+    }
     lines.push("Recent commands:".into());
     if d.commands.is_empty() {
         lines.push("  none".into());
@@ -510,6 +530,31 @@ fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()
         ));
     }
     print_lines(&lines)
+}
+
+fn disk_encryption_key(ctx: &Ctx, id: String) -> anyhow::Result<()> {
+    let key = match ctx.remote()? {
+        Some(api) => api.disk_encryption_key(&id)?,
+        None => {
+            let store = ctx.open_store()?;
+            let actor = ctx.actor();
+            match store.write(|tx| crate::mdm::disk_encryption_key(tx, &id, &actor))? {
+                Ok(k) => k,
+                Err(no) => {
+                    let (msg, hint) = no.explain(&id);
+                    return Err(UserError::new(msg).with_hint(hint).into());
+                }
+            }
+        }
+    };
+    if ctx.json() {
+        return print_json(&key);
+    }
+    eprintln!(
+        "note: this viewing of {}'s recovery key is recorded in the activity log",
+        key.serial.as_deref().unwrap_or(&key.device_id)
+    );
+    print_lines(&[key.key])
 }
 
 fn opt(v: &Option<String>) -> String {

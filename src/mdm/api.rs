@@ -240,6 +240,18 @@ impl ApiClient {
         )
     }
 
+    /// A device's escrowed FileVault recovery key (the server records the viewing).
+    pub fn disk_encryption_key(
+        &self,
+        id: &str,
+    ) -> Result<super::DiskEncryptionKey, ApiClientError> {
+        self.call(self.http.get(format!(
+            "{}/devices/{}/disk-encryption-key",
+            self.base,
+            encode(id)
+        )))
+    }
+
     /// A device's profiles and their delivery status.
     pub fn device_profiles(
         &self,

@@ -35,6 +35,9 @@ pub struct DeviceDetail {
     /// Its profiles and their delivery status (unmanaged ones too).
     #[serde(default)]
     pub profiles: Vec<crate::store::DeviceProfile>,
+    /// FileVault state, when mdmctl enforces it (never the key).
+    #[serde(default)]
+    pub disk_encryption: Option<crate::store::DiskEncryption>,
 }
 
 /// A device or user channel.
@@ -90,6 +93,7 @@ pub fn device_detail(
     }
     let commands = tx.device_commands(&d.id, 20)?;
     let profiles = tx.device_profiles(&d.id)?;
+    let disk_encryption = tx.disk_encryption(&d.id)?;
     Ok(Some(DeviceDetail {
         id: d.id,
         serial: d.serial,
@@ -108,7 +112,73 @@ pub fn device_detail(
         enrollments,
         commands,
         profiles,
+        disk_encryption,
     }))
+}
+
+/// A device's escrowed FileVault recovery key, as `get disk-encryption-key` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiskEncryptionKey {
+    pub device_id: String,
+    pub serial: Option<String>,
+    pub key: String,
+    pub escrowed_at: Option<Timestamp>,
+}
+
+/// Why there is no key to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoKey {
+    NoDevice,
+    /// FileVault is not enforced on the device (or no key has arrived yet): its state, if any.
+    NotEscrowed(Option<crate::store::DiskEncryption>),
+}
+
+/// The escrowed recovery key of a device (by UDID, enrollment ID or serial), recording that
+/// `actor` viewed it. Runs in a write transaction: no key is shown without its record.
+pub fn disk_encryption_key(
+    tx: &mut dyn Tx,
+    id: &str,
+    actor: &str,
+) -> Result<Result<DiskEncryptionKey, NoKey>, StoreError> {
+    let Some(d) = tx.device(id)? else {
+        return Ok(Err(NoKey::NoDevice));
+    };
+    let state = tx.disk_encryption(&d.id)?;
+    let Some(key) = crate::reconcile::filevault::recovery_key(tx, &d.id, actor)? else {
+        return Ok(Err(NoKey::NotEscrowed(state)));
+    };
+    let key = String::from_utf8(key.to_vec())
+        .map_err(|_| StoreError::Decode(format!("the recovery key of {} is not text", d.id)))?;
+    Ok(Ok(DiskEncryptionKey {
+        device_id: d.id,
+        serial: d.serial,
+        key,
+        escrowed_at: state.and_then(|s| s.key_escrowed_at),
+    }))
+}
+
+impl NoKey {
+    /// The error and hint for people, for the CLI and the API alike.
+    pub fn explain(&self, id: &str) -> (String, String) {
+        match self {
+            NoKey::NoDevice => (
+                format!("no device `{id}`"),
+                "check the UDID or serial with `mdmctl get devices`".into(),
+            ),
+            NoKey::NotEscrowed(None) => (
+                format!("no FileVault recovery key is escrowed for `{id}`: mdmctl does not enforce FileVault on it"),
+                "turn on `enable_disk_encryption` for its team (or globally) and `mdmctl apply`".into(),
+            ),
+            NoKey::NotEscrowed(Some(s)) => (
+                format!(
+                    "no FileVault recovery key is escrowed for `{id}` yet: {}{}",
+                    s.status.label(),
+                    s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+                "the key arrives once FileVault is on and the Mac answers SecurityInfo; see `mdmctl get device`".into(),
+            ),
+        }
+    }
 }
 
 /// Devices matching the API's filters.

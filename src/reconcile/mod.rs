@@ -10,6 +10,10 @@
 //! [`tick`] is one incremental pass for `serve`: the devices marked dirty (apply, team
 //! transfer, enrollment, first contact after cutover) and those with a retry due, then a push
 //! to the devices that got commands. No HTTP here.
+//!
+//! FileVault key escrow, which follows the FileVault profile, is [`filevault`].
+
+pub mod filevault;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,6 +42,12 @@ pub struct Policy {
     pub backoff: Vec<Duration>,
     /// Devices per pass.
     pub batch: u32,
+    /// FileVault: how long to wait before asking SecurityInfo again while someone must act (the
+    /// user must log out, the key cannot be escrowed) or after an error.
+    pub filevault_recheck: Duration,
+    /// FileVault: how often to ask SecurityInfo of a device whose key is escrowed (the user may
+    /// have rotated it).
+    pub filevault_reverify: Duration,
 }
 
 impl Default for Policy {
@@ -50,6 +60,8 @@ impl Default for Policy {
                 Duration::from_secs(1800),
             ],
             batch: 2000,
+            filevault_recheck: Duration::from_secs(3600),
+            filevault_reverify: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -86,6 +98,18 @@ pub fn reconcile_device(tx: &mut dyn Tx, device_id: &str) -> Result<DeviceOutcom
             .pop()
             .unwrap_or_default(),
     )
+}
+
+/// The device channel commands go to: enabled, with a push token.
+pub(crate) fn device_channel(
+    tx: &mut dyn Tx,
+    device_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .enrollments_of(device_id)?
+        .into_iter()
+        .find(|e| e.kind == "Device" && e.enabled && e.token.is_some())
+        .map(|e| e.id))
 }
 
 /// What a batch will queue: one command per distinct profile (or removal), sent to every
@@ -142,11 +166,7 @@ pub fn reconcile_batch(
             outcomes.push(out);
             continue;
         };
-        let Some(channel) = tx
-            .enrollments_of(device_id)?
-            .into_iter()
-            .find(|e| e.kind == "Device" && e.enabled && e.token.is_some())
-        else {
+        let Some(channel) = device_channel(tx, device_id)? else {
             outcomes.push(out);
             continue;
         };
@@ -155,6 +175,9 @@ pub fn reconcile_batch(
             .into_iter()
             .filter(|p| deliverable(p, device.os_version.as_deref()))
             .collect();
+        if desired.iter().any(|p| p.kind == ProfileKind::FileVault) {
+            filevault::desired(tx, device_id, now)?;
+        }
         let rows: BTreeMap<String, DeviceProfile> = tx
             .device_profiles(device_id)?
             .into_iter()
@@ -193,7 +216,7 @@ pub fn reconcile_batch(
                 error_chain: rows.get(&p.identifier).and_then(|r| r.error_chain.clone()),
                 updated_at: now,
             });
-            entry.channels.push(channel.id.clone());
+            entry.channels.push(channel.clone());
             out.installs += 1;
         }
 
@@ -216,13 +239,13 @@ pub fn reconcile_batch(
             row.updated_at = now;
             let entry = q.removals.entry(r.identifier.clone()).or_default();
             entry.rows.push(row);
-            entry.channels.push(channel.id.clone());
+            entry.channels.push(channel.clone());
             out.removals += 1;
         }
 
         if out.installs + out.removals > 0 {
-            q.verify.push(channel.id.clone());
-            out.push = Some(channel.id.clone());
+            q.verify.push(channel.clone());
+            out.push = Some(channel);
         }
         outcomes.push(out);
     }
@@ -319,6 +342,9 @@ pub fn on_result(
         }
         "ProfileList" if status == QueueStatus::Acknowledged => {
             verify(tx, policy, device_id, body, now)?;
+        }
+        "SecurityInfo" | "RotateFileVaultKey" => {
+            filevault::on_result(tx, policy, device_id, answer)?;
         }
         _ => {}
     }
@@ -423,6 +449,9 @@ fn verify(
                     row.updated_at = now;
                     info!(device = device_id, profile = %row.identifier, "profile verified");
                     tx.put_device_profile(&row)?;
+                    if row.identifier == crate::apple::profile::FILEVAULT_ID {
+                        filevault::profile_verified(tx, device_id, now)?;
+                    }
                 }
                 _ => {
                     let chain = serde_json::json!([{
@@ -483,6 +512,8 @@ pub struct TickSummary {
     pub devices: usize,
     pub installs: usize,
     pub removals: usize,
+    /// SecurityInfo asked for FileVault keys.
+    pub filevault_checks: usize,
     pub pushed: usize,
 }
 
@@ -553,10 +584,19 @@ pub async fn tick(
                 }
                 Ok((ids, dirty))
             })?;
-            if ids.is_empty() {
-                return Ok((0, TickSummary::default(), Vec::new()));
+            let (mut summary, mut push) = if ids.is_empty() {
+                (TickSummary::default(), Vec::new())
+            } else {
+                reconcile_devices(work.as_ref(), &ids)?
+            };
+            if with_retries {
+                let due = work.read(|tx| tx.due_disk_encryption_checks(Timestamp::now(), batch))?;
+                if !due.is_empty() {
+                    let asked = work.write(|tx| filevault::queue_checks(tx, &due))?;
+                    summary.filevault_checks += asked.len();
+                    push.extend(asked);
+                }
             }
-            let (summary, push) = reconcile_devices(work.as_ref(), &ids)?;
             Ok::<_, StoreError>((dirty, summary, push))
         })
         .await
@@ -565,6 +605,7 @@ pub async fn tick(
         total.devices += summary.devices;
         total.installs += summary.installs;
         total.removals += summary.removals;
+        total.filevault_checks += summary.filevault_checks;
         if !push.is_empty() {
             info!(
                 devices = summary.devices,

@@ -27,6 +27,10 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/devices/{id}", get(device))
         .route("/devices/{id}/commands", get(device_commands))
         .route("/devices/{id}/profiles", get(device_profiles))
+        .route(
+            "/devices/{id}/disk-encryption-key",
+            get(disk_encryption_key),
+        )
         .route("/profile-status", get(profile_status))
         .route("/commands", post(send_command))
         .route("/commands/{uuid}", get(command))
@@ -197,6 +201,25 @@ async fn device_profiles(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     of_device(&st, id, |tx, device| tx.device_profiles(device)).await
+}
+
+/// The escrowed FileVault key; the viewing is recorded with the caller's token name.
+async fn disk_encryption_key(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let id2 = id.clone();
+    let out =
+        blocking(move || store.write(|tx| crate::mdm::disk_encryption_key(tx, &id2, &who))).await?;
+    match out {
+        Ok(k) => Ok(Json(k).into_response()),
+        Err(no) => {
+            let (msg, hint) = no.explain(&id);
+            Err(ApiError::not_found(msg, &hint))
+        }
+    }
 }
 
 /// Read something of one device (named by UDID, enrollment ID or serial) in a read

@@ -82,8 +82,14 @@ struct State {
     /// Profile identifiers whose installation fails (with Apple's error chain).
     fail_installs: HashSet<String>,
     handled: Vec<Handled>,
-    /// A FileVault recovery key the device escrows when asked (CMS to the escrow cert).
+    /// FileVault is on.
+    fde_enabled: bool,
+    /// The personal recovery key, when the simulator made it (RotateFileVaultKey checks it).
+    fde_recovery_key: Option<String>,
+    /// The escrowed recovery key SecurityInfo hands out (CMS to the escrow certificate).
     fde_recovery_key_cms: Option<Vec<u8>>,
+    /// The certificate an installed FDERecoveryKeyEscrow payload escrows to (DER).
+    escrow_cert: Option<Vec<u8>>,
 }
 
 /// Where the server is.
@@ -280,9 +286,35 @@ impl SimDevice {
         lock(&self.state).fail_installs.remove(identifier);
     }
 
-    /// The recovery key CMS this device hands out in SecurityInfo.
+    /// FileVault is on and this is the escrowed recovery key SecurityInfo hands out (CMS made
+    /// elsewhere, e.g. by `openssl cms -encrypt`).
     pub fn set_fde_recovery_key_cms(&self, cms: Vec<u8>) {
-        lock(&self.state).fde_recovery_key_cms = Some(cms);
+        let mut st = lock(&self.state);
+        st.fde_enabled = true;
+        st.fde_recovery_key_cms = Some(cms);
+    }
+
+    /// The certificate the installed FileVault profile escrows recovery keys to (DER).
+    pub fn escrow_certificate(&self) -> Option<Vec<u8>> {
+        lock(&self.state).escrow_cert.clone()
+    }
+
+    /// The user logs out: FileVault turns on with `recovery_key`, which macOS escrows (encrypted
+    /// to the profile's escrow certificate) when a FileVault profile with escrow is installed.
+    pub fn turn_on_filevault(&self, recovery_key: &str) -> Result<(), SimError> {
+        let mut st = lock(&self.state);
+        st.fde_enabled = true;
+        st.fde_recovery_key = Some(recovery_key.to_string());
+        st.fde_recovery_key_cms = match &st.escrow_cert {
+            Some(der) => Some(encrypt_to(der, recovery_key)?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The recovery key the Mac has now (what the user would type at the FileVault prompt).
+    pub fn fde_recovery_key(&self) -> Option<String> {
+        lock(&self.state).fde_recovery_key.clone()
     }
 
     pub fn profiles(&self) -> Vec<InstalledProfile> {
@@ -700,9 +732,12 @@ impl SimDevice {
             }
             "SecurityInfo" => {
                 let mut si = Dictionary::new();
-                let key = lock(&self.state).fde_recovery_key_cms.clone();
-                si.insert("FDE_Enabled".into(), key.is_some().into());
-                si.insert("FDE_HasPersonalRecoveryKey".into(), key.is_some().into());
+                let (enabled, key) = {
+                    let st = lock(&self.state);
+                    (st.fde_enabled, st.fde_recovery_key_cms.clone())
+                };
+                si.insert("FDE_Enabled".into(), enabled.into());
+                si.insert("FDE_HasPersonalRecoveryKey".into(), enabled.into());
                 si.insert("FDE_HasInstitutionalRecoveryKey".into(), false.into());
                 if let Some(k) = key {
                     si.insert("FDE_PersonalRecoveryKeyCMS".into(), Value::Data(k));
@@ -715,6 +750,7 @@ impl SimDevice {
                 report.insert("SecurityInfo".into(), Value::Dictionary(si));
                 "Acknowledged".into()
             }
+            "RotateFileVaultKey" => self.rotate_filevault_key(cmd, report),
             "AvailableOSUpdates" => {
                 report.insert("AvailableOSUpdates".into(), Value::Array(Vec::new()));
                 "Acknowledged".into()
@@ -722,6 +758,49 @@ impl SimDevice {
             "" => "CommandFormatError".into(),
             _ => "Acknowledged".into(),
         }
+    }
+
+    /// RotateFileVaultKey: unlock with the current recovery key (or a user's password, which
+    /// the simulator has none of), make a new key, return it encrypted to
+    /// `ReplyEncryptionCertificate` and escrow it again to the profile's certificate.
+    fn rotate_filevault_key(&self, cmd: &Dictionary, report: &mut Dictionary) -> String {
+        let password = cmd
+            .get("FileVaultUnlock")
+            .and_then(Value::as_dictionary)
+            .and_then(|u| u.get("Password"))
+            .and_then(Value::as_string);
+        let reply = cmd
+            .get("ReplyEncryptionCertificate")
+            .and_then(Value::as_data);
+        let mut st = lock(&self.state);
+        let unlocked =
+            st.fde_enabled && password.is_some() && password == st.fde_recovery_key.as_deref();
+        let (true, Some(reply)) = (unlocked, reply) else {
+            report.insert(
+                "ErrorChain".into(),
+                error_chain(
+                    12,
+                    "MDMErrorDomain",
+                    "The FileVault unlock credential is not valid.",
+                ),
+            );
+            return "Error".into();
+        };
+        let key = recovery_key_like();
+        let (Ok(for_reply), escrowed) = (
+            encrypt_to(reply, &key),
+            st.escrow_cert.as_deref().map(|c| encrypt_to(c, &key)),
+        ) else {
+            return "CommandFormatError".into();
+        };
+        st.fde_recovery_key = Some(key);
+        if let Some(Ok(cms)) = escrowed {
+            st.fde_recovery_key_cms = Some(cms);
+        }
+        let mut r = Dictionary::new();
+        r.insert("EncryptedNewRecoveryKey".into(), Value::Data(for_reply));
+        report.insert("RotateResult".into(), Value::Dictionary(r));
+        "Acknowledged".into()
     }
 
     /// Install a profile payload (XML, binary, or CMS-signed) the way macOS records it.
@@ -761,6 +840,9 @@ impl SimDevice {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(cert) = escrow_certificate_of(d) {
+            lock(&self.state).escrow_cert = Some(cert);
+        }
         let profile = InstalledProfile {
             identifier: identifier.clone(),
             uuid: s("PayloadUUID"),
@@ -787,6 +869,61 @@ impl SimDevice {
             },
         );
     }
+}
+
+/// The certificate a profile's FDERecoveryKeyEscrow payload points at (`EncryptCertPayloadUUID`
+/// naming one of its certificate payloads).
+fn escrow_certificate_of(profile: &Dictionary) -> Option<Vec<u8>> {
+    let payloads = profile.get("PayloadContent")?.as_array()?;
+    let field = |p: &Value, k: &str| {
+        p.as_dictionary()
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_string)
+            .map(str::to_string)
+    };
+    let escrow = payloads.iter().find(|p| {
+        field(p, "PayloadType").as_deref() == Some("com.apple.security.FDERecoveryKeyEscrow")
+    })?;
+    let uuid = field(escrow, "EncryptCertPayloadUUID")?;
+    payloads
+        .iter()
+        .find(|p| field(p, "PayloadUUID").as_deref() == Some(uuid.as_str()))?
+        .as_dictionary()?
+        .get("PayloadContent")?
+        .as_data()
+        .map(<[u8]>::to_vec)
+}
+
+/// A recovery key in macOS's shape: six groups of four.
+fn recovery_key_like() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut b = [0u8; 24];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    b.chunks(4)
+        .map(|g| {
+            g.iter()
+                .map(|x| ALPHABET[usize::from(*x) % ALPHABET.len()] as char)
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// `key` as CMS EnvelopedData (DER, AES-256-CBC) to the certificate `cert_der`, as macOS
+/// escrows it.
+fn encrypt_to(cert_der: &[u8], key: &str) -> Result<Vec<u8>, SimError> {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    let cert = X509::from_der(cert_der).map_err(crypto)?;
+    let mut certs = openssl::stack::Stack::new().map_err(crypto)?;
+    certs.push(cert).map_err(crypto)?;
+    CmsContentInfo::encrypt(
+        &certs,
+        key.as_bytes(),
+        openssl::symm::Cipher::aes_256_cbc(),
+        CMSOptions::BINARY,
+    )
+    .and_then(|c| c.to_der())
+    .map_err(crypto)
 }
 
 fn error_chain(code: i64, domain: &str, text: &str) -> Value {

@@ -12,7 +12,7 @@ pub(crate) struct Migration {
 }
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 5;
+pub const LATEST_SCHEMA_VERSION: i64 = 6;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -39,6 +39,11 @@ const SQLITE: &[Migration] = &[
         version: 5,
         name: "reconcile",
         sql: include_str!("migrations/sqlite/0005_reconcile.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "disk_encryption",
+        sql: include_str!("migrations/sqlite/0006_disk_encryption.sql"),
     },
 ];
 
@@ -67,6 +72,11 @@ const POSTGRES: &[Migration] = &[
         version: 5,
         name: "reconcile",
         sql: include_str!("migrations/postgres/0005_reconcile.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "disk_encryption",
+        sql: include_str!("migrations/postgres/0006_disk_encryption.sql"),
     },
 ];
 

@@ -1,7 +1,7 @@
 //! The store: everything mdmctl knows, in one SQLite file (the default) or one PostgreSQL
 //! database shared by several `serve` instances.
 //!
-//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], …) that the rest of
+//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], [`DiskEncryptionState`], …) that the rest of
 //! mdmctl programs against, combined in [`Tx`]; transactions ([`Store::write`],
 //! [`Store::read`]); the two backends and their numbered, embedded migrations; sealing of secret
 //! columns with the master key (see [`crate::secrets`]). Must not import the server or the CLI.
@@ -16,6 +16,7 @@ mod activities;
 mod assets;
 mod desired;
 mod devices;
+mod disk_encryption;
 mod imports;
 mod keys;
 mod location;
@@ -36,6 +37,7 @@ pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Set
 pub use devices::{
     DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
 };
+pub use disk_encryption::{DiskEncryption, DiskEncryptionState, FdeState};
 pub use imports::{ImportState, Imports};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
@@ -145,6 +147,7 @@ pub trait Tx:
     + DesiredState
     + Imports
     + ProfileStatus
+    + DiskEncryptionState
 {
 }
 impl<
@@ -156,7 +159,8 @@ impl<
         + Tokens
         + DesiredState
         + Imports
-        + ProfileStatus,
+        + ProfileStatus
+        + DiskEncryptionState,
 > Tx for T
 {
 }

@@ -178,6 +178,7 @@ impl Server {
         // Profiles go out quickly, and failed installs retry after a second.
         config.reconcile.interval = std::time::Duration::from_millis(100);
         config.reconcile.backoff = vec![std::time::Duration::from_secs(1); 3];
+        config.reconcile.filevault_recheck = std::time::Duration::from_secs(1);
         let state = AppState::new(store.clone(), config, pushes.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(

@@ -10,6 +10,7 @@ mod binary;
 mod checkins;
 mod cutover;
 mod enrollment;
+mod filevault;
 mod migration;
 mod queue;
 mod reconcile;

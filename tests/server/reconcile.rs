@@ -50,7 +50,7 @@ fn profile(id: &str, name: &str, ssid: &str) -> String {
 
 /// Write `yaml` (and the profiles it names, `profiles/<id>.mobileconfig`) and apply it as
 /// `mdmctl apply -f` does.
-fn apply(store: &dyn Store, dir: &Path, yaml: &str, profiles: &[&str]) {
+pub(crate) fn apply(store: &dyn Store, dir: &Path, yaml: &str, profiles: &[&str]) {
     std::fs::create_dir_all(dir.join("profiles")).unwrap();
     for id in profiles {
         std::fs::write(
@@ -81,7 +81,7 @@ fn rows(store: &dyn Store, udid: &str) -> Vec<DeviceProfile> {
     store.read(|tx| tx.device_profiles(udid)).unwrap()
 }
 
-fn status(store: &dyn Store, udid: &str, id: &str) -> Option<ProfileState> {
+pub(crate) fn status(store: &dyn Store, udid: &str, id: &str) -> Option<ProfileState> {
     rows(store, udid)
         .into_iter()
         .find(|r| r.identifier == id)
@@ -98,7 +98,7 @@ fn installed(mac: &SimDevice) -> Vec<String> {
     mac.profiles().into_iter().map(|p| p.identifier).collect()
 }
 
-async fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + Duration::from_secs(secs);
     while std::time::Instant::now() < until {
         if f() {
@@ -109,7 +109,10 @@ async fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     panic!("{what}: not reached within {secs} s");
 }
 
-async fn fleet(s: &Server, n: usize) -> (Vec<Arc<SimDevice>>, tokio::task::JoinHandle<()>) {
+pub(crate) async fn fleet(
+    s: &Server,
+    n: usize,
+) -> (Vec<Arc<SimDevice>>, tokio::task::JoinHandle<()>) {
     let mut macs = Vec::new();
     for i in 0..n {
         macs.push(s.enroll(i + 1, IdentityMode::Signature).await);

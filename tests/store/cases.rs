@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use mdmctl::store::{
     ActivityQuery, AssetKind, AssetState, DesiredProfile, DeviceProfile, DeviceRecord,
-    EnrollmentRecord, GlobalSettings, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey,
-    ProfileKind, ProfileState, Settings, StoreError, Tx,
+    DiskEncryption, EnrollmentRecord, FdeState, GlobalSettings, LATEST_SCHEMA_VERSION, NewActivity,
+    NewAsset, NewKey, ProfileKind, ProfileState, Settings, StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -599,7 +599,18 @@ pub fn secrets_are_not_stored_in_clear(s: &TestStore) {
         tx.insert_asset(&apns_asset(AssetState::Active, "s1"))?;
         tx.insert_asset(&abm)?;
         tx.put_device(&device("SEC-1", "S"))?;
-        tx.put_enrollment(&enrollment("SEC-1", "SEC-1", "t"))
+        tx.put_enrollment(&enrollment("SEC-1", "SEC-1", "t"))?;
+        tx.put_disk_encryption(&DiskEncryption::new(
+            "SEC-1",
+            FdeState::Verified,
+            Timestamp::now(),
+        ))?;
+        tx.set_recovery_key(
+            "SEC-1",
+            b"RKEY-CLEA-RTEX-TCAN-ARYA-AAAA",
+            None,
+            Timestamp::now(),
+        )
     });
     if !s.is_postgres() {
         // Checkpoint the WAL so everything is in the main file too, and look at both.
@@ -619,6 +630,7 @@ pub fn secrets_are_not_stored_in_clear(s: &TestStore) {
         "PUSHMAGIC-SECRET",
         "UNLOCKTOKEN-SECRET",
         "BOOTSTRAP-SECRET",
+        "RKEY-CLEA-RTEX-TCAN-ARYA-AAAA",
         PASSPHRASE,
     ] {
         assert!(!contains(&bytes, secret), "`{secret}` is stored in clear");
@@ -1342,4 +1354,99 @@ pub fn profile_status_rows_dirty_marks_and_counts(s: &TestStore) {
     assert!(w(s, |tx| tx.delete_device_profile("UDID-0", "com.old.b")));
     assert!(!w(s, |tx| tx.delete_device_profile("UDID-0", "com.old.b")));
     assert_eq!(r(s, |tx| tx.device_profiles("UDID-0")).len(), 1);
+}
+
+pub fn disk_encryption_state_and_sealed_keys(s: &TestStore) {
+    w(s, |tx| {
+        for i in 0..3 {
+            tx.put_device(&device(&format!("FDE-{i}"), &format!("SER{i}")))?;
+        }
+        tx.put_team("Lab", &Settings::default())?;
+        tx.set_device_team("FDE-2", Some("Lab"))?;
+        Ok(())
+    });
+    assert_eq!(r(s, |tx| tx.disk_encryption("FDE-0")), None);
+    // A key needs its state row.
+    assert!(matches!(
+        s.store
+            .write(|tx| tx.set_recovery_key("FDE-0", b"K", None, Timestamp(1))),
+        Err(StoreError::Conflict(_))
+    ));
+
+    let mut row = DiskEncryption::new("FDE-0", FdeState::Verifying, Timestamp(1_700_000_000));
+    row.next_check_at = Some(Timestamp(1_700_000_010));
+    let mut other =
+        DiskEncryption::new("FDE-1", FdeState::ActionRequired, Timestamp(1_700_000_000));
+    other.reason = Some("the user must log out".into());
+    other.next_check_at = Some(Timestamp(1_700_000_005));
+    let third = DiskEncryption::new("FDE-2", FdeState::Enforcing, Timestamp(1_700_000_000));
+    w(s, |tx| {
+        tx.put_disk_encryption(&row)?;
+        tx.put_disk_encryption(&other)?;
+        tx.put_disk_encryption(&third)
+    });
+    assert_eq!(r(s, |tx| tx.disk_encryption("FDE-1")), Some(other.clone()));
+
+    // Due checks: by time, soonest first; not while a command is in flight; never unscheduled.
+    assert_eq!(
+        r(s, |tx| tx
+            .due_disk_encryption_checks(Timestamp(1_700_000_010), 10)),
+        vec!["FDE-1".to_string(), "FDE-0".to_string()]
+    );
+    assert_eq!(
+        r(s, |tx| tx
+            .due_disk_encryption_checks(Timestamp(1_700_000_009), 10)),
+        vec!["FDE-1".to_string()]
+    );
+    other.command_uuid = Some("SEC-INFO-1".into());
+    w(s, |tx| tx.put_disk_encryption(&other));
+    assert_eq!(
+        r(s, |tx| tx
+            .due_disk_encryption_checks(Timestamp(1_700_000_010), 10)),
+        vec!["FDE-0".to_string()]
+    );
+
+    // The key: sealed in, opened out, and kept when the state row changes.
+    w(s, |tx| {
+        tx.set_recovery_key(
+            "FDE-0",
+            b"ABCD-EFGH-JKLM-NPQR-STUV-WXYZ",
+            Some("escrowsha"),
+            Timestamp(1_700_000_020),
+        )
+    });
+    row.status = FdeState::Verified;
+    row.reason = Some("key escrowed".into());
+    row.next_check_at = None;
+    w(s, |tx| tx.put_disk_encryption(&row));
+    let stored = r(s, |tx| tx.disk_encryption("FDE-0")).unwrap();
+    assert!(stored.has_key);
+    assert_eq!(stored.status, FdeState::Verified);
+    assert_eq!(stored.escrow_sha256.as_deref(), Some("escrowsha"));
+    assert_eq!(stored.key_escrowed_at, Some(Timestamp(1_700_000_020)));
+    assert_eq!(
+        r(s, |tx| tx.recovery_key("FDE-0"))
+            .as_deref()
+            .map(|k| k.as_slice()),
+        Some(&b"ABCD-EFGH-JKLM-NPQR-STUV-WXYZ"[..])
+    );
+    assert_eq!(r(s, |tx| tx.recovery_key("FDE-1")), None);
+
+    // Counts, over all devices and per scope.
+    assert_eq!(
+        r(s, |tx| tx.disk_encryption_counts(None)),
+        vec![
+            (FdeState::Enforcing, 1),
+            (FdeState::Verified, 1),
+            (FdeState::ActionRequired, 1)
+        ]
+    );
+    assert_eq!(
+        r(s, |tx| tx.disk_encryption_counts(Some(Some("Lab")))),
+        vec![(FdeState::Enforcing, 1)]
+    );
+    assert_eq!(
+        r(s, |tx| tx.disk_encryption_counts(Some(None))),
+        vec![(FdeState::Verified, 1), (FdeState::ActionRequired, 1)]
+    );
 }

@@ -139,4 +139,5 @@ conformance!(
     desired_state_migration_applies_to_an_older_store,
     import_fingerprints_state_and_user_channels,
     profile_status_rows_dirty_marks_and_counts,
+    disk_encryption_state_and_sealed_keys,
 );
