@@ -277,6 +277,11 @@ pub mod named {
         Command::new("RotateFileVaultKey", d)
     }
 
+    /// Tell the device to sync its declarations (it asks for the tokens first).
+    pub fn declarative_management() -> Command {
+        Command::new("DeclarativeManagement", Dictionary::new())
+    }
+
     pub fn available_os_updates() -> Command {
         Command::new("AvailableOSUpdates", Dictionary::new())
     }

@@ -516,6 +516,49 @@ fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()
         }
         lines.push(format!("Disk encryption: {state}"));
     }
+    if !d.declarations.is_empty() {
+        lines.push("Declarations:".into());
+        for x in &d.declarations {
+            let state = match (x.valid.as_deref(), x.active) {
+                (Some("invalid"), _) => "invalid",
+                (_, Some(true)) => "active",
+                (_, Some(false)) => "inactive",
+                _ => "unknown",
+            };
+            let why = x
+                .reasons
+                .as_ref()
+                .filter(|_| state != "active")
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default();
+            lines.push(format!("  {}  {state}{why}", x.identifier));
+        }
+    }
+    if let Some(u) = &d.available_os_updates {
+        lines.push(format!("Available OS updates (as of {}):", time(u.at)));
+        if u.updates.is_empty() {
+            lines.push("  none".into());
+        }
+        for up in &u.updates {
+            let mut flags = Vec::new();
+            if up.is_critical {
+                flags.push("critical");
+            }
+            if up.is_major_os_update {
+                flags.push("major");
+            }
+            if up.restart_required {
+                flags.push("restart");
+            }
+            lines.push(format!(
+                "  {}  {}  {}  {}",
+                opt(&up.human_readable_name),
+                opt(&up.version),
+                opt(&up.product_key),
+                flags.join(",")
+            ));
+        }
+    }
     lines.push("Recent commands:".into());
     if d.commands.is_empty() {
         lines.push("  none".into());

@@ -100,6 +100,11 @@ pub enum MdmCommand {
         #[arg(long, default_value = "Default", value_parser = ["Default", "DownloadOnly", "InstallASAP", "NotifyOnly", "InstallLater", "InstallForceRestart"])]
         action: String,
     },
+    /// Ask which OS updates devices can install (shown by `mdmctl get device`).
+    AvailableOsUpdates {
+        #[command(flatten)]
+        targets: Targets,
+    },
     /// Lock devices (a 6-digit PIN on macOS).
     Lock {
         #[command(flatten)]
@@ -166,6 +171,7 @@ pub fn run(ctx: &Ctx, cmd: MdmCommand) -> anyhow::Result<()> {
             targets,
             named::schedule_os_update(version.as_deref(), None, &action),
         ),
+        MdmCommand::AvailableOsUpdates { targets } => (targets, named::available_os_updates()),
         MdmCommand::Lock {
             targets,
             pin,

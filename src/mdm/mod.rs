@@ -38,6 +38,76 @@ pub struct DeviceDetail {
     /// FileVault state, when mdmctl enforces it (never the key).
     #[serde(default)]
     pub disk_encryption: Option<crate::store::DiskEncryption>,
+    /// Its declarations as its last status reports gave them.
+    #[serde(default)]
+    pub declarations: Vec<crate::store::DeclarationStatus>,
+    /// The updates the device offered in its latest AvailableOSUpdates answer.
+    #[serde(default)]
+    pub available_os_updates: Option<AvailableOsUpdates>,
+}
+
+/// A device's latest AvailableOSUpdates answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AvailableOsUpdates {
+    pub at: Option<Timestamp>,
+    pub updates: Vec<OsUpdate>,
+}
+
+/// One update a device offers (Apple's AvailableOSUpdatesItem, the fields admins act on).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OsUpdate {
+    pub product_key: Option<String>,
+    pub human_readable_name: Option<String>,
+    pub version: Option<String>,
+    pub build: Option<String>,
+    pub is_critical: bool,
+    pub is_major_os_update: bool,
+    pub restart_required: bool,
+}
+
+/// The device's latest acknowledged AvailableOSUpdates answer, read from its stored report.
+fn available_os_updates(
+    tx: &mut dyn Tx,
+    device_id: &str,
+) -> Result<Option<AvailableOsUpdates>, StoreError> {
+    let Some(entry) = tx.device_commands(device_id, 500)?.into_iter().find(|e| {
+        e.request_type == "AvailableOSUpdates"
+            && e.status == crate::store::QueueStatus::Acknowledged
+    }) else {
+        return Ok(None);
+    };
+    let Some(body) = tx.command_result(&entry.enrollment_id, &entry.command_uuid)? else {
+        return Ok(None);
+    };
+    let Ok(plist::Value::Dictionary(top)) = plist::from_bytes::<plist::Value>(&body) else {
+        return Ok(None);
+    };
+    let updates = top
+        .get("AvailableOSUpdates")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_dictionary())
+                .map(|u| {
+                    let s = |k: &str| u.get(k).and_then(|v| v.as_string()).map(str::to_string);
+                    let b = |k: &str| u.get(k).and_then(|v| v.as_boolean()).unwrap_or(false);
+                    OsUpdate {
+                        product_key: s("ProductKey"),
+                        human_readable_name: s("HumanReadableName"),
+                        version: s("Version"),
+                        build: s("Build"),
+                        is_critical: b("IsCritical"),
+                        is_major_os_update: b("IsMajorOSUpdate"),
+                        restart_required: b("RestartRequired"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(AvailableOsUpdates {
+        at: entry.result_at,
+        updates,
+    }))
 }
 
 /// A device or user channel.
@@ -94,6 +164,8 @@ pub fn device_detail(
     let commands = tx.device_commands(&d.id, 20)?;
     let profiles = tx.device_profiles(&d.id)?;
     let disk_encryption = tx.disk_encryption(&d.id)?;
+    let declarations = tx.declaration_statuses(&d.id)?;
+    let available_os_updates = available_os_updates(tx, &d.id)?;
     Ok(Some(DeviceDetail {
         id: d.id,
         serial: d.serial,
@@ -113,6 +185,8 @@ pub fn device_detail(
         commands,
         profiles,
         disk_encryption,
+        declarations,
+        available_os_updates,
     }))
 }
 

@@ -11,8 +11,11 @@
 //! transfer, enrollment, first contact after cutover) and those with a retry due, then a push
 //! to the devices that got commands. No HTTP here.
 //!
-//! FileVault key escrow, which follows the FileVault profile, is [`filevault`].
+//! FileVault key escrow, which follows the FileVault profile, is [`filevault`]; which devices
+//! get the update enforcement (Nudge or the declaration) and the DDM declaration set is
+//! [`declarations`]: a device whose set changed gets a DeclarativeManagement command.
 
+pub mod declarations;
 pub mod filevault;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,21 +74,15 @@ impl Default for Policy {
 pub struct DeviceOutcome {
     pub installs: usize,
     pub removals: usize,
+    /// Told to sync its declarations.
+    pub declarations: bool,
     /// The device channel to push, when something was queued.
     pub push: Option<String>,
 }
 
-/// Whether a desired profile goes to this device as InstallProfile.
+/// Whether a desired profile goes to this device as InstallProfile (declarations go by DDM).
 fn deliverable(p: &DesiredProfile, os_version: Option<&str>) -> bool {
-    match p.kind {
-        ProfileKind::Profile | ProfileKind::FileVault => true,
-        // Nudge is for macOS before 14; later versions get the declaration.
-        ProfileKind::Nudge => os_version
-            .and_then(|v| v.split('.').next())
-            .and_then(|m| m.parse::<u32>().ok())
-            .is_some_and(|major| major < 14),
-        ProfileKind::Ddm => false,
-    }
+    p.kind != ProfileKind::Ddm && declarations::applies(p, os_version)
 }
 
 /// Compare one device's desired profiles with its rows and queue what differs: InstallProfile
@@ -121,6 +118,10 @@ struct Queued {
     /// By identifier.
     removals: BTreeMap<String, Group>,
     verify: Vec<String>,
+    /// Channels told to sync their declarations.
+    declarations: Vec<String>,
+    /// Channels asked for DeviceInformation (their OS version decides what they get).
+    facts: Vec<String>,
 }
 
 /// One command to queue: its profile (for installs), the rows to write with its UUID, and the
@@ -170,10 +171,27 @@ pub fn reconcile_batch(
             outcomes.push(out);
             continue;
         };
-        let desired: Vec<DesiredProfile> = tx
-            .device_desired_profiles(device_id)?
+        let all_desired = tx.device_desired_profiles(device_id)?;
+        let os = device.os_version.as_deref();
+        if os.is_none()
+            && all_desired
+                .iter()
+                .any(|p| matches!(p.kind, ProfileKind::Nudge | ProfileKind::Ddm))
+        {
+            q.facts.push(channel.clone());
+            out.push = Some(channel.clone());
+        }
+        let decl_token = declarations::token(&declarations::declarations_from(&all_desired, os));
+        let sent = tx.declarations_token_sent(device_id)?;
+        if sent.as_deref().unwrap_or(declarations::EMPTY_TOKEN) != decl_token {
+            tx.set_declarations_token_sent(device_id, &decl_token, now)?;
+            q.declarations.push(channel.clone());
+            out.declarations = true;
+            out.push = Some(channel.clone());
+        }
+        let desired: Vec<DesiredProfile> = all_desired
             .into_iter()
-            .filter(|p| deliverable(p, device.os_version.as_deref()))
+            .filter(|p| deliverable(p, os))
             .collect();
         if desired.iter().any(|p| p.kind == ProfileKind::FileVault) {
             filevault::desired(tx, device_id, now)?;
@@ -275,6 +293,16 @@ pub fn reconcile_batch(
     tx.put_device_profiles(&rows)?;
     if !q.verify.is_empty() {
         enqueue_one(tx, &named::profile_list(false), &q.verify)?;
+    }
+    if !q.declarations.is_empty() {
+        enqueue_one(tx, &named::declarative_management(), &q.declarations)?;
+    }
+    if !q.facts.is_empty() {
+        enqueue_one(
+            tx,
+            &named::device_information(named::DEFAULT_QUERIES),
+            &q.facts,
+        )?;
     }
     Ok(outcomes)
 }
@@ -512,6 +540,8 @@ pub struct TickSummary {
     pub devices: usize,
     pub installs: usize,
     pub removals: usize,
+    /// Devices told to sync their declarations.
+    pub declarations: usize,
     /// SecurityInfo asked for FileVault keys.
     pub filevault_checks: usize,
     pub pushed: usize,
@@ -537,6 +567,7 @@ pub fn reconcile_devices(
             summary.devices += 1;
             summary.installs += o.installs;
             summary.removals += o.removals;
+            summary.declarations += usize::from(o.declarations);
             push.extend(o.push);
         }
     };
@@ -605,12 +636,14 @@ pub async fn tick(
         total.devices += summary.devices;
         total.installs += summary.installs;
         total.removals += summary.removals;
+        total.declarations += summary.declarations;
         total.filevault_checks += summary.filevault_checks;
         if !push.is_empty() {
             info!(
                 devices = summary.devices,
                 installs = summary.installs,
                 removals = summary.removals,
+                declarations = summary.declarations,
                 "profiles queued"
             );
             match pushes.push(&push).await {

@@ -157,7 +157,12 @@ fn update_device_facts(tx: &mut dyn Tx, device: &str, body: &[u8]) -> Result<(),
         return Ok(());
     };
     let s = |k: &str| q.get(k).and_then(|v| v.as_string()).map(str::to_string);
-    d.os_version = s("OSVersion").or(d.os_version);
+    let os = s("OSVersion");
+    if os.is_some() && os != d.os_version {
+        // What the device should get depends on its OS version (Nudge or the declaration).
+        tx.mark_dirty(std::slice::from_ref(&d.id))?;
+    }
+    d.os_version = os.or(d.os_version);
     d.build_version = s("BuildVersion").or(d.build_version);
     d.device_name = s("DeviceName").or(d.device_name);
     d.model_name = s("ModelName").or(d.model_name);

@@ -90,6 +90,23 @@ struct State {
     fde_recovery_key_cms: Option<Vec<u8>>,
     /// The certificate an installed FDERecoveryKeyEscrow payload escrows to (DER).
     escrow_cert: Option<Vec<u8>>,
+    /// A DeclarativeManagement command arrived: sync declarations after the session.
+    ddm_sync_pending: bool,
+    /// The declarations the device holds, by identifier.
+    declarations: BTreeMap<String, SimDeclaration>,
+}
+
+/// A declaration the simulated device fetched, and what it made of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimDeclaration {
+    /// `activation` or `configuration`.
+    pub kind: String,
+    pub identifier: String,
+    pub declaration_type: String,
+    pub server_token: String,
+    pub payload: serde_json::Value,
+    pub valid: bool,
+    pub active: bool,
 }
 
 /// Where the server is.
@@ -606,7 +623,154 @@ impl SimDevice {
             }
             reply = next;
         }
+        let sync = std::mem::take(&mut lock(&self.state).ddm_sync_pending);
+        if sync {
+            self.ddm_sync().await?;
+        }
         Ok(status)
+    }
+
+    /// The declarations the device holds.
+    pub fn declarations(&self) -> Vec<SimDeclaration> {
+        lock(&self.state).declarations.values().cloned().collect()
+    }
+
+    /// One DeclarativeManagement check-in; the body of the server's 200.
+    async fn ddm(&self, endpoint: &str, data: Option<Vec<u8>>) -> Result<Vec<u8>, SimError> {
+        let mut d = Dictionary::new();
+        d.insert("MessageType".into(), "DeclarativeManagement".into());
+        d.insert("Endpoint".into(), endpoint.into());
+        if let Some(data) = data {
+            d.insert("Data".into(), Value::Data(data));
+        }
+        let (status, body) = self.checkin(d).await?;
+        if status != 200 {
+            return Err(SimError::Status {
+                what: format!("declarative management `{endpoint}`"),
+                status,
+            });
+        }
+        Ok(body)
+    }
+
+    /// A declarative sync as macOS does it: tokens, the declaration list, each declaration it
+    /// does not hold at that ServerToken, then a status report of every declaration.
+    pub async fn ddm_sync(&self) -> Result<(), SimError> {
+        let json = |b: &[u8], what: &str| -> Result<serde_json::Value, SimError> {
+            serde_json::from_slice(b)
+                .map_err(|e| SimError::Http(format!("{what} is not JSON: {e}")))
+        };
+        let _tokens = json(&self.ddm("tokens", None).await?, "tokens")?;
+        let items = json(
+            &self.ddm("declaration-items", None).await?,
+            "declaration-items",
+        )?;
+        let mut listed = BTreeMap::new();
+        for (group, kind) in [
+            ("Activations", "activation"),
+            ("Configurations", "configuration"),
+        ] {
+            for item in items["Declarations"][group]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let (Some(id), Some(token)) =
+                    (item["Identifier"].as_str(), item["ServerToken"].as_str())
+                else {
+                    continue;
+                };
+                listed.insert(id.to_string(), (kind, token.to_string()));
+            }
+        }
+        let mut held = lock(&self.state).declarations.clone();
+        held.retain(|id, _| listed.contains_key(id));
+        for (id, (kind, token)) in &listed {
+            if held.get(id).is_some_and(|d| &d.server_token == token) {
+                continue;
+            }
+            let body = json(
+                &self.ddm(&format!("declaration/{kind}/{id}"), None).await?,
+                "a declaration",
+            )?;
+            held.insert(
+                id.clone(),
+                SimDeclaration {
+                    kind: kind.to_string(),
+                    identifier: id.clone(),
+                    declaration_type: body["Type"].as_str().unwrap_or("").to_string(),
+                    server_token: body["ServerToken"].as_str().unwrap_or("").to_string(),
+                    payload: body["Payload"].clone(),
+                    valid: false,
+                    active: false,
+                },
+            );
+        }
+        // Validity and activation as macOS decides them.
+        let major: u32 = self
+            .os_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let mut activated = std::collections::BTreeSet::new();
+        for d in held.values_mut() {
+            d.valid = match d.declaration_type.as_str() {
+                "com.apple.activation.simple" => d.payload["StandardConfigurations"].is_array(),
+                "com.apple.configuration.softwareupdate.enforcement.specific" => {
+                    major >= 14 && d.payload["TargetOSVersion"].is_string()
+                }
+                _ => false,
+            };
+            if d.kind == "activation" && d.valid {
+                d.active = true;
+                for c in d.payload["StandardConfigurations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(c) = c.as_str() {
+                        activated.insert(c.to_string());
+                    }
+                }
+            }
+        }
+        for d in held.values_mut().filter(|d| d.kind == "configuration") {
+            d.active = d.valid && activated.contains(&d.identifier);
+        }
+        let report_of = |kind: &str| -> Vec<serde_json::Value> {
+            held.values()
+                .filter(|d| d.kind == kind)
+                .map(|d| {
+                    let mut v = serde_json::json!({
+                        "identifier": d.identifier,
+                        "active": d.active,
+                        "valid": if d.valid { "valid" } else { "invalid" },
+                        "server-token": d.server_token,
+                    });
+                    if !d.valid {
+                        v["reasons"] = serde_json::json!([{
+                            "code": "Error.ConfigurationCannotBeApplied",
+                            "description": format!("{} is not supported on macOS {}", d.declaration_type, self.os_version),
+                        }]);
+                    }
+                    v
+                })
+                .collect()
+        };
+        let report = serde_json::json!({
+            "StatusItems": { "management": { "declarations": {
+                "activations": report_of("activation"),
+                "configurations": report_of("configuration"),
+                "assets": [],
+                "management": [],
+            }}},
+            "Errors": [],
+        });
+        lock(&self.state).declarations = held;
+        self.ddm("status", Some(report.to_string().into_bytes()))
+            .await?;
+        Ok(())
     }
 
     /// The device's report for a command plist.
@@ -751,8 +915,34 @@ impl SimDevice {
                 "Acknowledged".into()
             }
             "RotateFileVaultKey" => self.rotate_filevault_key(cmd, report),
+            "DeclarativeManagement" => {
+                lock(&self.state).ddm_sync_pending = true;
+                "Acknowledged".into()
+            }
             "AvailableOSUpdates" => {
-                report.insert("AvailableOSUpdates".into(), Value::Array(Vec::new()));
+                // The next minor release of the device's major version.
+                let mut parts = self.os_version.split('.');
+                let major = parts.next().unwrap_or("15").to_string();
+                let minor: u32 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+                let version = format!("{major}.{}", minor + 1);
+                let mut u = Dictionary::new();
+                u.insert(
+                    "ProductKey".into(),
+                    format!("MSU_UPDATE_{version}_patch").into(),
+                );
+                u.insert(
+                    "HumanReadableName".into(),
+                    format!("macOS {version}").into(),
+                );
+                u.insert("Version".into(), version.as_str().into());
+                u.insert("Build".into(), "24C101".into());
+                u.insert("IsCritical".into(), false.into());
+                u.insert("IsMajorOSUpdate".into(), false.into());
+                u.insert("RestartRequired".into(), true.into());
+                report.insert(
+                    "AvailableOSUpdates".into(),
+                    Value::Array(vec![Value::Dictionary(u)]),
+                );
                 "Acknowledged".into()
             }
             "" => "CommandFormatError".into(),

@@ -12,7 +12,7 @@ pub(crate) struct Migration {
 }
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 6;
+pub const LATEST_SCHEMA_VERSION: i64 = 7;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -44,6 +44,11 @@ const SQLITE: &[Migration] = &[
         version: 6,
         name: "disk_encryption",
         sql: include_str!("migrations/sqlite/0006_disk_encryption.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "declarations",
+        sql: include_str!("migrations/sqlite/0007_declarations.sql"),
     },
 ];
 
@@ -77,6 +82,11 @@ const POSTGRES: &[Migration] = &[
         version: 6,
         name: "disk_encryption",
         sql: include_str!("migrations/postgres/0006_disk_encryption.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "declarations",
+        sql: include_str!("migrations/postgres/0007_declarations.sql"),
     },
 ];
 

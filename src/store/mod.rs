@@ -1,7 +1,7 @@
 //! The store: everything mdmctl knows, in one SQLite file (the default) or one PostgreSQL
 //! database shared by several `serve` instances.
 //!
-//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], [`DiskEncryptionState`], …) that the rest of
+//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], [`DiskEncryptionState`], [`Declarations`], …) that the rest of
 //! mdmctl programs against, combined in [`Tx`]; transactions ([`Store::write`],
 //! [`Store::read`]); the two backends and their numbered, embedded migrations; sealing of secret
 //! columns with the master key (see [`crate::secrets`]). Must not import the server or the CLI.
@@ -14,6 +14,7 @@
 
 mod activities;
 mod assets;
+mod declarations;
 mod desired;
 mod devices;
 mod disk_encryption;
@@ -33,6 +34,7 @@ mod tx;
 
 pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
 pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
+pub use declarations::{DeclarationStatus, Declarations};
 pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Settings, Team};
 pub use devices::{
     DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
@@ -148,6 +150,7 @@ pub trait Tx:
     + Imports
     + ProfileStatus
     + DiskEncryptionState
+    + Declarations
 {
 }
 impl<
@@ -160,7 +163,8 @@ impl<
         + DesiredState
         + Imports
         + ProfileStatus
-        + DiskEncryptionState,
+        + DiskEncryptionState
+        + Declarations,
 > Tx for T
 {
 }

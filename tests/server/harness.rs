@@ -218,7 +218,12 @@ impl Server {
 
     /// A new device, enrolled from `/enroll` like a Mac installing the profile.
     pub async fn enroll(&self, n: usize, mode: IdentityMode) -> Arc<SimDevice> {
-        let d = SimDevice::new(n, "15.1", mode, self.http(), &self.tls_roots).unwrap();
+        self.enroll_os(n, "15.1", mode).await
+    }
+
+    /// [`Server::enroll`] for a Mac on macOS `os`.
+    pub async fn enroll_os(&self, n: usize, os: &str, mode: IdentityMode) -> Arc<SimDevice> {
+        let d = SimDevice::new(n, os, mode, self.http(), &self.tls_roots).unwrap();
         let profile = self
             .http()
             .get(format!("{}/enroll", self.url))

@@ -16,3 +16,4 @@ mod queue;
 mod reconcile;
 mod refusals;
 mod transport;
+mod updates;

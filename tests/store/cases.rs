@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use mdmctl::store::{
-    ActivityQuery, AssetKind, AssetState, DesiredProfile, DeviceProfile, DeviceRecord,
-    DiskEncryption, EnrollmentRecord, FdeState, GlobalSettings, LATEST_SCHEMA_VERSION, NewActivity,
-    NewAsset, NewKey, ProfileKind, ProfileState, Settings, StoreError, Tx,
+    ActivityQuery, AssetKind, AssetState, DeclarationStatus, DesiredProfile, DeviceProfile,
+    DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState, GlobalSettings,
+    LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey, ProfileKind, ProfileState, Settings,
+    StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -1449,4 +1450,49 @@ pub fn disk_encryption_state_and_sealed_keys(s: &TestStore) {
         r(s, |tx| tx.disk_encryption_counts(Some(None))),
         vec![(FdeState::Verified, 1), (FdeState::ActionRequired, 1)]
     );
+}
+
+pub fn declaration_tokens_and_status_reports(s: &TestStore) {
+    w(s, |tx| tx.put_device(&device("DDM-1", "SER-D")));
+    assert_eq!(r(s, |tx| tx.declarations_token_sent("DDM-1")), None);
+    w(s, |tx| {
+        tx.set_declarations_token_sent("DDM-1", "tok-1", Timestamp(10))
+    });
+    w(s, |tx| {
+        tx.set_declarations_token_sent("DDM-1", "tok-2", Timestamp(20))
+    });
+    assert_eq!(
+        r(s, |tx| tx.declarations_token_sent("DDM-1")),
+        Some("tok-2".to_string())
+    );
+
+    let row = |id: &str, active: Option<bool>, valid: &str, at: i64| DeclarationStatus {
+        device_id: "DDM-1".into(),
+        identifier: id.into(),
+        server_token: Some(format!("{id}-token")),
+        active,
+        valid: Some(valid.into()),
+        reasons: (valid == "invalid")
+            .then(|| serde_json::json!([{"code": "Error.ConfigurationCannotBeApplied"}])),
+        updated_at: Timestamp(at),
+    };
+    w(s, |tx| {
+        tx.put_declaration_statuses(&[
+            row("com.b.config", Some(false), "invalid", 1),
+            row("com.a.activation", Some(true), "valid", 1),
+        ])
+    });
+    // Reports carry what changed: one row replaced, the other kept.
+    w(s, |tx| {
+        tx.put_declaration_statuses(&[row("com.b.config", Some(true), "valid", 2)])
+    });
+    let got = r(s, |tx| tx.declaration_statuses("DDM-1"));
+    assert_eq!(
+        got,
+        vec![
+            row("com.a.activation", Some(true), "valid", 1),
+            row("com.b.config", Some(true), "valid", 2)
+        ]
+    );
+    assert!(r(s, |tx| tx.declaration_statuses("NOBODY")).is_empty());
 }

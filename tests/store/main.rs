@@ -140,4 +140,5 @@ conformance!(
     import_fingerprints_state_and_user_channels,
     profile_status_rows_dirty_marks_and_counts,
     disk_encryption_state_and_sealed_keys,
+    declaration_tokens_and_status_reports,
 );
