@@ -28,7 +28,7 @@ use crate::apple::command::named;
 use crate::push::PushService;
 use crate::store::{
     DesiredProfile, DeviceProfile, NewActivity, NewCommand, ProfileKind, ProfileState, QueueStatus,
-    Store, StoreError, Tx,
+    ReconcileTarget, Store, StoreError, Tx,
 };
 use crate::timestamp::Timestamp;
 
@@ -161,18 +161,40 @@ pub fn reconcile_batch(
     let mut q = Queued::default();
     let mut outcomes = Vec::with_capacity(device_ids.len());
     tx.clear_dirty(device_ids)?;
+    let tokens_sent: BTreeMap<String, String> = tx
+        .declarations_tokens_sent(device_ids)?
+        .into_iter()
+        .collect();
+    let mut desired_of: BTreeMap<String, Vec<DesiredProfile>> = tx
+        .devices_desired_profiles(device_ids)?
+        .into_iter()
+        .collect();
+    let targets: BTreeMap<String, ReconcileTarget> = tx
+        .reconcile_targets(device_ids)?
+        .into_iter()
+        .map(|t| (t.device_id.clone(), t))
+        .collect();
+    let mut rows_of: BTreeMap<String, BTreeMap<String, DeviceProfile>> = BTreeMap::new();
+    for r in tx.devices_profiles(device_ids)? {
+        rows_of
+            .entry(r.device_id.clone())
+            .or_default()
+            .insert(r.identifier.clone(), r);
+    }
     for device_id in device_ids {
         let mut out = DeviceOutcome::default();
-        let Some(device) = tx.device(device_id)? else {
+        let Some(ReconcileTarget {
+            os_version,
+            channel: Some(channel),
+            ..
+        }) = targets.get(device_id)
+        else {
             outcomes.push(out);
             continue;
         };
-        let Some(channel) = device_channel(tx, device_id)? else {
-            outcomes.push(out);
-            continue;
-        };
-        let all_desired = tx.device_desired_profiles(device_id)?;
-        let os = device.os_version.as_deref();
+        let channel = channel.clone();
+        let all_desired = desired_of.remove(device_id).unwrap_or_default();
+        let os = os_version.as_deref();
         if os.is_none()
             && all_desired
                 .iter()
@@ -182,8 +204,8 @@ pub fn reconcile_batch(
             out.push = Some(channel.clone());
         }
         let decl_token = declarations::token(&declarations::declarations_from(&all_desired, os));
-        let sent = tx.declarations_token_sent(device_id)?;
-        if sent.as_deref().unwrap_or(declarations::EMPTY_TOKEN) != decl_token {
+        let sent = tokens_sent.get(device_id).map(String::as_str);
+        if sent.unwrap_or(declarations::EMPTY_TOKEN) != decl_token {
             tx.set_declarations_token_sent(device_id, &decl_token, now)?;
             q.declarations.push(channel.clone());
             out.declarations = true;
@@ -196,11 +218,7 @@ pub fn reconcile_batch(
         if desired.iter().any(|p| p.kind == ProfileKind::FileVault) {
             filevault::desired(tx, device_id, now)?;
         }
-        let rows: BTreeMap<String, DeviceProfile> = tx
-            .device_profiles(device_id)?
-            .into_iter()
-            .map(|r| (r.identifier.clone(), r))
-            .collect();
+        let rows = rows_of.remove(device_id).unwrap_or_default();
 
         for p in desired.iter() {
             let attempts = match rows.get(&p.identifier) {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use super::sql::Row;
+use super::sql::{Row, Val};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -26,6 +26,12 @@ pub struct DeclarationStatus {
 pub trait Declarations {
     /// The DeclarationsToken the device was last asked to sync to.
     fn declarations_token_sent(&mut self, device_id: &str) -> Result<Option<String>, StoreError>;
+    /// [`Declarations::declarations_token_sent`] for many devices at once: `(device, token)`
+    /// for those that have one.
+    fn declarations_tokens_sent(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError>;
     fn set_declarations_token_sent(
         &mut self,
         device_id: &str,
@@ -68,6 +74,24 @@ impl Declarations for SqlTx<'_> {
             )?
             .map(|r| r.text(0))
             .transpose()
+    }
+
+    fn declarations_tokens_sent(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
+            for r in self.conn.query(
+                &format!("SELECT device_id, token_sent FROM ddm_sync WHERE device_id IN ({marks})"),
+                &params,
+            )? {
+                out.push((r.text(0)?, r.text(1)?));
+            }
+        }
+        Ok(out)
     }
 
     fn set_declarations_token_sent(

@@ -134,6 +134,12 @@ pub trait DesiredState {
         &mut self,
         device_id: &str,
     ) -> Result<Vec<DesiredProfile>, StoreError>;
+    /// [`DesiredState::device_desired_profiles`] for many devices, reading each scope's
+    /// profiles once: `(device, its profiles)` for the devices that exist.
+    fn devices_desired_profiles(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<(String, Vec<DesiredProfile>)>, StoreError>;
 }
 
 const PROFILE_COLUMNS: &str =
@@ -367,24 +373,54 @@ impl DesiredState for SqlTx<'_> {
         &mut self,
         device_id: &str,
     ) -> Result<Vec<DesiredProfile>, StoreError> {
-        let Some(row) = self.conn.query_opt(
-            "SELECT team_id FROM devices WHERE id = ?",
-            &[device_id.into()],
-        )?
-        else {
-            return Ok(Vec::new());
-        };
-        let team_id = row.opt_int(0)?.unwrap_or(0);
-        self.conn
-            .query(
-                &format!(
-                    "SELECT {PROFILE_COLUMNS} FROM desired_profiles p LEFT JOIN teams t ON t.id = p.team_id \
-                     WHERE COALESCE(p.team_id, 0) = ? ORDER BY p.identifier"
-                ),
-                &[team_id.into()],
-            )?
-            .iter()
-            .map(profile_from_row)
-            .collect()
+        Ok(self
+            .devices_desired_profiles(std::slice::from_ref(&device_id.to_string()))?
+            .pop()
+            .map(|(_, p)| p)
+            .unwrap_or_default())
+    }
+
+    fn devices_desired_profiles(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<(String, Vec<DesiredProfile>)>, StoreError> {
+        let mut scopes: Vec<(String, i64)> = Vec::with_capacity(device_ids.len());
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
+            for r in self.conn.query(
+                &format!("SELECT id, team_id FROM devices WHERE id IN ({marks})"),
+                &params,
+            )? {
+                scopes.push((r.text(0)?, r.opt_int(1)?.unwrap_or(0)));
+            }
+        }
+        let mut by_scope: std::collections::BTreeMap<i64, Vec<DesiredProfile>> =
+            std::collections::BTreeMap::new();
+        for (_, team_id) in &scopes {
+            if by_scope.contains_key(team_id) {
+                continue;
+            }
+            let profiles = self
+                .conn
+                .query(
+                    &format!(
+                        "SELECT {PROFILE_COLUMNS} FROM desired_profiles p LEFT JOIN teams t ON t.id = p.team_id \
+                         WHERE COALESCE(p.team_id, 0) = ? ORDER BY p.identifier"
+                    ),
+                    &[(*team_id).into()],
+                )?
+                .iter()
+                .map(profile_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            by_scope.insert(*team_id, profiles);
+        }
+        Ok(scopes
+            .into_iter()
+            .map(|(id, team_id)| {
+                let p = by_scope.get(&team_id).cloned().unwrap_or_default();
+                (id, p)
+            })
+            .collect())
     }
 }

@@ -81,6 +81,15 @@ pub struct DeviceSummary {
     pub team: Option<String>,
 }
 
+/// What the reconciler needs of a device: its OS version and the channel commands go to (the
+/// device channel, enabled, with a push token), read without opening any secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileTarget {
+    pub device_id: String,
+    pub os_version: Option<String>,
+    pub channel: Option<String>,
+}
+
 /// What the server checks on every request: the device's recorded identity and where it came
 /// from, and (for a known channel) whether the channel is enabled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +134,11 @@ pub trait Devices {
     /// A device by ID (UDID/EnrollmentID) or, failing that, by serial number.
     fn device(&mut self, id_or_serial: &str) -> Result<Option<DeviceRecord>, StoreError>;
     fn enrollments_of(&mut self, device_id: &str) -> Result<Vec<EnrollmentRecord>, StoreError>;
+    /// [`ReconcileTarget`]s of the devices that exist among `device_ids`.
+    fn reconcile_targets(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<ReconcileTarget>, StoreError>;
     /// All devices, ordered by ID, without secrets.
     fn device_summaries(&mut self) -> Result<Vec<DeviceSummary>, StoreError>;
     /// The push topics in use and how many enrollments use each.
@@ -323,6 +337,32 @@ impl Devices for SqlTx<'_> {
             }
         };
         row.map(|r| self.device_from_row(&r)).transpose()
+    }
+
+    fn reconcile_targets(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<ReconcileTarget>, StoreError> {
+        let mut out = Vec::with_capacity(device_ids.len());
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
+            for r in self.conn.query(
+                &format!(
+                    "SELECT d.id, d.os_version, (SELECT e.id FROM enrollments e WHERE e.device_id = d.id \
+                     AND e.type = 'Device' AND e.enabled AND e.token_sealed IS NOT NULL \
+                     ORDER BY (e.id = d.id) DESC, e.id LIMIT 1) FROM devices d WHERE d.id IN ({marks})"
+                ),
+                &params,
+            )? {
+                out.push(ReconcileTarget {
+                    device_id: r.text(0)?,
+                    os_version: r.opt_text(1)?,
+                    channel: r.opt_text(2)?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn enrollments_of(&mut self, device_id: &str) -> Result<Vec<EnrollmentRecord>, StoreError> {

@@ -37,7 +37,8 @@ pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
 pub use declarations::{DeclarationStatus, Declarations};
 pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Settings, Team};
 pub use devices::{
-    DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, TopicCount,
+    DeviceAuth, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds, ReconcileTarget,
+    TopicCount,
 };
 pub use disk_encryption::{DiskEncryption, DiskEncryptionState, FdeState};
 pub use imports::{ImportState, Imports};

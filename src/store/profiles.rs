@@ -96,6 +96,9 @@ pub struct ProfileStatusCounts {
 pub trait ProfileStatus {
     /// A device's profiles, by identifier.
     fn device_profiles(&mut self, device_id: &str) -> Result<Vec<DeviceProfile>, StoreError>;
+    /// The profiles of many devices, by device then identifier.
+    fn devices_profiles(&mut self, device_ids: &[String])
+    -> Result<Vec<DeviceProfile>, StoreError>;
     /// Insert or replace the row for `(device_id, identifier)`.
     fn put_device_profile(&mut self, p: &DeviceProfile) -> Result<(), StoreError>;
     /// Forget a profile on a device; true if it was there.
@@ -164,6 +167,26 @@ impl ProfileStatus for SqlTx<'_> {
             .iter()
             .map(from_row)
             .collect()
+    }
+
+    fn devices_profiles(
+        &mut self,
+        device_ids: &[String],
+    ) -> Result<Vec<DeviceProfile>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
+            for r in self.conn.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM profile_status WHERE device_id IN ({marks}) ORDER BY device_id, identifier"
+                ),
+                &params,
+            )? {
+                out.push(from_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     fn put_device_profile(&mut self, p: &DeviceProfile) -> Result<(), StoreError> {

@@ -1465,6 +1465,13 @@ pub fn declaration_tokens_and_status_reports(s: &TestStore) {
         r(s, |tx| tx.declarations_token_sent("DDM-1")),
         Some("tok-2".to_string())
     );
+    assert_eq!(
+        r(s, |tx| tx.declarations_tokens_sent(&[
+            "DDM-1".into(),
+            "NOBODY".into()
+        ])),
+        vec![("DDM-1".to_string(), "tok-2".to_string())]
+    );
 
     let row = |id: &str, active: Option<bool>, valid: &str, at: i64| DeclarationStatus {
         device_id: "DDM-1".into(),
@@ -1495,4 +1502,83 @@ pub fn declaration_tokens_and_status_reports(s: &TestStore) {
         ]
     );
     assert!(r(s, |tx| tx.declaration_statuses("NOBODY")).is_empty());
+}
+
+pub fn reconcile_reads_many_devices_at_once(s: &TestStore) {
+    w(s, |tx| {
+        for id in ["R-1", "R-2", "R-3", "R-4"] {
+            tx.put_device(&device(id, &format!("S{id}")))?;
+        }
+        // a device channel with a token (and a user channel); R-2: disabled; R-3: no
+        // token; R-4: no channel at all.
+        tx.put_enrollment(&enrollment("R-1", "R-1", "t"))?;
+        tx.put_enrollment(&enrollment("R-1-user", "R-1", "t"))?;
+        let mut off = enrollment("R-2", "R-2", "t");
+        off.enabled = false;
+        tx.put_enrollment(&off)?;
+        let mut bare = enrollment("R-3", "R-3", "t");
+        bare.token = None;
+        tx.put_enrollment(&bare)?;
+        tx.put_team("Lab", &Settings::default())?;
+        tx.set_device_team("R-2", Some("Lab"))?;
+        tx.put_desired_profile(&desired(None, "com.example.global", "g"))?;
+        tx.put_desired_profile(&desired(Some("Lab"), "com.example.lab", "l"))?;
+        tx.put_device_profile(&device_profile(
+            "R-1",
+            "com.example.global",
+            ProfileState::Verified,
+        ))?;
+        tx.put_device_profile(&device_profile("R-3", "com.old.x", ProfileState::Unmanaged))
+    });
+    let ids: Vec<String> = ["R-1", "R-2", "R-3", "R-4", "NOBODY"]
+        .map(String::from)
+        .to_vec();
+    let mut targets = r(s, |tx| tx.reconcile_targets(&ids));
+    targets.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let channels: Vec<(&str, Option<&str>)> = targets
+        .iter()
+        .map(|t| (t.device_id.as_str(), t.channel.as_deref()))
+        .collect();
+    assert_eq!(
+        channels,
+        [
+            ("R-1", Some("R-1")),
+            ("R-2", None),
+            ("R-3", None),
+            ("R-4", None)
+        ]
+    );
+    assert!(
+        targets
+            .iter()
+            .all(|t| t.os_version.as_deref() == Some("14.6.1"))
+    );
+
+    // Desired profiles per device: each scope's, read once; unknown devices left out.
+    let mut desired_of = r(s, |tx| tx.devices_desired_profiles(&ids));
+    desired_of.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<(String, Vec<String>)> = desired_of
+        .into_iter()
+        .map(|(d, p)| (d, p.into_iter().map(|p| p.identifier).collect()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("R-1".to_string(), vec!["com.example.global".to_string()]),
+            ("R-2".to_string(), vec!["com.example.lab".to_string()]),
+            ("R-3".to_string(), vec!["com.example.global".to_string()]),
+            ("R-4".to_string(), vec!["com.example.global".to_string()]),
+        ]
+    );
+    assert_eq!(
+        r(s, |tx| tx.device_desired_profiles("R-2"))[0].identifier,
+        "com.example.lab"
+    );
+
+    let rows = r(s, |tx| tx.devices_profiles(&ids));
+    let keys: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.device_id.as_str(), r.identifier.as_str()))
+        .collect();
+    assert_eq!(keys, [("R-1", "com.example.global"), ("R-3", "com.old.x")]);
 }

@@ -141,4 +141,5 @@ conformance!(
     profile_status_rows_dirty_marks_and_counts,
     disk_encryption_state_and_sealed_keys,
     declaration_tokens_and_status_reports,
+    reconcile_reads_many_devices_at_once,
 );
