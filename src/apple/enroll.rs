@@ -26,6 +26,8 @@ pub struct EnrollmentProfile {
     pub anchors: Vec<Vec<u8>>,
     pub sign_message: bool,
     pub check_out_when_removed: bool,
+    /// `AccessRights` (a renewal must keep the installed profile's: rights cannot be added).
+    pub access_rights: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -119,7 +121,7 @@ impl EnrollmentProfile {
         mdm.insert("Topic".into(), self.topic.as_str().into());
         mdm.insert("IdentityCertificateUUID".into(), scep_uuid.into());
         mdm.insert("SignMessage".into(), self.sign_message.into());
-        mdm.insert("AccessRights".into(), ACCESS_RIGHTS_ALL.into());
+        mdm.insert("AccessRights".into(), self.access_rights.into());
         mdm.insert(
             "CheckOutWhenRemoved".into(),
             self.check_out_when_removed.into(),
@@ -181,6 +183,7 @@ mod tests {
             },
             anchors: vec![vec![0x30, 0x00]],
             sign_message: true,
+            access_rights: ACCESS_RIGHTS_ALL,
             check_out_when_removed: true,
         };
         let v: Value = plist::from_bytes(&p.to_xml()).unwrap();

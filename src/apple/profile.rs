@@ -74,7 +74,7 @@ fn problem(message: impl Into<String>, expected: impl Into<String>) -> ProfilePr
 
 /// The plist inside a CMS SignedData blob, if `bytes` is one (the signature must verify; the
 /// signer's chain is not checked: devices do that).
-fn unwrap_signed(bytes: &[u8]) -> Option<Result<Vec<u8>, ProfileProblem>> {
+pub(crate) fn unwrap_signed(bytes: &[u8]) -> Option<Result<Vec<u8>, ProfileProblem>> {
     // DER SEQUENCE; plists start with `<` (XML, maybe after a BOM/whitespace) or `bplist`.
     if bytes.first() != Some(&0x30) {
         return None;

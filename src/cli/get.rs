@@ -472,6 +472,18 @@ fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()
             ("Identity expires", time(d.identity_not_after)),
         ],
     );
+    if let Some(r) = &d.identity_renewal {
+        let why = r
+            .reason
+            .as_deref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "Identity renewal: {}{why}, {}",
+            r.status.as_str(),
+            r.updated_at
+        ));
+    }
     lines.push("Enrollments:".into());
     for e in &d.enrollments {
         let who = match &e.user_short_name {

@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// Organization name shown in the enrollment profile and on `/`.
     #[arg(long, env = "MDMCTL_ORG", default_value = "mdmctl")]
     pub org: String,
+    /// The old MDM's enrollment profile (`.mobileconfig`, signed or not). Migrated devices whose
+    /// identity nears expiry get a profile keeping its PayloadIdentifier, ServerURL, CheckInURL
+    /// and Topic, with a SCEP payload pointing at this server, so they renew silently.
+    #[arg(long, env = "MDMCTL_MIGRATION_ENROLLMENT_PROFILE", value_name = "FILE")]
+    pub migration_enrollment_profile: Option<PathBuf>,
+    /// Renew migrated devices' identities this many days before they expire (0: never).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub renew_before_days: u32,
 }
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
@@ -174,7 +182,30 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         })?;
     }
 
+    let migration = match &args.migration_enrollment_profile {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                UserError::new(format!("cannot read `{}`: {e}", path.display()))
+                    .with_hint("pass the old MDM's enrollment profile (.mobileconfig)")
+            })?;
+            Some(crate::reconcile::renewal::parse_migration_profile(&bytes).map_err(|e| {
+                UserError::new(format!("`{}`: {e}", path.display())).with_hint(
+                    "pass the enrollment profile the old MDM installed (it has a com.apple.mdm payload)",
+                )
+            })?)
+        }
+    };
+
     let mut config = ServeConfig::new(&url);
+    if args.renew_before_days > 0 {
+        config.reconcile.renewal = Some(crate::reconcile::renewal::RenewalPolicy {
+            window: std::time::Duration::from_secs(u64::from(args.renew_before_days) * 86_400),
+            scep_url: format!("{url}/scep"),
+            organization: args.org.clone(),
+            migration,
+        });
+    }
     config.mdm_paths.extend(args.mdm_paths.iter().cloned());
     config.client_cert_header = args.client_cert_header.clone();
     config.allow_retro_association = args.allow_retro_association;

@@ -44,6 +44,9 @@ pub struct DeviceDetail {
     /// The updates the device offered in its latest AvailableOSUpdates answer.
     #[serde(default)]
     pub available_os_updates: Option<AvailableOsUpdates>,
+    /// Where renewing its identity certificate stands, once started.
+    #[serde(default)]
+    pub identity_renewal: Option<crate::store::Renewal>,
 }
 
 /// A device's latest AvailableOSUpdates answer.
@@ -166,6 +169,7 @@ pub fn device_detail(
     let disk_encryption = tx.disk_encryption(&d.id)?;
     let declarations = tx.declaration_statuses(&d.id)?;
     let available_os_updates = available_os_updates(tx, &d.id)?;
+    let identity_renewal = tx.renewal(&d.id)?;
     Ok(Some(DeviceDetail {
         id: d.id,
         serial: d.serial,
@@ -187,6 +191,7 @@ pub fn device_detail(
         disk_encryption,
         declarations,
         available_os_updates,
+        identity_renewal,
     }))
 }
 

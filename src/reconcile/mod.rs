@@ -17,6 +17,7 @@
 
 pub mod declarations;
 pub mod filevault;
+pub mod renewal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct Policy {
     /// FileVault: how often to ask SecurityInfo of a device whose key is escrowed (the user may
     /// have rotated it).
     pub filevault_reverify: Duration,
+    /// Identity renewal for migrated devices; `None`: off.
+    pub renewal: Option<renewal::RenewalPolicy>,
 }
 
 impl Default for Policy {
@@ -65,6 +68,7 @@ impl Default for Policy {
             batch: 2000,
             filevault_recheck: Duration::from_secs(3600),
             filevault_reverify: Duration::from_secs(24 * 3600),
+            renewal: None,
         }
     }
 }
@@ -357,6 +361,9 @@ pub fn on_result(
     let now = Timestamp::now();
     match request_type {
         "InstallProfile" => {
+            if renewal::on_result(tx, device_id, answer)? {
+                return Ok(());
+            }
             let Some(mut row) = tx.device_profile_by_command(device_id, command_uuid)? else {
                 return Ok(());
             };
@@ -562,6 +569,8 @@ pub struct TickSummary {
     pub declarations: usize,
     /// SecurityInfo asked for FileVault keys.
     pub filevault_checks: usize,
+    /// Identity renewals started.
+    pub renewals: usize,
     pub pushed: usize,
 }
 
@@ -622,6 +631,7 @@ pub async fn tick(
     for _ in 0..MAX_ROUNDS {
         let work = store.clone();
         let with_retries = first;
+        let renewal = policy.renewal.clone();
         let (found, summary, push) = tokio::task::spawn_blocking(move || {
             let (ids, dirty) = work.read(|tx| -> Result<(Vec<String>, usize), StoreError> {
                 let mut ids = tx.dirty_devices(batch)?;
@@ -638,6 +648,11 @@ pub async fn tick(
             } else {
                 reconcile_devices(work.as_ref(), &ids)?
             };
+            if let (true, Some(r)) = (with_retries, &renewal) {
+                let sent = work.write(|tx| renewal::queue_due(tx, r))?;
+                summary.renewals += sent.len();
+                push.extend(sent);
+            }
             if with_retries {
                 let due = work.read(|tx| tx.due_disk_encryption_checks(Timestamp::now(), batch))?;
                 if !due.is_empty() {
@@ -656,6 +671,7 @@ pub async fn tick(
         total.removals += summary.removals;
         total.declarations += summary.declarations;
         total.filevault_checks += summary.filevault_checks;
+        total.renewals += summary.renewals;
         if !push.is_empty() {
             info!(
                 devices = summary.devices,

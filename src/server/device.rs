@@ -81,12 +81,14 @@ pub(crate) struct Authorized {
     pub bind: bool,
     /// This is an imported device's first authenticated request since the cutover.
     pub first_contact: bool,
+    /// The device presents the identity its outstanding renewal gave it.
+    pub renewed: bool,
 }
 
 impl Authorized {
     /// Whether authorizing needs a write.
     pub fn needs_write(&self) -> bool {
-        self.bind || self.first_contact
+        self.bind || self.first_contact || self.renewed
     }
 }
 
@@ -108,6 +110,16 @@ pub(crate) fn authorize(
     let mut out = Authorized::default();
     match auth.identity_sha256.as_deref() {
         Some(h) if h == v.sha256 => {}
+        Some(_)
+            if crate::reconcile::renewal::is_renewal(
+                tx,
+                &channel.device_id,
+                v.by_issuing_ca,
+                &v.sha256,
+            )? =>
+        {
+            out.renewed = true;
+        }
         Some(h) => {
             warn!(
                 device = %channel.device_id,
@@ -165,6 +177,9 @@ pub(crate) fn record(
             ),
             details: serde_json::json!({ "sha256": v.sha256, "not_after": v.not_after }),
         })?;
+    }
+    if a.renewed {
+        crate::reconcile::renewal::complete(tx, &channel.device_id, &v.sha256, v.not_after)?;
     }
     if a.first_contact && tx.mark_migrated(&channel.device_id)? {
         tx.record_activity(&NewActivity {

@@ -73,6 +73,7 @@ fn build(st: &AppState) -> Response {
             .collect(),
         sign_message: true,
         check_out_when_removed: true,
+        access_rights: crate::apple::enroll::ACCESS_RIGHTS_ALL,
     };
     let xml = profile.to_xml();
     let signed = match &st.config.profile_signer {

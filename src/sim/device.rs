@@ -94,6 +94,11 @@ struct State {
     ddm_sync_pending: bool,
     /// The declarations the device holds, by identifier.
     declarations: BTreeMap<String, SimDeclaration>,
+    /// The installed MDM enrollment profile's PayloadIdentifier.
+    enrollment_profile: Option<String>,
+    /// An updated enrollment profile was installed: its SCEP URL and challenge, for a new
+    /// identity after the session.
+    pending_renewal: Option<(String, Option<String>)>,
 }
 
 /// A declaration the simulated device fetched, and what it made of it.
@@ -342,6 +347,11 @@ impl SimDevice {
         lock(&self.state).handled.clone()
     }
 
+    /// The MDM enrollment profile installed on this device (for a device an old MDM enrolled).
+    pub fn set_enrollment_profile(&self, identifier: &str) {
+        lock(&self.state).enrollment_profile = Some(identifier.to_string());
+    }
+
     /// Install an enrollment profile: SCEP for the identity, then Authenticate and TokenUpdate.
     pub async fn enroll(&self, profile: &[u8]) -> Result<(), SimError> {
         let xml = profile_content(profile)?;
@@ -385,6 +395,11 @@ impl SimDevice {
             server_url,
             topic: s(&mdm, "Topic").ok_or_else(|| SimError::Profile("Topic missing".into()))?,
         });
+        lock(&self.state).enrollment_profile = v
+            .as_dictionary()
+            .and_then(|d| d.get("PayloadIdentifier"))
+            .and_then(Value::as_string)
+            .map(str::to_string);
         self.expect_ok("Authenticate", self.authenticate().await?)?;
         self.expect_ok("TokenUpdate", self.token_update().await?)?;
         Ok(())
@@ -626,6 +641,18 @@ impl SimDevice {
         let sync = std::mem::take(&mut lock(&self.state).ddm_sync_pending);
         if sync {
             self.ddm_sync().await?;
+        }
+        let renewal = lock(&self.state).pending_renewal.take();
+        if let Some((url, challenge)) = renewal {
+            // The updated enrollment's SCEP payload: a new identity, used from now on.
+            let mut subject = openssl::x509::X509NameBuilder::new().map_err(crypto)?;
+            subject
+                .append_entry_by_text("CN", &format!("{} {}", self.device_name, self.udid))
+                .map_err(crypto)?;
+            let identity = self
+                .scep_enroll(&url, &subject.build(), challenge.as_deref(), None)
+                .await?;
+            self.set_identity(identity)?;
         }
         Ok(status)
     }
@@ -1030,6 +1057,10 @@ impl SimDevice {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(renewal) = self.mdm_profile_update(d, &identifier)? {
+            lock(&self.state).pending_renewal = Some(renewal);
+            return Ok(());
+        }
         if let Some(cert) = escrow_certificate_of(d) {
             lock(&self.state).escrow_cert = Some(cert);
         }
@@ -1043,6 +1074,54 @@ impl SimDevice {
         };
         lock(&self.state).profiles.insert(identifier, profile);
         Ok(())
+    }
+
+    /// An MDM enrollment profile sent by InstallProfile: as macOS, accept it only as an update of
+    /// the installed enrollment (same PayloadIdentifier, ServerURL and Topic); then the SCEP
+    /// payload to enroll with. `None` for profiles without an MDM payload.
+    fn mdm_profile_update(
+        &self,
+        profile: &Dictionary,
+        identifier: &str,
+    ) -> Result<Option<(String, Option<String>)>, Value> {
+        let payloads: Vec<&Dictionary> = profile
+            .get("PayloadContent")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_dictionary)
+            .collect();
+        let of_type = |t: &str| {
+            payloads
+                .iter()
+                .find(|p| p.get("PayloadType").and_then(Value::as_string) == Some(t))
+                .copied()
+        };
+        let Some(mdm) = of_type("com.apple.mdm") else {
+            return Ok(None);
+        };
+        let refuse = |why: &str| error_chain(4001, "MCInstallationErrorDomain", why);
+        let text =
+            |d: &Dictionary, k: &str| d.get(k).and_then(Value::as_string).map(str::to_string);
+        if lock(&self.state).enrollment_profile.as_deref() != Some(identifier) {
+            return Err(refuse(
+                "An MDM profile is already installed; this profile would add a second one.",
+            ));
+        }
+        let ep = lock(&self.endpoint).clone();
+        if ep.as_ref().map(|e| e.server_url.clone()) != text(mdm, "ServerURL")
+            || ep.as_ref().map(|e| e.topic.clone()) != text(mdm, "Topic")
+        {
+            return Err(refuse(
+                "The new MDM payload does not match the old payload.",
+            ));
+        }
+        let scep = of_type("com.apple.security.scep")
+            .and_then(|p| p.get("PayloadContent"))
+            .and_then(Value::as_dictionary)
+            .ok_or_else(|| refuse("The MDM payload's identity is missing."))?;
+        let url = text(scep, "URL").ok_or_else(|| refuse("The SCEP payload has no URL."))?;
+        Ok(Some((url, text(scep, "Challenge"))))
     }
 
     /// A profile installed before mdmctl (by the old MDM): listed, but not ours to remove.

@@ -12,7 +12,7 @@ pub(crate) struct Migration {
 }
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 7;
+pub const LATEST_SCHEMA_VERSION: i64 = 8;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -49,6 +49,11 @@ const SQLITE: &[Migration] = &[
         version: 7,
         name: "declarations",
         sql: include_str!("migrations/sqlite/0007_declarations.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "identity_renewal",
+        sql: include_str!("migrations/sqlite/0008_identity_renewal.sql"),
     },
 ];
 
@@ -87,6 +92,11 @@ const POSTGRES: &[Migration] = &[
         version: 7,
         name: "declarations",
         sql: include_str!("migrations/postgres/0007_declarations.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "identity_renewal",
+        sql: include_str!("migrations/postgres/0008_identity_renewal.sql"),
     },
 ];
 

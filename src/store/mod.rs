@@ -1,7 +1,7 @@
 //! The store: everything mdmctl knows, in one SQLite file (the default) or one PostgreSQL
 //! database shared by several `serve` instances.
 //!
-//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], [`DiskEncryptionState`], [`Declarations`], …) that the rest of
+//! Owns: the role traits ([`Meta`], [`Assets`], [`Devices`], [`Activities`], [`DesiredState`], [`ProfileStatus`], [`DiskEncryptionState`], [`Declarations`], [`Renewals`], …) that the rest of
 //! mdmctl programs against, combined in [`Tx`]; transactions ([`Store::write`],
 //! [`Store::read`]); the two backends and their numbered, embedded migrations; sealing of secret
 //! columns with the master key (see [`crate::secrets`]). Must not import the server or the CLI.
@@ -27,6 +27,7 @@ mod pool;
 mod postgres;
 mod profiles;
 mod queue;
+mod renewals;
 mod sql;
 mod sqlite;
 mod tokens;
@@ -47,6 +48,7 @@ pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
 pub use profiles::{DeviceProfile, ProfileState, ProfileStatus, ProfileStatusCounts};
 pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand};
+pub use renewals::{Renewal, RenewalState, Renewals};
 pub use tokens::{ApiToken, Tokens};
 
 use std::sync::Arc;
@@ -152,6 +154,7 @@ pub trait Tx:
     + ProfileStatus
     + DiskEncryptionState
     + Declarations
+    + Renewals
 {
 }
 impl<
@@ -165,7 +168,8 @@ impl<
         + Imports
         + ProfileStatus
         + DiskEncryptionState
-        + Declarations,
+        + Declarations
+        + Renewals,
 > Tx for T
 {
 }

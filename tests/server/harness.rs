@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mdmctl::assets::apns::{SetMdmApple, set_mdm_apple, set_scep_ca};
 use mdmctl::pki::{self, CaSpec};
 use mdmctl::push::{ApnsConfig, PushService};
+use mdmctl::reconcile::renewal::{MigrationProfile, RenewalPolicy};
 use mdmctl::server::{self, AppState, ServeConfig};
 use mdmctl::sim::apns::{ApnsStandIn, PushCertOptions, StandInConfig, TestPushCa};
 use mdmctl::sim::device::{Endpoint, IdentityMode, SimDevice, http_client};
@@ -87,6 +88,17 @@ pub struct Options {
     pub client_cert_header: Option<String>,
     pub allow_retro_association: bool,
     pub scep_challenge: Option<String>,
+    /// Identity renewal for migrated devices: `None` off (as with `--renew-before-days 0`).
+    pub renew: Option<Renew>,
+}
+
+/// How the server renews migrated identities (30 days before expiry).
+#[derive(Clone, Debug)]
+pub enum Renew {
+    /// No old enrollment profile given: devices are reported, not renewed.
+    Blocked,
+    /// The old enrollment profile had this PayloadIdentifier and the server's URL and topic.
+    OldProfile(String),
 }
 
 impl Default for Options {
@@ -96,6 +108,7 @@ impl Default for Options {
             client_cert_header: None,
             allow_retro_association: false,
             scep_challenge: Some("static-challenge".into()),
+            renew: None,
         }
     }
 }
@@ -179,6 +192,23 @@ impl Server {
         config.reconcile.interval = std::time::Duration::from_millis(100);
         config.reconcile.backoff = vec![std::time::Duration::from_secs(1); 3];
         config.reconcile.filevault_recheck = std::time::Duration::from_secs(1);
+        config.reconcile.renewal = opts.renew.map(|r| RenewalPolicy {
+            window: std::time::Duration::from_secs(30 * 86_400),
+            scep_url: format!("{url}/scep"),
+            organization: "Test Org".into(),
+            migration: match r {
+                Renew::Blocked => None,
+                Renew::OldProfile(identifier) => Some(MigrationProfile {
+                    identifier,
+                    server_url: format!("{url}/mdm"),
+                    check_in_url: Some(format!("{url}/mdm")),
+                    topic: topic.clone(),
+                    sign_message: true,
+                    access_rights: mdmctl::apple::enroll::ACCESS_RIGHTS_ALL,
+                    check_out_when_removed: false,
+                }),
+            },
+        });
         let state = AppState::new(store.clone(), config, pushes.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(
@@ -240,7 +270,18 @@ impl Server {
     /// A device the old MDM enrolled: its identity from `old_ca`, and the records an import
     /// leaves in the store (identity hash, push token, push magic, topic).
     pub fn migrated(&self, n: usize, old_ca: &Ca, mode: IdentityMode) -> Arc<SimDevice> {
-        let (cert, key) = old_ca.issue(&format!("old device {n}"), -30, 335);
+        self.migrated_expiring(n, old_ca, mode, 335)
+    }
+
+    /// [`Server::migrated`] with an identity that expires in `days_left` days.
+    pub fn migrated_expiring(
+        &self,
+        n: usize,
+        old_ca: &Ca,
+        mode: IdentityMode,
+        days_left: i64,
+    ) -> Arc<SimDevice> {
+        let (cert, key) = old_ca.issue(&format!("old device {n}"), -30, days_left);
         let d = SimDevice::new(n, "14.6", mode, self.http(), &self.tls_roots)
             .unwrap()
             .with_identity(cert, key, self.endpoint())

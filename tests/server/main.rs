@@ -15,5 +15,6 @@ mod migration;
 mod queue;
 mod reconcile;
 mod refusals;
+mod renewal;
 mod transport;
 mod updates;

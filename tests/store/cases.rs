@@ -5,8 +5,8 @@ use std::sync::Arc;
 use mdmctl::store::{
     ActivityQuery, AssetKind, AssetState, DeclarationStatus, DesiredProfile, DeviceProfile,
     DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState, GlobalSettings,
-    LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey, ProfileKind, ProfileState, Settings,
-    StoreError, Tx,
+    LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey, ProfileKind, ProfileState, Renewal,
+    RenewalState, Settings, StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -1581,4 +1581,71 @@ pub fn reconcile_reads_many_devices_at_once(s: &TestStore) {
         .map(|r| (r.device_id.as_str(), r.identifier.as_str()))
         .collect();
     assert_eq!(keys, [("R-1", "com.example.global"), ("R-3", "com.old.x")]);
+}
+
+pub fn identity_renewals_come_due_once_per_identity(s: &TestStore) {
+    let with_identity = |id: &str, sha: &str, not_after: i64, source: &str| {
+        let mut d = device(id, &format!("S{id}"));
+        d.identity_sha256 = Some(sha.into());
+        d.identity_not_after = Some(Timestamp(not_after));
+        d.source = source.into();
+        d
+    };
+    w(s, |tx| {
+        tx.put_device(&with_identity("N-1", "sha-1", 1_000, "imported:nanomdm"))?;
+        tx.put_device(&with_identity("N-2", "sha-2", 500, "imported:nanomdm"))?;
+        tx.put_device(&with_identity("N-3", "sha-3", 5_000, "imported:nanomdm"))?;
+        tx.put_device(&with_identity("N-4", "sha-4", 100, "enrolled"))?;
+        tx.put_device(&with_identity("N-5", "sha-5", 100, "imported:nanomdm"))?;
+        for id in ["N-1", "N-2", "N-3", "N-4"] {
+            tx.put_enrollment(&enrollment(id, id, "t"))?;
+        }
+        Ok(())
+    });
+    // Imported, with a channel, expiring by then; soonest first. N-4 was enrolled here, N-5
+    // has no channel to send to.
+    let due = |s: &TestStore| r(s, |tx| tx.renewals_due(Timestamp(2_000), Timestamp(0), 10));
+    assert_eq!(due(s), ["N-2", "N-1"]);
+
+    let sent = |id: &str, old: &str| Renewal {
+        device_id: id.into(),
+        status: RenewalState::Sent,
+        old_sha256: old.into(),
+        command_uuid: Some(format!("CMD-{id}")),
+        reason: None,
+        updated_at: Timestamp(10),
+    };
+    w(s, |tx| tx.put_renewal(&sent("N-2", "sha-2")));
+    assert_eq!(r(s, |tx| tx.renewal("N-2")), Some(sent("N-2", "sha-2")));
+    assert_eq!(due(s), ["N-1"]);
+
+    // Renewed: the device has a new identity, which is not due until it nears expiry itself.
+    w(s, |tx| {
+        tx.bind_identity("N-2", "sha-2-new", Some(Timestamp(90_000)))?;
+        let mut done = sent("N-2", "sha-2");
+        done.status = RenewalState::Renewed;
+        tx.put_renewal(&done)
+    });
+    assert_eq!(due(s), ["N-1"]);
+    assert_eq!(
+        r(s, |tx| tx.renewals_due(
+            Timestamp(100_000),
+            Timestamp(0),
+            10
+        )),
+        ["N-1", "N-3", "N-2"]
+    );
+
+    // A failed one is tried again once `retry_before` has passed its last attempt.
+    w(s, |tx| {
+        let mut failed = sent("N-1", "sha-1");
+        failed.status = RenewalState::Failed;
+        failed.reason = Some("refused".into());
+        tx.put_renewal(&failed)
+    });
+    assert!(due(s).is_empty());
+    assert_eq!(
+        r(s, |tx| tx.renewals_due(Timestamp(2_000), Timestamp(10), 10)),
+        ["N-1"]
+    );
 }

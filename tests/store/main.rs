@@ -142,4 +142,5 @@ conformance!(
     disk_encryption_state_and_sealed_keys,
     declaration_tokens_and_status_reports,
     reconcile_reads_many_devices_at_once,
+    identity_renewals_come_due_once_per_identity,
 );
