@@ -126,6 +126,8 @@ struct Queued {
     declarations: Vec<String>,
     /// Channels asked for DeviceInformation (their OS version decides what they get).
     facts: Vec<String>,
+    /// `verifying` rows whose confirmation is overdue (asked again; their time reset).
+    reverify: Vec<DeviceProfile>,
 }
 
 /// One command to queue: its profile (for installs), the rows to write with its UUID, and the
@@ -283,7 +285,19 @@ pub fn reconcile_batch(
             out.removals += 1;
         }
 
-        if out.installs + out.removals > 0 {
+        // Installed but never confirmed (the ProfileList was lost or failed): ask again.
+        let stale: Vec<DeviceProfile> = rows
+            .values()
+            .filter(|r| {
+                r.status == ProfileState::Verifying && r.updated_at.0 <= now.0 - VERIFY_AGAIN_AFTER
+            })
+            .cloned()
+            .collect();
+        if out.installs + out.removals > 0 || !stale.is_empty() {
+            for mut r in stale {
+                r.updated_at = now;
+                q.reverify.push(r);
+            }
             q.verify.push(channel.clone());
             out.push = Some(channel);
         }
@@ -291,7 +305,7 @@ pub fn reconcile_batch(
     }
 
     // Queue order per device: installs and removals, then the ProfileList that verifies them.
-    let mut rows = Vec::new();
+    let mut rows = std::mem::take(&mut q.reverify);
     for g in q.installs.into_values() {
         let payload_uuid = crate::apple::profile::check_profile(&g.content)
             .ok()
@@ -574,6 +588,9 @@ pub struct TickSummary {
     pub pushed: usize,
 }
 
+/// Seconds after which a profile still `verifying` is checked with another ProfileList.
+pub const VERIFY_AGAIN_AFTER: i64 = 600;
+
 /// Batches per [`tick`].
 const MAX_ROUNDS: usize = 64;
 
@@ -637,7 +654,12 @@ pub async fn tick(
                 let mut ids = tx.dirty_devices(batch)?;
                 let dirty = ids.len();
                 if with_retries {
-                    ids.extend(tx.due_retries(Timestamp::now(), batch)?);
+                    let now = Timestamp::now();
+                    ids.extend(tx.due_retries(
+                        now,
+                        Timestamp(now.0 - VERIFY_AGAIN_AFTER),
+                        batch,
+                    )?);
                     ids.sort();
                     ids.dedup();
                 }

@@ -79,6 +79,8 @@ struct State {
     profiles: BTreeMap<String, InstalledProfile>,
     /// Request types to answer NotNow once each.
     not_now_once: HashSet<String>,
+    /// Request types to answer with an error once each.
+    error_once: HashSet<String>,
     /// Profile identifiers whose installation fails (with Apple's error chain).
     fail_installs: HashSet<String>,
     handled: Vec<Handled>,
@@ -293,6 +295,13 @@ impl SimDevice {
     pub fn not_now_once(&self, request_type: &str) {
         lock(&self.state)
             .not_now_once
+            .insert(request_type.to_string());
+    }
+
+    /// Answer the next `request_type` command with an Error (once).
+    pub fn error_once(&self, request_type: &str) {
+        lock(&self.state)
+            .error_once
             .insert(request_type.to_string());
     }
 
@@ -828,6 +837,12 @@ impl SimDevice {
             let mut st = lock(&self.state);
             if st.not_now_once.remove(&request_type) {
                 "NotNow".to_string()
+            } else if st.error_once.remove(&request_type) {
+                report.insert(
+                    "ErrorChain".into(),
+                    error_chain(-1, "MDMErrorDomain", "The command could not be completed."),
+                );
+                "Error".to_string()
             } else {
                 drop(st);
                 self.execute(&request_type, &cmd, &mut report)

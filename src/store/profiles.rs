@@ -123,8 +123,14 @@ pub trait ProfileStatus {
     fn clear_dirty(&mut self, device_ids: &[String]) -> Result<u64, StoreError>;
     /// Insert or replace many rows (as [`ProfileStatus::put_device_profile`]), in few statements.
     fn put_device_profiles(&mut self, rows: &[DeviceProfile]) -> Result<(), StoreError>;
-    /// Devices with a retry due by `now` (pending, nothing in flight).
-    fn due_retries(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Devices with a retry due by `now` (pending, nothing in flight), or a profile still
+    /// `verifying` since before `verifying_before`.
+    fn due_retries(
+        &mut self,
+        now: Timestamp,
+        verifying_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
     /// Counts per state over all devices, or one scope's (`Some(None)`: devices in no team).
     fn profile_status_counts(
         &mut self,
@@ -340,15 +346,21 @@ impl ProfileStatus for SqlTx<'_> {
         Ok(())
     }
 
-    fn due_retries(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
+    fn due_retries(
+        &mut self,
+        now: Timestamp,
+        verifying_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
         self.conn
             .query(
                 &format!(
-                    "SELECT DISTINCT device_id FROM profile_status WHERE status = 'pending' \
-                     AND command_uuid IS NULL AND next_attempt_at IS NOT NULL AND next_attempt_at <= ? \
+                    "SELECT DISTINCT device_id FROM profile_status WHERE (status = 'pending' \
+                     AND command_uuid IS NULL AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?) \
+                     OR (status = 'verifying' AND updated_at <= ?) \
                      ORDER BY device_id LIMIT {limit}"
                 ),
-                &[now.into()],
+                &[now.into(), verifying_before.into()],
             )?
             .iter()
             .map(|r| r.text(0))

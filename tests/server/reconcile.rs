@@ -421,3 +421,57 @@ async fn a_new_enrollment_and_a_migrated_macs_first_contact_get_the_profiles() {
     waker.abort();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_whose_profile_list_failed_is_verified_by_another_one_later() {
+    let s = Server::start(Options::default()).await;
+    let (macs, waker) = fleet(&s, 1).await;
+    let mac = &macs[0];
+    mac.error_once("ProfileList");
+    apply(
+        s.store.as_ref(),
+        s.dir.path(),
+        &global(&["com.example.wifi"]),
+        &["com.example.wifi"],
+    );
+    wait_for(10, "installed, the ProfileList failed", || {
+        installed(mac).contains(&"com.example.wifi".to_string())
+            && mac
+                .handled()
+                .iter()
+                .any(|h| h.request_type == "ProfileList" && h.status == "Error")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        status(s.store.as_ref(), &mac.udid, "com.example.wifi"),
+        Some(ProfileState::Verifying),
+        "nothing confirms it yet"
+    );
+
+    // Ten minutes later (the row's clock set back instead of waiting).
+    let mut row = rows(s.store.as_ref(), &mac.udid).pop().unwrap();
+    row.updated_at =
+        mdmctl::timestamp::Timestamp(row.updated_at.0 - mdmctl::reconcile::VERIFY_AGAIN_AFTER - 1);
+    s.store.write(|tx| tx.put_device_profile(&row)).unwrap();
+    wait_for(10, "verified by a second ProfileList", || {
+        status(s.store.as_ref(), &mac.udid, "com.example.wifi") == Some(ProfileState::Verified)
+    })
+    .await;
+    let lists = mac
+        .handled()
+        .iter()
+        .filter(|h| h.request_type == "ProfileList")
+        .count();
+    assert_eq!(lists, 2);
+    assert_eq!(
+        mac.handled()
+            .iter()
+            .filter(|h| h.request_type == "InstallProfile")
+            .count(),
+        1,
+        "not installed again"
+    );
+    waker.abort();
+    s.stop().await;
+}

@@ -1302,11 +1302,46 @@ pub fn profile_status_rows_dirty_marks_and_counts(s: &TestStore) {
     assert!(!rows[1].ours);
 
     // A retry is due only once its time has come, and not while a command is in flight.
-    assert!(r(s, |tx| tx.due_retries(Timestamp(1_700_000_059), 10)).is_empty());
+    assert!(
+        r(s, |tx| tx.due_retries(
+            Timestamp(1_700_000_059),
+            Timestamp(0),
+            10
+        ))
+        .is_empty()
+    );
     assert_eq!(
-        r(s, |tx| tx.due_retries(Timestamp(1_700_000_060), 10)),
+        r(s, |tx| tx.due_retries(
+            Timestamp(1_700_000_060),
+            Timestamp(0),
+            10
+        )),
         vec!["UDID-0".to_string()]
     );
+    // A profile verifying for too long is due for another ProfileList.
+    let mut waiting = device_profile("UDID-2", "com.example.a", ProfileState::Verifying);
+    waiting.updated_at = Timestamp(1_700_000_100);
+    w(s, |tx| tx.put_device_profile(&waiting));
+    assert!(
+        !r(s, |tx| tx.due_retries(
+            Timestamp(0),
+            Timestamp(1_700_000_099),
+            10
+        ))
+        .contains(&"UDID-2".to_string())
+    );
+    assert_eq!(
+        r(s, |tx| tx.due_retries(
+            Timestamp(0),
+            Timestamp(1_700_000_100),
+            10
+        )),
+        vec!["UDID-2".to_string()]
+    );
+    w(s, |tx| {
+        tx.delete_device_profile("UDID-2", "com.example.a")
+            .map(|_| ())
+    });
 
     // Counts over everything and per scope.
     let all = r(s, |tx| tx.profile_status_counts(None));
