@@ -54,6 +54,9 @@ pub struct Policy {
     pub filevault_reverify: Duration,
     /// Identity renewal for migrated devices; `None`: off.
     pub renewal: Option<renewal::RenewalPolicy>,
+    /// How often devices under macOS update enforcement are asked for DeviceInformation (their
+    /// OS version decides what they get).
+    pub facts_interval: Duration,
 }
 
 impl Default for Policy {
@@ -69,6 +72,7 @@ impl Default for Policy {
             filevault_recheck: Duration::from_secs(3600),
             filevault_reverify: Duration::from_secs(24 * 3600),
             renewal: None,
+            facts_interval: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -124,8 +128,10 @@ struct Queued {
     verify: Vec<String>,
     /// Channels told to sync their declarations.
     declarations: Vec<String>,
-    /// Channels asked for DeviceInformation (their OS version decides what they get).
+    /// Channels asked for DeviceInformation (their OS version decides what they get), and
+    /// their devices.
     facts: Vec<String>,
+    facts_devices: Vec<String>,
     /// `verifying` rows whose confirmation is overdue (asked again; their time reset).
     reverify: Vec<DeviceProfile>,
 }
@@ -207,6 +213,7 @@ pub fn reconcile_batch(
                 .any(|p| matches!(p.kind, ProfileKind::Nudge | ProfileKind::Ddm))
         {
             q.facts.push(channel.clone());
+            q.facts_devices.push(device_id.clone());
             out.push = Some(channel.clone());
         }
         let decl_token = declarations::token(&declarations::declarations_from(&all_desired, os));
@@ -339,6 +346,7 @@ pub fn reconcile_batch(
             &named::device_information(named::DEFAULT_QUERIES),
             &q.facts,
         )?;
+        tx.mark_facts_requested(&q.facts_devices, now)?;
     }
     Ok(outcomes)
 }
@@ -585,7 +593,28 @@ pub struct TickSummary {
     pub filevault_checks: usize,
     /// Identity renewals started.
     pub renewals: usize,
+    /// Devices asked for DeviceInformation (macOS update enforcement).
+    pub facts: usize,
     pub pushed: usize,
+}
+
+/// Ask devices under macOS update enforcement that were not asked within `interval` for
+/// DeviceInformation (one stored command for all); returns the channels to push.
+fn ask_facts(tx: &mut dyn Tx, interval: Duration, limit: u32) -> Result<Vec<String>, StoreError> {
+    let now = Timestamp::now();
+    let before = Timestamp(now.0 - i64::try_from(interval.as_secs()).unwrap_or(i64::MAX / 4));
+    let due = tx.devices_due_for_facts(before, limit)?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (devices, channels): (Vec<String>, Vec<String>) = due.into_iter().unzip();
+    enqueue_one(
+        tx,
+        &named::device_information(named::DEFAULT_QUERIES),
+        &channels,
+    )?;
+    tx.mark_facts_requested(&devices, now)?;
+    Ok(channels)
 }
 
 /// Seconds after which a profile still `verifying` is checked with another ProfileList.
@@ -649,6 +678,7 @@ pub async fn tick(
         let work = store.clone();
         let with_retries = first;
         let renewal = policy.renewal.clone();
+        let facts_interval = policy.facts_interval;
         let (found, summary, push) = tokio::task::spawn_blocking(move || {
             let (ids, dirty) = work.read(|tx| -> Result<(Vec<String>, usize), StoreError> {
                 let mut ids = tx.dirty_devices(batch)?;
@@ -676,6 +706,9 @@ pub async fn tick(
                 push.extend(sent);
             }
             if with_retries {
+                let asked = work.write(|tx| ask_facts(tx, facts_interval, batch))?;
+                summary.facts += asked.len();
+                push.extend(asked);
                 let due = work.read(|tx| tx.due_disk_encryption_checks(Timestamp::now(), batch))?;
                 if !due.is_empty() {
                     let asked = work.write(|tx| filevault::queue_checks(tx, &due))?;
@@ -694,6 +727,7 @@ pub async fn tick(
         total.declarations += summary.declarations;
         total.filevault_checks += summary.filevault_checks;
         total.renewals += summary.renewals;
+        total.facts += summary.facts;
         if !push.is_empty() {
             info!(
                 devices = summary.devices,

@@ -134,6 +134,20 @@ pub trait Devices {
     /// A device by ID (UDID/EnrollmentID) or, failing that, by serial number.
     fn device(&mut self, id_or_serial: &str) -> Result<Option<DeviceRecord>, StoreError>;
     fn enrollments_of(&mut self, device_id: &str) -> Result<Vec<EnrollmentRecord>, StoreError>;
+    /// Devices under macOS update enforcement (their scope has a `minimum_version`) with a
+    /// command channel, not asked for DeviceInformation since `before`: `(device, channel)`,
+    /// never-asked first.
+    fn devices_due_for_facts(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// Record that these devices were asked for DeviceInformation at `at`.
+    fn mark_facts_requested(
+        &mut self,
+        device_ids: &[String],
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     /// [`ReconcileTarget`]s of the devices that exist among `device_ids`.
     fn reconcile_targets(
         &mut self,
@@ -337,6 +351,49 @@ impl Devices for SqlTx<'_> {
             }
         };
         row.map(|r| self.device_from_row(&r)).transpose()
+    }
+
+    fn devices_due_for_facts(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.conn
+            .query(
+                &format!(
+                    "SELECT d.id, (SELECT e.id FROM enrollments e WHERE e.device_id = d.id AND e.type = 'Device' \
+                     AND e.enabled AND e.token_sealed IS NOT NULL ORDER BY (e.id = d.id) DESC, e.id LIMIT 1) AS channel \
+                     FROM devices d LEFT JOIN teams t ON t.id = d.team_id \
+                     WHERE (d.facts_requested_at IS NULL OR d.facts_requested_at <= ?) \
+                     AND CASE WHEN d.team_id IS NULL \
+                         THEN (SELECT g.minimum_version FROM global_settings g WHERE g.id = 1) \
+                         ELSE t.minimum_version END IS NOT NULL \
+                     AND EXISTS (SELECT 1 FROM enrollments e WHERE e.device_id = d.id AND e.type = 'Device' \
+                                 AND e.enabled AND e.token_sealed IS NOT NULL) \
+                     ORDER BY COALESCE(d.facts_requested_at, 0), d.id LIMIT {limit}"
+                ),
+                &[before.into()],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect()
+    }
+
+    fn mark_facts_requested(
+        &mut self,
+        device_ids: &[String],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut params: Vec<Val<'_>> = vec![at.into()];
+            params.extend(chunk.iter().map(|id| Val::Text(id)));
+            self.conn.execute(
+                &format!("UPDATE devices SET facts_requested_at = ? WHERE id IN ({marks})"),
+                &params,
+            )?;
+        }
+        Ok(())
     }
 
     fn reconcile_targets(

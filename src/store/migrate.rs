@@ -12,7 +12,7 @@ pub(crate) struct Migration {
 }
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 8;
+pub const LATEST_SCHEMA_VERSION: i64 = 9;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -54,6 +54,11 @@ const SQLITE: &[Migration] = &[
         version: 8,
         name: "identity_renewal",
         sql: include_str!("migrations/sqlite/0008_identity_renewal.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "device_facts",
+        sql: include_str!("migrations/sqlite/0009_device_facts.sql"),
     },
 ];
 
@@ -97,6 +102,11 @@ const POSTGRES: &[Migration] = &[
         version: 8,
         name: "identity_renewal",
         sql: include_str!("migrations/postgres/0008_identity_renewal.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "device_facts",
+        sql: include_str!("migrations/postgres/0009_device_facts.sql"),
     },
 ];
 

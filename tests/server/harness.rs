@@ -192,6 +192,7 @@ impl Server {
         config.reconcile.interval = std::time::Duration::from_millis(100);
         config.reconcile.backoff = vec![std::time::Duration::from_secs(1); 3];
         config.reconcile.filevault_recheck = std::time::Duration::from_secs(1);
+        config.reconcile.facts_interval = std::time::Duration::from_secs(1);
         config.reconcile.renewal = opts.renew.map(|r| RenewalPolicy {
             window: std::time::Duration::from_secs(30 * 86_400),
             scep_url: format!("{url}/scep"),

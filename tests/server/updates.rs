@@ -173,3 +173,34 @@ async fn schedule_os_update_and_available_updates_through_the_api() {
     waker.abort();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_os_version_is_corrected_by_the_daily_device_information() {
+    let s = Server::start(Options::default()).await;
+    let mac = s.enroll_os(1, "15.1", IdentityMode::Signature).await;
+    // The record says macOS 13 (as an old MDM's import might): the Mac gets Nudge at first.
+    let mut d = s.store.read(|tx| tx.device(&mac.udid)).unwrap().unwrap();
+    d.os_version = Some("13.6.1".into());
+    s.store.write(|tx| tx.put_device(&d)).unwrap();
+    let waker = Fleet::new([mac.clone()]).wake_on_push(s.apns.subscribe());
+
+    apply(s.store.as_ref(), s.dir.path(), &updates("15.2"), &[]);
+    // The periodic DeviceInformation (every second here, daily by default) reports 15.1: Nudge
+    // goes, the declaration comes.
+    wait_for(15, "the declaration active and Nudge gone", || {
+        reported(s.store.as_ref(), &mac.udid, SOFTWARE_UPDATE_ID).is_some_and(|r| r.0 == Some(true))
+            && !mac.profiles().iter().any(|p| p.identifier == NUDGE_ID)
+    })
+    .await;
+    let d = s.store.read(|tx| tx.device(&mac.udid)).unwrap().unwrap();
+    assert_eq!(d.os_version.as_deref(), Some("15.1"));
+    assert!(handled(&mac, "DeviceInformation") >= 1);
+    assert!(
+        mac.handled()
+            .iter()
+            .any(|h| h.request_type == "RemoveProfile"),
+        "Nudge was removed"
+    );
+    waker.abort();
+    s.stop().await;
+}

@@ -1684,3 +1684,48 @@ pub fn identity_renewals_come_due_once_per_identity(s: &TestStore) {
         ["N-1"]
     );
 }
+
+pub fn devices_under_update_enforcement_are_asked_for_facts_daily(s: &TestStore) {
+    w(s, |tx| {
+        for id in ["F-1", "F-2", "F-3", "F-4"] {
+            tx.put_device(&device(id, &format!("S{id}")))?;
+            if id != "F-4" {
+                tx.put_enrollment(&enrollment(id, id, "t"))?;
+            }
+        }
+        tx.put_team(
+            "Enforced",
+            &Settings {
+                minimum_version: Some("15.2".into()),
+                deadline: Some("2026-12-31".into()),
+                enable_disk_encryption: false,
+            },
+        )?;
+        tx.put_team("Free", &Settings::default())?;
+        tx.set_device_team("F-1", Some("Enforced"))?;
+        tx.set_device_team("F-2", Some("Free"))?;
+        Ok(())
+    });
+    let due =
+        |s: &TestStore, before: i64| r(s, |tx| tx.devices_due_for_facts(Timestamp(before), 10));
+    // Only the enforced team's device (the global settings enforce nothing yet).
+    assert_eq!(due(s, 100), [("F-1".to_string(), "F-1".to_string())]);
+    // Global enforcement brings in the devices in no team that have a channel.
+    w(s, |tx| {
+        tx.set_global_settings(&GlobalSettings {
+            settings: Settings {
+                minimum_version: Some("14.7".into()),
+                deadline: Some("2026-12-31".into()),
+                enable_disk_encryption: false,
+            },
+            apple_bm_default_team: None,
+        })
+    });
+    let ids: Vec<String> = due(s, 100).into_iter().map(|(d, _)| d).collect();
+    assert_eq!(ids, ["F-1", "F-3"]);
+    // Asked at 50: not due again until the interval has passed, and kept by a device upsert.
+    w(s, |tx| tx.mark_facts_requested(&ids, Timestamp(50)));
+    w(s, |tx| tx.put_device(&device("F-3", "SF-3")));
+    assert!(due(s, 49).is_empty());
+    assert_eq!(due(s, 50).len(), 2);
+}

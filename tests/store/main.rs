@@ -143,4 +143,5 @@ conformance!(
     declaration_tokens_and_status_reports,
     reconcile_reads_many_devices_at_once,
     identity_renewals_come_due_once_per_identity,
+    devices_under_update_enforcement_are_asked_for_facts_daily,
 );
