@@ -272,9 +272,21 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
     }
     let loaded = crate::gitops::load(std::slice::from_ref(&gitops_dir), false, &|_| None);
     let applied = crate::gitops::run(store.as_ref(), loaded, false, &actor)?;
+    // A third of the Macs go to the Workstations team (as `mdmctl transfer --team …` does):
+    // FileVault on, macOS 15.2 at least.
+    let workstations: Vec<String> = old
+        .devices
+        .iter()
+        .step_by(3)
+        .map(|d| d.udid.clone())
+        .collect();
+    let moved = store
+        .write(|tx| crate::mdm::transfer(tx, Some("Workstations"), &workstations, &actor))?
+        .map_err(|team| anyhow::anyhow!("the example repository has no team `{team}`"))?;
     step.done(format!(
-        "applied `gitops/` (the repository in examples/gitops): {}",
-        applied.plan.summary().trim_start_matches("plan: ")
+        "applied `gitops/` (the repository in examples/gitops): {}; moved {} Macs to the Workstations team (`mdmctl transfer`)",
+        applied.plan.summary().trim_start_matches("plan: "),
+        moved.moved.len()
     ));
 
     // 9. The cutover: serve answers at the old URL; the Macs carry on.
@@ -307,6 +319,10 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
     step.done(format!(
         "delivered the desired profiles: {} installed and verified by ProfileList, {} failed, {} from the old MDM left alone",
         report.profiles_verified, report.profiles_failed, report.profiles_unmanaged
+    ));
+    step.done(format!(
+        "FileVault: {} of {} Macs with the FileVault profile turned it on at logout and escrowed their recovery key (`get disk-encryption-key`); {} Macs on macOS 14+ below their team's minimum report the update declaration active",
+        report.filevault_escrowed, report.filevault_profiles, report.declarations_active
     ));
     step.done(format!(
         "refused a Mac with a certificate from an unknown CA (HTTP {}); the server has stopped",

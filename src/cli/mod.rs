@@ -15,6 +15,7 @@ mod push;
 mod serve;
 mod set;
 mod token;
+mod transfer;
 
 pub use context::Ctx;
 pub use output::Format;
@@ -110,6 +111,8 @@ pub enum Command {
     Mdm(mdm::MdmCommand),
     /// Wake devices now (an APNs push), so they check in.
     Push(push::PushArgs),
+    /// Move devices into a team (or out of any): their profiles follow.
+    Transfer(transfer::TransferArgs),
     /// Admin API tokens for `--server` and CI.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -140,6 +143,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Mdm(cmd) => mdm::run(&ctx, cmd),
         Command::Push(args) => push::run(&ctx, args),
+        Command::Transfer(args) => transfer::run(&ctx, args),
         Command::Token(cmd) => token::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
     }?;

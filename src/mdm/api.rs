@@ -36,6 +36,14 @@ pub struct PushRequest {
     pub devices: Vec<String>,
 }
 
+/// `POST /api/v1/transfer`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// `None`: out of any team.
+    pub team: Option<String>,
+    pub devices: Vec<String>,
+}
+
 /// `GET /api/v1/devices` filters.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct DeviceFilter {
@@ -238,6 +246,11 @@ impl ApiClient {
                 .get(format!("{}/devices/{}/commands", self.base, encode(id)))
                 .query(&[("limit", limit)]),
         )
+    }
+
+    /// Move devices into a team (`None`: out of any team).
+    pub fn transfer(&self, req: &TransferRequest) -> Result<super::Transferred, ApiClientError> {
+        self.call(self.http.post(format!("{}/transfer", self.base)).json(req))
     }
 
     /// A device's escrowed FileVault recovery key (the server records the viewing).

@@ -319,6 +319,63 @@ pub fn resolve_devices(
     Ok((found, unknown))
 }
 
+/// What a team transfer did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Transferred {
+    /// The team the devices are in now (`None`: no team, the global settings apply).
+    pub team: Option<String>,
+    pub moved: Vec<String>,
+    /// Already in that team.
+    pub unchanged: Vec<String>,
+    /// Named but not in the store.
+    pub unknown: Vec<String>,
+}
+
+/// Move the devices named by `targets` into `team` (`None`: out of any team), in one
+/// transaction: each moved device is marked for reconciliation (the new team's profiles are
+/// installed, the old team's removed) and the move is recorded. `Ok(Err(team))` when there is
+/// no such team.
+pub fn transfer(
+    tx: &mut dyn Tx,
+    team: Option<&str>,
+    targets: &[String],
+    actor: &str,
+) -> Result<Result<Transferred, String>, StoreError> {
+    if let Some(t) = team
+        && !tx.teams()?.iter().any(|x| x.name == t)
+    {
+        return Ok(Err(t.to_string()));
+    }
+    let (ids, unknown) = resolve_devices(tx, targets)?;
+    let mut out = Transferred {
+        team: team.map(str::to_string),
+        moved: Vec::new(),
+        unchanged: Vec::new(),
+        unknown,
+    };
+    for id in ids {
+        let from = tx.device_team(&id)?;
+        if from.as_deref() == team {
+            out.unchanged.push(id);
+            continue;
+        }
+        tx.set_device_team(&id, team)?;
+        tx.record_activity(&NewActivity {
+            actor: actor.to_string(),
+            kind: "device.team_transfer".into(),
+            device_id: Some(id.clone()),
+            summary: format!(
+                "moved {id} from {} to {}",
+                from.as_deref().unwrap_or("no team"),
+                team.unwrap_or("no team")
+            ),
+            details: serde_json::json!({ "from": from, "to": team }),
+        })?;
+        out.moved.push(id);
+    }
+    Ok(Ok(out))
+}
+
 /// Queue `command` for the devices named by `targets`, record who did it, and push unless told
 /// not to. One transaction for the queueing: all targets get it or none.
 pub async fn send(

@@ -35,6 +35,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/commands", post(send_command))
         .route("/commands/{uuid}", get(command))
         .route("/push", post(push))
+        .route("/transfer", post(transfer))
         .route("/scep/challenges", post(challenge))
         .route("/apply", post(apply))
         .route("/activities", get(activities))
@@ -343,6 +344,29 @@ async fn command(
         ));
     }
     Ok(Json(entries).into_response())
+}
+
+async fn transfer(
+    State(st): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Json(req): Json<crate::mdm::api::TransferRequest>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let out = blocking(move || {
+        store.write(|tx| crate::mdm::transfer(tx, req.team.as_deref(), &req.devices, &who))
+    })
+    .await?;
+    match out {
+        Ok(t) if t.moved.is_empty() && t.unchanged.is_empty() => Err(ApiError::not_found(
+            format!("no such devices: {}", t.unknown.join(", ")),
+            DEVICES_HINT,
+        )),
+        Ok(t) => Ok(Json(t).into_response()),
+        Err(team) => Err(ApiError::not_found(
+            format!("no team `{team}`"),
+            "teams come from `mdmctl apply`: add a `kind: team` document, apply it, then transfer",
+        )),
+    }
 }
 
 async fn push(

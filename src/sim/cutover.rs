@@ -2,7 +2,8 @@
 //! on the store the old MDM was imported into, the APNs stand-in plays Apple's gateway, the old
 //! MDM's Macs check in with the identities its CA issued, then one command goes to all of them
 //! (queued, pushed to their old tokens, fetched and acknowledged), the profiles `apply` put in
-//! desired state are delivered and verified, and an impostor is refused.
+//! desired state are delivered and verified, FileVault keys are escrowed once users log out,
+//! the update declaration reaches the Macs it is for, and an impostor is refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,13 @@ pub struct CutoverReport {
     pub profiles_failed: i64,
     /// Profiles the old MDM installed, left alone.
     pub profiles_unmanaged: i64,
+    /// Macs whose users logged out, turning FileVault on, and whose recovery key mdmctl
+    /// escrowed (of those that got the FileVault profile).
+    pub filevault_escrowed: usize,
+    pub filevault_profiles: usize,
+    /// Macs on macOS 14 or later below their minimum version reporting the software-update
+    /// declaration active.
+    pub declarations_active: usize,
     /// What the server answered a Mac presenting a certificate from an unknown CA.
     pub impostor_status: u16,
     pub elapsed: Duration,
@@ -68,8 +76,9 @@ pub async fn run(
     ));
     let mut config = ServeConfig::new(url);
     config.organization = organization.to_string();
-    // Deliver profiles promptly: the demo waits for them.
+    // Deliver profiles promptly and ask for FileVault keys again soon: the demo waits for them.
     config.reconcile.interval = Duration::from_millis(250);
+    config.reconcile.filevault_recheck = Duration::from_millis(500);
     let state = AppState::new(store.clone(), config, pushes.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
@@ -183,9 +192,71 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // 4. FileVault: the users of the Macs that got the FileVault profile log out; FileVault
+    //    turns on and macOS escrows the recovery key, which `serve` fetches with SecurityInfo.
+    let with_filevault: Vec<&Arc<SimDevice>> = devices
+        .iter()
+        .filter(|d| d.escrow_certificate().is_some())
+        .collect();
+    report.filevault_profiles = with_filevault.len();
+    for (i, d) in with_filevault.iter().enumerate() {
+        d.turn_on_filevault(&format!("DEMO-{:04}-KEYA-BBBB-CCCC-DDDD", i))?;
+    }
+    loop {
+        let s = store.clone();
+        let counts =
+            tokio::task::spawn_blocking(move || s.read(|tx| tx.disk_encryption_counts(None)))
+                .await
+                .map_err(|e| crate::store::StoreError::Decode(e.to_string()))??;
+        report.filevault_escrowed = counts
+            .iter()
+            .find(|(state, _)| *state == crate::store::FdeState::Verified)
+            .map_or(0, |(_, n)| usize::try_from(*n).unwrap_or(0));
+        if report.filevault_escrowed >= with_filevault.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            waker.abort();
+            return Err(CutoverError::Timeout(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 5. Update enforcement: the Macs the software-update declaration is for sync it by DDM and
+    //    report it active.
+    let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
+    loop {
+        let s = store.clone();
+        let ids = ids.clone();
+        let (wanted, active) = tokio::task::spawn_blocking(move || {
+            s.read(|tx| {
+                let (mut wanted, mut active) = (0, 0);
+                for id in &ids {
+                    let decls = crate::reconcile::declarations::device_declarations(tx, id)?;
+                    wanted += usize::from(!decls.is_empty());
+                    active += usize::from(tx.declaration_statuses(id)?.iter().any(|d| {
+                        d.identifier == crate::apple::profile::SOFTWARE_UPDATE_ID
+                            && d.active == Some(true)
+                    }));
+                }
+                Ok::<_, crate::store::StoreError>((wanted, active))
+            })
+        })
+        .await
+        .map_err(|e| crate::store::StoreError::Decode(e.to_string()))??;
+        report.declarations_active = active;
+        if active >= wanted {
+            break;
+        }
+        if Instant::now() > deadline {
+            waker.abort();
+            return Err(CutoverError::Timeout(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     waker.abort();
 
-    // 4. A Mac whose certificate no trusted CA issued.
+    // 6. A Mac whose certificate no trusted CA issued.
     let (stranger_cert, stranger_key) = stranger()?;
     let topic = devices.first().and_then(|d| d.topic()).unwrap_or_default();
     let impostor = SimDevice::with_key(

@@ -306,24 +306,81 @@ async fn a_team_transfer_swaps_the_teams_profiles() {
         &["com.example.design", "com.example.sales"],
     );
 
-    s.store
-        .write(|tx| tx.set_device_team(&mac.udid, Some("Design")))
-        .unwrap();
+    // An admin moves the Mac on the store (a second process beside `serve`)...
+    let (ok, out, err) = mdmctl(
+        &s,
+        None,
+        &["transfer", "--team", "Design", "--serial", &mac.serial],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Moved 1 device(s) to Design."), "{out}");
+    let (ok, _, err) = mdmctl(
+        &s,
+        None,
+        &["transfer", "--team", "Nope", "--udid", &mac.udid],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("no team `Nope`") && err.contains("hint:"),
+        "{err}"
+    );
     wait_for(10, "the Design profile verified", || {
         status(s.store.as_ref(), &mac.udid, "com.example.design") == Some(ProfileState::Verified)
     })
     .await;
     assert_eq!(installed(mac), vec!["com.example.design".to_string()]);
 
-    s.store
-        .write(|tx| tx.set_device_team(&mac.udid, Some("Sales")))
-        .unwrap();
+    // ... and then through the API.
+    let (ok, token, err) = mdmctl(&s, None, &["token", "create", "--name", "it"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = mdmctl(
+        &s,
+        Some(token.trim()),
+        &[
+            "--format", "json", "transfer", "--team", "Sales", "--udid", &mac.udid, "--udid",
+            "GHOST",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["moved"][0], mac.udid.as_str());
+    assert_eq!(j["unknown"][0], "GHOST");
+    assert!(err.contains("no such devices: GHOST"), "{err}");
     wait_for(10, "the Sales profile verified, Design's removed", || {
         status(s.store.as_ref(), &mac.udid, "com.example.sales") == Some(ProfileState::Verified)
             && status(s.store.as_ref(), &mac.udid, "com.example.design").is_none()
     })
     .await;
     assert_eq!(installed(mac), vec!["com.example.sales".to_string()]);
+    let (ok, out, _) = mdmctl(
+        &s,
+        None,
+        &[
+            "--format",
+            "json",
+            "get",
+            "activities",
+            "--type",
+            "device.team_transfer",
+        ],
+    )
+    .await;
+    assert!(ok);
+    let log: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let actors: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors.len(), 2, "{actors:?}");
+    assert!(
+        actors[0].starts_with("tester") && actors[1] == "api:it",
+        "{actors:?}"
+    );
 
     waker.abort();
     s.stop().await;
