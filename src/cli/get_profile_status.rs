@@ -71,38 +71,42 @@ pub fn device_profiles(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 }
 
 pub fn summary(ctx: &Ctx, team: Option<String>) -> anyhow::Result<()> {
-    let (counts, known) = match ctx.remote()? {
-        Some(api) => (api.profile_status(team.as_deref())?, true),
+    let found = match ctx.remote()? {
+        Some(api) => Some(api.profile_status(team.as_deref())?),
         None => {
             let store = ctx.open_store()?;
-            store.read(|tx| -> Result<_, StoreError> {
-                let known = match &team {
-                    Some(t) => tx.teams()?.iter().any(|x| &x.name == t),
-                    None => true,
-                };
-                Ok((tx.profile_status_counts(team.as_deref().map(Some))?, known))
-            })?
+            store.read(|tx| crate::mdm::compliance(tx, team.as_deref()))?
         }
     };
-    if !known {
+    let Some(c) = found else {
         let t = team.unwrap_or_default();
         return Err(UserError::new(format!("no team `{t}`"))
             .with_hint("list teams with `mdmctl get teams`")
             .into());
-    }
+    };
     if ctx.json() {
-        return print_json(&counts);
+        return print_json(&c);
     }
-    print_lines(&key_values(
+    let p = &c.profiles;
+    let mut lines = key_values(
         0,
         &[
             ("Scope", team.unwrap_or_else(|| "all devices".into())),
-            ("Verified", counts.verified.to_string()),
-            ("Verifying", counts.verifying.to_string()),
-            ("Pending", counts.pending.to_string()),
-            ("Failed", counts.failed.to_string()),
-            ("Removing", counts.removing.to_string()),
-            ("Unmanaged", counts.unmanaged.to_string()),
+            ("Verified", p.verified.to_string()),
+            ("Verifying", p.verifying.to_string()),
+            ("Pending", p.pending.to_string()),
+            ("Failed", p.failed.to_string()),
+            ("Removing", p.removing.to_string()),
+            ("Unmanaged", p.unmanaged.to_string()),
         ],
-    ))
+    );
+    if !c.disk_encryption.is_empty() {
+        let parts: Vec<String> = c
+            .disk_encryption
+            .iter()
+            .map(|(state, n)| format!("{n} {}", state.replace('_', " ")))
+            .collect();
+        lines.push(format!("FileVault: {}", parts.join(", ")));
+    }
+    print_lines(&lines)
 }

@@ -276,11 +276,8 @@ impl ApiClient {
         )
     }
 
-    /// Profile delivery counts, over all devices or one team's.
-    pub fn profile_status(
-        &self,
-        team: Option<&str>,
-    ) -> Result<crate::store::ProfileStatusCounts, ApiClientError> {
+    /// Profile delivery and FileVault counts, over all devices or one team's.
+    pub fn profile_status(&self, team: Option<&str>) -> Result<super::Compliance, ApiClientError> {
         let mut req = self.http.get(format!("{}/profile-status", self.base));
         if let Some(t) = team {
             req = req.query(&[("team", t)]);

@@ -319,6 +319,37 @@ pub fn resolve_devices(
     Ok((found, unknown))
 }
 
+/// How a scope complies: its device profiles per delivery state and its devices per FileVault
+/// state (`get profile-status`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Compliance {
+    #[serde(flatten)]
+    pub profiles: crate::store::ProfileStatusCounts,
+    /// Devices per FileVault state (`enforcing`, `verifying`, `verified`, `action_required`),
+    /// for the devices FileVault is enforced on.
+    #[serde(default)]
+    pub disk_encryption: std::collections::BTreeMap<String, i64>,
+}
+
+/// The compliance of all devices (`team` `None`) or one team's; `None` when there is no such
+/// team.
+pub fn compliance(tx: &mut dyn Tx, team: Option<&str>) -> Result<Option<Compliance>, StoreError> {
+    if let Some(t) = team
+        && !tx.teams()?.iter().any(|x| x.name == t)
+    {
+        return Ok(None);
+    }
+    let scope = team.map(Some);
+    Ok(Some(Compliance {
+        profiles: tx.profile_status_counts(scope)?,
+        disk_encryption: tx
+            .disk_encryption_counts(scope)?
+            .into_iter()
+            .map(|(state, n)| (state.as_str().to_string(), n))
+            .collect(),
+    }))
+}
+
 /// What a team transfer did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Transferred {

@@ -255,18 +255,8 @@ async fn profile_status(
 ) -> Result<Response, ApiError> {
     let store = st.store.clone();
     let team = q.team.clone();
-    let out = blocking(move || {
-        store.read(|tx| {
-            if let Some(t) = &team
-                && !tx.teams()?.iter().any(|x| &x.name == t)
-            {
-                return Ok(None);
-            }
-            tx.profile_status_counts(team.as_deref().map(Some))
-                .map(Some)
-        })
-    })
-    .await?;
+    let out =
+        blocking(move || store.read(|tx| crate::mdm::compliance(tx, team.as_deref()))).await?;
     out.map(|c| Json(c).into_response()).ok_or_else(|| {
         ApiError::not_found(
             format!("no team `{}`", q.team.unwrap_or_default()),

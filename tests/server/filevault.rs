@@ -125,6 +125,9 @@ async fn the_recovery_key_is_escrowed_and_every_viewing_is_recorded() {
     assert_eq!(by_serial.json()["key"], key);
     assert_eq!(by_serial.json()["device_id"], mac.udid.as_str());
 
+    let summary = mdmctl(&s, None, &["get", "profile-status"]).await;
+    summary.success().stdout_has("FileVault: 1 verified");
+
     let device = mdmctl(&s, None, &["get", "device", &mac.udid]).await;
     device
         .success()
@@ -143,6 +146,15 @@ async fn the_recovery_key_is_escrowed_and_every_viewing_is_recorded() {
     .await;
     remote.success();
     assert_eq!(remote.stdout.trim(), key);
+    let counts = mdmctl(
+        &s,
+        Some(&token),
+        &["--format", "json", "get", "profile-status"],
+    )
+    .await;
+    counts.success();
+    assert_eq!(counts.json()["disk_encryption"]["verified"], 1);
+    assert_eq!(counts.json()["verified"], 1, "the FileVault profile itself");
     let unknown = mdmctl(
         &s,
         Some(&token),
