@@ -17,11 +17,9 @@ use plist::Value;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use super::{ACTOR, Answer, Policy};
-use crate::apple::command::{Command, named};
-use crate::store::{
-    AssetKind, DiskEncryption, FdeState, NewActivity, NewCommand, QueueStatus, StoreError, Tx,
-};
+use super::{ACTOR, Answer, Policy, enqueue_one};
+use crate::apple::command::named;
+use crate::store::{AssetKind, DiskEncryption, FdeState, NewActivity, QueueStatus, StoreError, Tx};
 use crate::timestamp::Timestamp;
 
 /// Reason shown once the key is escrowed.
@@ -84,26 +82,13 @@ pub fn queue_checks(tx: &mut dyn Tx, device_ids: &[String]) -> Result<Vec<String
         return Ok(channels);
     }
     let c = named::security_info();
-    enqueue(tx, &c, &channels)?;
+    enqueue_one(tx, &c, &channels)?;
     for mut row in rows {
         row.command_uuid = Some(c.uuid.clone());
         row.updated_at = now;
         tx.put_disk_encryption(&row)?;
     }
     Ok(channels)
-}
-
-fn enqueue(tx: &mut dyn Tx, c: &Command, channels: &[String]) -> Result<(), StoreError> {
-    tx.enqueue(
-        &NewCommand {
-            uuid: &c.uuid,
-            request_type: &c.request_type,
-            plist: &c.plist,
-            created_by: ACTOR,
-        },
-        channels,
-    )?;
-    Ok(())
 }
 
 /// What a SecurityInfo answer says about FileVault.
@@ -278,7 +263,7 @@ fn rotate(
         return Ok(false);
     };
     let c = named::rotate_filevault_key(password, &cert);
-    enqueue(tx, &c, &[channel])?;
+    enqueue_one(tx, &c, &[channel])?;
     row.status = FdeState::Verifying;
     row.reason =
         Some("rotating the recovery key: the one the Mac escrowed cannot be decrypted".into());
@@ -298,20 +283,14 @@ pub fn on_result(
     device_id: &str,
     answer: &Answer<'_>,
 ) -> Result<(), StoreError> {
-    let Answer {
-        command_uuid,
-        request_type,
-        status,
-        body,
-        error_chain,
-    } = *answer;
+    let (request_type, status, body) = (answer.request_type, answer.status, answer.body);
     if status == QueueStatus::NotNow {
         return Ok(());
     }
     let Some(mut row) = tx.disk_encryption(device_id)? else {
         return Ok(());
     };
-    let ours = row.command_uuid.as_deref() == Some(command_uuid);
+    let ours = row.command_uuid.as_deref() == Some(answer.command_uuid);
     if !ours && request_type == "RotateFileVaultKey" {
         return Ok(());
     }
@@ -320,7 +299,8 @@ pub fn on_result(
     }
     let now = Timestamp::now();
     if status != QueueStatus::Acknowledged {
-        let what = error_chain
+        let what = answer
+            .error_chain
             .and_then(|c| c.get(0))
             .and_then(|e| e.get("LocalizedDescription"))
             .and_then(|d| d.as_str())

@@ -145,7 +145,8 @@ struct Group {
     channels: Vec<String>,
 }
 
-fn enqueue_one(
+/// Queue one stored command (created by the reconciler) to these channels.
+pub(crate) fn enqueue_one(
     tx: &mut dyn Tx,
     c: &crate::apple::command::Command,
     channels: &[String],

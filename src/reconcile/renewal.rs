@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{ACTOR, Answer};
 use crate::apple::command::named;
 use crate::apple::enroll::{EnrollmentProfile, ScepPayload};
-use crate::store::{NewActivity, NewCommand, QueueStatus, Renewal, RenewalState, StoreError, Tx};
+use crate::store::{NewActivity, QueueStatus, Renewal, RenewalState, StoreError, Tx};
 use crate::timestamp::Timestamp;
 
 /// What the old MDM's enrollment profile says, as a renewal must keep it.
@@ -159,15 +159,7 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
             access_rights: m.access_rights,
         };
         let c = named::install_profile(profile.to_xml());
-        tx.enqueue(
-            &NewCommand {
-                uuid: &c.uuid,
-                request_type: &c.request_type,
-                plist: &c.plist,
-                created_by: ACTOR,
-            },
-            std::slice::from_ref(&channel),
-        )?;
+        super::enqueue_one(tx, &c, std::slice::from_ref(&channel))?;
         tx.put_renewal(&Renewal {
             device_id: device_id.clone(),
             status: RenewalState::Sent,

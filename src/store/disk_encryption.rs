@@ -240,14 +240,7 @@ impl DiskEncryptionState for SqlTx<'_> {
              LEFT JOIN teams t ON t.id = d.team_id",
         );
         let mut params: Vec<super::sql::Val<'_>> = Vec::new();
-        match scope {
-            None => {}
-            Some(None) => sql.push_str(" WHERE d.team_id IS NULL"),
-            Some(Some(team)) => {
-                sql.push_str(" WHERE t.name = ?");
-                params.push(team.into());
-            }
-        }
+        super::sql::push_scope(scope, &mut sql, &mut params);
         sql.push_str(" GROUP BY e.status");
         let mut out = self
             .conn

@@ -376,14 +376,7 @@ impl ProfileStatus for SqlTx<'_> {
              LEFT JOIN teams t ON t.id = d.team_id",
         );
         let mut params: Vec<Val<'_>> = Vec::new();
-        match scope {
-            None => {}
-            Some(None) => sql.push_str(" WHERE d.team_id IS NULL"),
-            Some(Some(team)) => {
-                sql.push_str(" WHERE t.name = ?");
-                params.push(team.into());
-            }
-        }
+        super::sql::push_scope(scope, &mut sql, &mut params);
         sql.push_str(" GROUP BY p.status");
         let mut c = ProfileStatusCounts::default();
         for r in self.conn.query(&sql, &params)? {

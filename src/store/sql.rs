@@ -173,6 +173,23 @@ impl dyn Conn + '_ {
 
 /// Rewrite `?` placeholders as PostgreSQL's `$1, $2, …`. Our statements never put `?` inside
 /// string literals, so a plain scan is enough.
+/// Narrow a query over `devices d LEFT JOIN teams t` to a scope: `None` every device,
+/// `Some(None)` devices in no team, `Some(Some(team))` that team's.
+pub(crate) fn push_scope<'a>(
+    scope: Option<Option<&'a str>>,
+    sql: &mut String,
+    params: &mut Vec<Val<'a>>,
+) {
+    match scope {
+        None => {}
+        Some(None) => sql.push_str(" WHERE d.team_id IS NULL"),
+        Some(Some(team)) => {
+            sql.push_str(" WHERE t.name = ?");
+            params.push(team.into());
+        }
+    }
+}
+
 pub(crate) fn numbered_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut n = 0;

@@ -37,6 +37,26 @@ pub(crate) async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> Ru
     .unwrap()
 }
 
+/// `mdmctl token create --name NAME`: the new token.
+pub(crate) async fn token(s: &Server, name: &str) -> String {
+    let created = mdmctl(s, None, &["token", "create", "--name", name]).await;
+    created.success();
+    created.stdout.trim().to_string()
+}
+
+/// The activity log's entries of a type (or a family ending in `.`), read with `mdmctl get
+/// activities --format json` on the store.
+pub(crate) async fn activities(s: &Server, kind: &str) -> Vec<serde_json::Value> {
+    let log = mdmctl(
+        s,
+        None,
+        &["--format", "json", "get", "activities", "--type", kind],
+    )
+    .await;
+    log.success();
+    log.json().as_array().cloned().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ci_pipeline_sends_commands_through_the_api() {
     let s = Server::start(Options::default()).await;

@@ -135,9 +135,7 @@ async fn the_recovery_key_is_escrowed_and_every_viewing_is_recorded() {
     assert!(!device.stdout.contains(key));
 
     // Through the API, as the token's name.
-    let token = mdmctl(&s, None, &["token", "create", "--name", "helpdesk"]).await;
-    token.success();
-    let token = token.stdout.trim().to_string();
+    let token = crate::api::token(&s, "helpdesk").await;
     let remote = mdmctl(
         &s,
         Some(&token),
@@ -169,22 +167,7 @@ async fn the_recovery_key_is_escrowed_and_every_viewing_is_recorded() {
     );
 
     // Who viewed which device's key, and when: three viewings, none printing the key.
-    let log = mdmctl(
-        &s,
-        None,
-        &[
-            "--format",
-            "json",
-            "get",
-            "activities",
-            "--type",
-            "filevault.key_viewed",
-        ],
-    )
-    .await;
-    log.success();
-    let entries = log.json();
-    let entries = entries.as_array().unwrap();
+    let entries = crate::api::activities(&s, "filevault.key_viewed").await;
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert!(entries.iter().all(|e| e["device_id"] == mac.udid.as_str()));
     assert!(entries.iter().any(|e| e["actor"] == "api:helpdesk"));
@@ -193,7 +176,7 @@ async fn the_recovery_key_is_escrowed_and_every_viewing_is_recorded() {
             .iter()
             .any(|e| e["actor"].as_str().unwrap().starts_with("tester"))
     );
-    assert!(!log.stdout.contains(key));
+    assert!(!serde_json::to_string(&entries).unwrap().contains(key));
 
     // The key is sealed at rest.
     let db = std::fs::read(s.dir.path().join("mdmctl.db")).unwrap();
@@ -253,11 +236,10 @@ async fn keys_escrowed_to_the_old_mdm_decrypt_with_its_imported_ca_and_unreadabl
         "FRST-KEYA-AAAA-BBBB-CCCC-DDDD",
     ));
     // An admin asks (through the running server, which pushes).
-    let token = mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
-    token.success();
+    let token = crate::api::token(&s, "ops").await;
     mdmctl(
         &s,
-        Some(token.stdout.trim()),
+        Some(&token),
         &["mdm", "security-info", "--udid", &rotated.udid],
     )
     .await

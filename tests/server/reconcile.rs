@@ -94,6 +94,14 @@ async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> (bool, String
     (run.code == 0, run.stdout, run.stderr)
 }
 
+/// How many commands of a type the Mac has answered.
+pub(crate) fn handled(mac: &SimDevice, request: &str) -> usize {
+    mac.handled()
+        .iter()
+        .filter(|h| h.request_type == request)
+        .count()
+}
+
 fn installed(mac: &SimDevice) -> Vec<String> {
     mac.profiles().into_iter().map(|p| p.identifier).collect()
 }
@@ -333,8 +341,7 @@ async fn a_team_transfer_swaps_the_teams_profiles() {
     assert_eq!(installed(mac), vec!["com.example.design".to_string()]);
 
     // ... and then through the API.
-    let (ok, token, err) = mdmctl(&s, None, &["token", "create", "--name", "it"]).await;
-    assert!(ok, "{err}");
+    let token = crate::api::token(&s, "it").await;
     let (ok, out, err) = mdmctl(
         &s,
         Some(token.trim()),
@@ -355,27 +362,8 @@ async fn a_team_transfer_swaps_the_teams_profiles() {
     })
     .await;
     assert_eq!(installed(mac), vec!["com.example.sales".to_string()]);
-    let (ok, out, _) = mdmctl(
-        &s,
-        None,
-        &[
-            "--format",
-            "json",
-            "get",
-            "activities",
-            "--type",
-            "device.team_transfer",
-        ],
-    )
-    .await;
-    assert!(ok);
-    let log: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let actors: Vec<&str> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["actor"].as_str().unwrap())
-        .collect();
+    let log = crate::api::activities(&s, "device.team_transfer").await;
+    let actors: Vec<&str> = log.iter().map(|e| e["actor"].as_str().unwrap()).collect();
     assert_eq!(actors.len(), 2, "{actors:?}");
     assert!(
         actors[0].starts_with("tester") && actors[1] == "api:it",

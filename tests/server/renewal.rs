@@ -7,7 +7,7 @@ use mdmctl::sim::device::{Fleet, IdentityMode, SimDevice};
 use mdmctl::store::RenewalState;
 
 use crate::harness::{Ca, Options, Renew, Server};
-use crate::reconcile::wait_for;
+use crate::reconcile::{handled, wait_for};
 
 const OLD_PROFILE: &str = "com.oldmdm.enrollment";
 
@@ -16,13 +16,6 @@ fn renewal(s: &Server, udid: &str) -> Option<(RenewalState, Option<String>)> {
         .read(|tx| tx.renewal(udid))
         .unwrap()
         .map(|r| (r.status, r.reason))
-}
-
-fn handled(mac: &SimDevice, request: &str) -> usize {
-    mac.handled()
-        .iter()
-        .filter(|h| h.request_type == request)
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,11 +64,10 @@ async fn a_migrated_mac_near_expiry_renews_through_scep_and_keeps_working() {
     assert_eq!(stored.identity_sha256, due.identity_sha256());
     let new_expiry = stored.identity_not_after.unwrap();
     assert!(new_expiry.0 > mdmctl::timestamp::Timestamp::now().0 + 300 * 86_400);
-    let token = crate::api::mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
-    token.success();
+    let token = crate::api::token(&s, "ops").await;
     crate::api::mdmctl(
         &s,
-        Some(token.stdout.trim()),
+        Some(&token),
         &["mdm", "device-information", "--udid", &due.udid],
     )
     .await
@@ -107,24 +99,8 @@ async fn a_migrated_mac_near_expiry_renews_through_scep_and_keeps_working() {
 
     let shown = crate::api::mdmctl(&s, None, &["get", "device", &due.udid]).await;
     shown.success().stdout_has("Identity renewal: renewed");
-    let log = crate::api::mdmctl(
-        &s,
-        None,
-        &[
-            "--format",
-            "json",
-            "get",
-            "activities",
-            "--type",
-            "identity.",
-        ],
-    )
-    .await;
-    log.success();
-    let kinds: Vec<String> = log
-        .json()
-        .as_array()
-        .unwrap()
+    let kinds: Vec<String> = crate::api::activities(&s, "identity.")
+        .await
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();

@@ -8,7 +8,7 @@ use mdmctl::sim::device::{Fleet, IdentityMode, SimDevice};
 use mdmctl::store::{ProfileState, Store};
 
 use crate::harness::{Options, Server};
-use crate::reconcile::{apply, status, wait_for};
+use crate::reconcile::{apply, handled, status, wait_for};
 
 fn updates(minimum: &str) -> String {
     format!(
@@ -35,13 +35,6 @@ fn held_token(mac: &SimDevice, id: &str) -> Option<String> {
         .into_iter()
         .find(|d| d.identifier == id)
         .map(|d| d.server_token)
-}
-
-fn handled(mac: &SimDevice, request: &str) -> usize {
-    mac.handled()
-        .iter()
-        .filter(|h| h.request_type == request)
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,9 +117,7 @@ async fn schedule_os_update_and_available_updates_through_the_api() {
     let s = Server::start(Options::default()).await;
     let mac = s.enroll_os(1, "15.1", IdentityMode::Signature).await;
     let waker = Fleet::new([mac.clone()]).wake_on_push(s.apns.subscribe());
-    let token = crate::api::mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
-    token.success();
-    let token = token.stdout.trim().to_string();
+    let token = crate::api::token(&s, "ops").await;
 
     crate::api::mdmctl(
         &s,
