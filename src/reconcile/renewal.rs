@@ -122,6 +122,7 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
                 status: RenewalState::Failed,
                 old_sha256,
                 command_uuid: None,
+                challenge_sha256: None,
                 reason: Some(reason.clone()),
                 updated_at: now,
             })?;
@@ -134,7 +135,7 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
             })?;
             continue;
         };
-        let challenge = mint_challenge(tx, now)?;
+        let (challenge, challenge_sha256) = mint_challenge(tx, now)?;
         let profile = EnrollmentProfile {
             identifier: m.identifier.clone(),
             display_name: format!("{} device management", policy.organization),
@@ -165,6 +166,7 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
             status: RenewalState::Sent,
             old_sha256,
             command_uuid: Some(c.uuid.clone()),
+            challenge_sha256: Some(challenge_sha256),
             reason: None,
             updated_at: now,
         })?;
@@ -183,14 +185,14 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
     Ok(push)
 }
 
-/// A one-time SCEP challenge for one renewal (valid 30 days).
-fn mint_challenge(tx: &mut dyn Tx, now: Timestamp) -> Result<String, StoreError> {
+/// A one-time SCEP challenge for one renewal (valid 30 days) and its SHA-256.
+fn mint_challenge(tx: &mut dyn Tx, now: Timestamp) -> Result<(String, String), StoreError> {
     let mut raw = [0u8; 24];
     openssl::rand::rand_bytes(&mut raw).map_err(|e| StoreError::Decode(e.to_string()))?;
     let challenge = hex::encode(raw);
     let hash = hex::encode(openssl::sha::sha256(challenge.as_bytes()));
     tx.add_scep_challenge(&hash, now.plus_days(30), ACTOR)?;
-    Ok(challenge)
+    Ok((challenge, hash))
 }
 
 /// The device's answer to a renewal's InstallProfile: a refusal fails the renewal with Apple's
@@ -240,8 +242,9 @@ pub fn on_result(
 }
 
 /// The device presented an identity that is not the recorded one: is it this device's
-/// verifiable renewal (a renewal outstanding, the certificate from mdmctl's issuing CA, not
-/// bound to any other device)?
+/// verifiable renewal? A renewal outstanding for this UDID, a certificate from mdmctl's issuing
+/// CA, issued by SCEP under the one-time challenge only this device's renewal profile carried,
+/// and bound to no other device.
 pub fn is_renewal(
     tx: &mut dyn Tx,
     device_id: &str,
@@ -254,7 +257,21 @@ pub fn is_renewal(
     let Some(r) = tx.renewal(device_id)? else {
         return Ok(false);
     };
-    Ok(r.status == RenewalState::Sent && tx.device_by_identity(sha256)?.is_none())
+    let Some(challenge) = r
+        .challenge_sha256
+        .as_deref()
+        .filter(|_| r.status == RenewalState::Sent)
+    else {
+        return Ok(false);
+    };
+    if tx.challenge_issued(challenge)?.as_deref() != Some(sha256) {
+        warn!(
+            device = device_id,
+            "a certificate from mdmctl's CA that this device's renewal did not issue; not accepted"
+        );
+        return Ok(false);
+    }
+    Ok(tx.device_by_identity(sha256)?.is_none())
 }
 
 /// Move the device's association to its renewed identity.

@@ -121,9 +121,15 @@ fn pki_operation(st: &AppState, der: &[u8]) -> Response {
         Ok(c) => c,
         Err(e) => return fail(e.fail_info(), &e.to_string()),
     };
+    // The one-time challenge used, to remember what was issued under it.
+    let mut one_time = None;
     let how = match csr.kind {
         RequestKind::PkcsReq => match check_challenge(st, csr.challenge_password.as_deref()) {
-            Ok(how) => how,
+            Ok(Some(hash)) => {
+                one_time = Some(hash);
+                "one-time challenge"
+            }
+            Ok(None) => "static challenge",
             Err(why) => return fail(FailInfo::BadRequest, &why),
         },
         RequestKind::RenewalReq => {
@@ -153,7 +159,10 @@ fn pki_operation(st: &AppState, der: &[u8]) -> Response {
     };
     if let Ok(i) = info {
         info!(subject = %i.subject, serial = %i.serial, how, "SCEP: issued an identity");
-        let _ = st.store.write(|tx| {
+        let recorded = st.store.write(|tx| {
+            if let Some(hash) = &one_time {
+                tx.set_challenge_issued(hash, &i.sha256)?;
+            }
             tx.record_activity(&NewActivity {
                 actor: "serve".into(),
                 kind: "scep.issued".into(),
@@ -162,13 +171,22 @@ fn pki_operation(st: &AppState, der: &[u8]) -> Response {
                 details: serde_json::json!({ "subject": i.subject, "serial": i.serial, "sha256": i.sha256, "not_after": i.not_after, "how": how }),
             })
         });
+        if let Err(e) = recorded {
+            warn!(error = %e, "SCEP: cannot record the issued identity");
+            // A renewal is recognized by what its challenge issued: without the record the
+            // device could not use the certificate, so it asks again later.
+            if one_time.is_some() {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        }
     }
     pki_message(reply)
 }
 
 /// A PKCSReq must carry the static challenge (compared in constant time) or an unused
-/// one-time challenge minted by `/enroll` or the API.
-fn check_challenge(st: &AppState, presented: Option<&str>) -> Result<&'static str, String> {
+/// one-time challenge minted by `/enroll`, the API or a renewal; `Some(its SHA-256)` for a
+/// one-time challenge.
+fn check_challenge(st: &AppState, presented: Option<&str>) -> Result<Option<String>, String> {
     let Some(p) = presented.filter(|p| !p.is_empty()) else {
         return Err("no challenge password".into());
     };
@@ -176,11 +194,11 @@ fn check_challenge(st: &AppState, presented: Option<&str>) -> Result<&'static st
         && fixed.len() == p.len()
         && memcmp::eq(fixed.as_bytes(), p.as_bytes())
     {
-        return Ok("static challenge");
+        return Ok(None);
     }
     let hash = hex::encode(openssl::sha::sha256(p.as_bytes()));
     match st.store.write(|tx| tx.use_scep_challenge(&hash)) {
-        Ok(true) => Ok("one-time challenge"),
+        Ok(true) => Ok(Some(hash)),
         Ok(false) => Err("wrong, used or expired challenge".into()),
         Err(e) => Err(format!("store: {e}")),
     }

@@ -49,6 +49,8 @@ pub struct Renewal {
     /// The identity (SHA-256) being replaced.
     pub old_sha256: String,
     pub command_uuid: Option<String>,
+    /// SHA-256 of the one-time SCEP challenge the renewal profile carries.
+    pub challenge_sha256: Option<String>,
     pub reason: Option<String>,
     pub updated_at: Timestamp,
 }
@@ -67,7 +69,8 @@ pub trait Renewals {
     ) -> Result<Vec<String>, StoreError>;
 }
 
-const COLUMNS: &str = "device_id, status, old_sha256, command_uuid, reason, updated_at";
+const COLUMNS: &str =
+    "device_id, status, old_sha256, command_uuid, challenge_sha256, reason, updated_at";
 
 fn from_row(r: &Row) -> Result<Renewal, StoreError> {
     Ok(Renewal {
@@ -75,8 +78,9 @@ fn from_row(r: &Row) -> Result<Renewal, StoreError> {
         status: RenewalState::parse(&r.text(1)?)?,
         old_sha256: r.text(2)?,
         command_uuid: r.opt_text(3)?,
-        reason: r.opt_text(4)?,
-        updated_at: r.ts(5)?,
+        challenge_sha256: r.opt_text(4)?,
+        reason: r.opt_text(5)?,
+        updated_at: r.ts(6)?,
     })
 }
 
@@ -94,15 +98,17 @@ impl Renewals for SqlTx<'_> {
     fn put_renewal(&mut self, r: &Renewal) -> Result<(), StoreError> {
         self.conn.execute(
             &format!(
-                "INSERT INTO identity_renewal ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) \
+                "INSERT INTO identity_renewal ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (device_id) DO UPDATE SET status = excluded.status, old_sha256 = excluded.old_sha256, \
-                 command_uuid = excluded.command_uuid, reason = excluded.reason, updated_at = excluded.updated_at"
+                 command_uuid = excluded.command_uuid, challenge_sha256 = excluded.challenge_sha256, \
+                 reason = excluded.reason, updated_at = excluded.updated_at"
             ),
             &[
                 r.device_id.as_str().into(),
                 r.status.as_str().into(),
                 r.old_sha256.as_str().into(),
                 r.command_uuid.as_deref().into(),
+                r.challenge_sha256.as_deref().into(),
                 r.reason.as_deref().into(),
                 r.updated_at.into(),
             ],

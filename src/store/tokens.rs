@@ -41,6 +41,10 @@ pub trait Tokens {
     ) -> Result<(), StoreError>;
     /// Use a one-time challenge: true exactly once, and only before it expires.
     fn use_scep_challenge(&mut self, sha256: &str) -> Result<bool, StoreError>;
+    /// Remember the certificate issued under a one-time challenge.
+    fn set_challenge_issued(&mut self, sha256: &str, cert_sha256: &str) -> Result<(), StoreError>;
+    /// The certificate issued under a one-time challenge, if any.
+    fn challenge_issued(&mut self, sha256: &str) -> Result<Option<String>, StoreError>;
 }
 
 const COLUMNS: &str = "id, name, created_at, created_by, last_used_at, revoked_at";
@@ -120,6 +124,25 @@ impl Tokens for SqlTx<'_> {
             &[sha256.into(), Timestamp::now().into(), expires_at.into(), created_by.into()],
         )?;
         Ok(())
+    }
+
+    fn set_challenge_issued(&mut self, sha256: &str, cert_sha256: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE scep_challenges SET issued_sha256 = ? WHERE sha256 = ?",
+            &[cert_sha256.into(), sha256.into()],
+        )?;
+        Ok(())
+    }
+
+    fn challenge_issued(&mut self, sha256: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_opt(
+                "SELECT issued_sha256 FROM scep_challenges WHERE sha256 = ?",
+                &[sha256.into()],
+            )?
+            .map(|r| r.opt_text(0))
+            .transpose()
+            .map(Option::flatten)
     }
 
     fn use_scep_challenge(&mut self, sha256: &str) -> Result<bool, StoreError> {

@@ -57,6 +57,29 @@ async fn a_migrated_mac_near_expiry_renews_through_scep_and_keeps_working() {
     );
     assert_eq!(renewal(&s, &due.udid).unwrap().0, RenewalState::Sent);
 
+    // Meanwhile someone with the enrollment's static SCEP challenge gets a certificate from
+    // mdmctl's CA and claims the Mac's UDID: not the certificate its renewal issued, refused.
+    let claimer =
+        SimDevice::new(7, "15.1", IdentityMode::Signature, s.http(), &s.tls_roots).unwrap();
+    let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", "claimer").unwrap();
+    let claimed = claimer
+        .scep_enroll(
+            &format!("{}/scep", s.url),
+            &subject.build(),
+            Some("static-challenge"),
+            None,
+        )
+        .await
+        .unwrap();
+    let key = claimer.key().clone();
+    let claimer = claimer
+        .with_identity(claimed, key, s.endpoint())
+        .unwrap()
+        .with_ids(&due.udid, &due.serial, due.token.clone(), &due.push_magic);
+    assert_eq!(claimer.session().await.unwrap(), 403);
+    assert_eq!(renewal(&s, &due.udid).unwrap().0, RenewalState::Sent);
+
     // Its next request moves the association; it keeps working on the new identity.
     assert_eq!(due.session().await.unwrap(), 200);
     assert_eq!(renewal(&s, &due.udid).unwrap().0, RenewalState::Renewed);

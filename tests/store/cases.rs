@@ -900,6 +900,14 @@ pub fn api_tokens_and_scep_challenges(s: &TestStore) {
         !w(s, |tx| tx.use_scep_challenge(&"3".repeat(64))),
         "unknown"
     );
+    // What a one-time challenge issued is remembered (renewals are recognized by it).
+    assert_eq!(r(s, |tx| tx.challenge_issued(&"1".repeat(64))), None);
+    w(s, |tx| tx.set_challenge_issued(&"1".repeat(64), "certsha"));
+    assert_eq!(
+        r(s, |tx| tx.challenge_issued(&"1".repeat(64))),
+        Some("certsha".to_string())
+    );
+    assert_eq!(r(s, |tx| tx.challenge_issued(&"3".repeat(64))), None);
 }
 
 pub fn checkin_primitives(s: &TestStore) {
@@ -1647,6 +1655,7 @@ pub fn identity_renewals_come_due_once_per_identity(s: &TestStore) {
         status: RenewalState::Sent,
         old_sha256: old.into(),
         command_uuid: Some(format!("CMD-{id}")),
+        challenge_sha256: Some(format!("challenge-{id}")),
         reason: None,
         updated_at: Timestamp(10),
     };
