@@ -57,6 +57,9 @@ pub struct Policy {
     /// How often devices under macOS update enforcement are asked for DeviceInformation (their
     /// OS version decides what they get).
     pub facts_interval: Duration,
+    /// How often a pass also looks for daily work (identity renewals due, DeviceInformation
+    /// due): those queries scan the devices, so not every `interval`.
+    pub housekeeping: Duration,
 }
 
 impl Default for Policy {
@@ -73,6 +76,7 @@ impl Default for Policy {
             filevault_reverify: Duration::from_secs(24 * 3600),
             renewal: None,
             facts_interval: Duration::from_secs(24 * 3600),
+            housekeeping: Duration::from_secs(60),
         }
     }
 }
@@ -665,11 +669,13 @@ pub fn reconcile_devices(
 }
 
 /// One incremental pass: dirty devices and due retries, `policy.batch` devices at a time (each
-/// batch pushed as soon as it is queued) until no device is left marked.
+/// batch pushed as soon as it is queued) until no device is left marked; FileVault checks due;
+/// with `housekeeping`, also identity renewals and DeviceInformation due.
 pub async fn tick(
     store: Arc<dyn Store>,
     pushes: &PushService,
     policy: &Policy,
+    housekeeping: bool,
 ) -> Result<TickSummary, StoreError> {
     let batch = policy.batch.max(1);
     let mut total = TickSummary::default();
@@ -701,15 +707,18 @@ pub async fn tick(
             } else {
                 reconcile_devices(work.as_ref(), &ids)?
             };
-            if let (true, Some(r)) = (with_retries, &renewal) {
+            let daily = with_retries && housekeeping;
+            if let (true, Some(r)) = (daily, &renewal) {
                 let sent = work.write(|tx| renewal::queue_due(tx, r))?;
                 summary.renewals += sent.len();
                 push.extend(sent);
             }
-            if with_retries {
+            if daily {
                 let asked = work.write(|tx| ask_facts(tx, facts_interval, batch))?;
                 summary.facts += asked.len();
                 push.extend(asked);
+            }
+            if with_retries {
                 let due = work.read(|tx| tx.due_disk_encryption_checks(Timestamp::now(), batch))?;
                 if !due.is_empty() {
                     let asked = work.write(|tx| filevault::queue_checks(tx, &due))?;

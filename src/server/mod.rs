@@ -200,6 +200,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Every `interval`: reconcile the devices marked dirty (by an apply here or in another process,
 /// a team transfer, an enrollment, a first contact) and those with a retry due, then push them.
 async fn reconcile_loop(state: std::sync::Weak<AppState>) {
+    let mut last_housekeeping: Option<std::time::Instant> = None;
     loop {
         let Some(interval) = state.upgrade().map(|s| s.config.reconcile.interval) else {
             return;
@@ -208,8 +209,18 @@ async fn reconcile_loop(state: std::sync::Weak<AppState>) {
         let Some(st) = state.upgrade() else {
             return;
         };
-        if let Err(e) =
-            crate::reconcile::tick(st.store.clone(), &st.pushes, &st.config.reconcile).await
+        let housekeeping =
+            last_housekeeping.is_none_or(|t| t.elapsed() >= st.config.reconcile.housekeeping);
+        if housekeeping {
+            last_housekeeping = Some(std::time::Instant::now());
+        }
+        if let Err(e) = crate::reconcile::tick(
+            st.store.clone(),
+            &st.pushes,
+            &st.config.reconcile,
+            housekeeping,
+        )
+        .await
         {
             tracing::error!(error = %e, "reconciling profiles failed; retrying");
         }

@@ -193,6 +193,7 @@ impl Server {
         config.reconcile.backoff = vec![std::time::Duration::from_secs(1); 3];
         config.reconcile.filevault_recheck = std::time::Duration::from_secs(1);
         config.reconcile.facts_interval = std::time::Duration::from_secs(1);
+        config.reconcile.housekeeping = std::time::Duration::ZERO;
         config.reconcile.renewal = opts.renew.map(|r| RenewalPolicy {
             window: std::time::Duration::from_secs(30 * 86_400),
             scep_url: format!("{url}/scep"),
