@@ -642,12 +642,15 @@ pub fn tampered_secret_is_reported(s: &TestStore) {
     let id = w(s, |tx| {
         tx.insert_asset(&apns_asset(AssetState::Active, "t1"))
     });
+    // Byte 20 becomes 0x00, or 0x01 if it was 0x00 already: always a change.
     let flip = match s.is_postgres() {
         true => {
-            "UPDATE assets SET key_sealed = overlay(key_sealed placing '\\x00'::bytea from 20 for 1)"
+            "UPDATE assets SET key_sealed = overlay(key_sealed placing \
+             CASE WHEN get_byte(key_sealed, 19) = 0 THEN '\\x01'::bytea ELSE '\\x00'::bytea END from 20 for 1)"
         }
         false => {
-            "UPDATE assets SET key_sealed = CAST(substr(key_sealed, 1, 19) || x'00' || substr(key_sealed, 21) AS BLOB)"
+            "UPDATE assets SET key_sealed = CAST(substr(key_sealed, 1, 19) || \
+             CASE WHEN substr(key_sealed, 20, 1) = x'00' THEN x'01' ELSE x'00' END || substr(key_sealed, 21) AS BLOB)"
         }
     };
     s.raw_execute(flip).unwrap();
