@@ -29,14 +29,6 @@ fn later(now: Timestamp, wait: Duration) -> Timestamp {
     Timestamp(now.0 + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 4))
 }
 
-/// A device that should have FileVault: start tracking it (`enforcing`) if it is not yet.
-pub fn desired(tx: &mut dyn Tx, device_id: &str, now: Timestamp) -> Result<(), StoreError> {
-    if tx.disk_encryption(device_id)?.is_none() {
-        tx.put_disk_encryption(&DiskEncryption::new(device_id, FdeState::Enforcing, now))?;
-    }
-    Ok(())
-}
-
 /// The device's ProfileList shows the FileVault profile: ask SecurityInfo for the key now,
 /// unless it is escrowed already.
 pub fn profile_verified(

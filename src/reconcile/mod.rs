@@ -138,6 +138,8 @@ struct Queued {
     facts_devices: Vec<String>,
     /// `verifying` rows whose confirmation is overdue (asked again; their time reset).
     reverify: Vec<DeviceProfile>,
+    /// Devices FileVault is enforced on (tracked from now on, if not already).
+    filevault: Vec<String>,
 }
 
 /// One command to queue: its profile (for installs), the rows to write with its UUID, and the
@@ -234,7 +236,7 @@ pub fn reconcile_batch(
             .filter(|p| deliverable(p, os))
             .collect();
         if desired.iter().any(|p| p.kind == ProfileKind::FileVault) {
-            filevault::desired(tx, device_id, now)?;
+            q.filevault.push(device_id.clone());
         }
         let rows = rows_of.remove(device_id).unwrap_or_default();
 
@@ -342,6 +344,7 @@ pub fn reconcile_batch(
     if !q.verify.is_empty() {
         enqueue_one(tx, &named::profile_list(false), &q.verify)?;
     }
+    tx.track_disk_encryption(&q.filevault, now)?;
     if !q.declarations.is_empty() {
         enqueue_one(tx, &named::declarative_management(), &q.declarations)?;
     }

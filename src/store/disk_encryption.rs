@@ -102,6 +102,12 @@ pub trait DiskEncryptionState {
     /// Insert or replace the state of `row.device_id`; the escrowed key (and `has_key`,
     /// `escrow_sha256`, `key_escrowed_at`) is left as it is.
     fn put_disk_encryption(&mut self, row: &DiskEncryption) -> Result<(), StoreError>;
+    /// Start tracking these devices (`enforcing`) unless they are tracked already.
+    fn track_disk_encryption(
+        &mut self,
+        device_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Seal and store a device's recovery key (the state row must exist).
     fn set_recovery_key(
         &mut self,
@@ -168,6 +174,29 @@ impl DiskEncryptionState for SqlTx<'_> {
                 d.updated_at.into(),
             ],
         )?;
+        Ok(())
+    }
+
+    fn track_disk_encryption(
+        &mut self,
+        device_ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        for chunk in device_ids.chunks(500) {
+            let values = vec!["(?, 'enforcing', ?)"; chunk.len()].join(", ");
+            let mut params: Vec<super::sql::Val<'_>> = Vec::with_capacity(chunk.len() * 2);
+            for id in chunk {
+                params.push(id.as_str().into());
+                params.push(now.into());
+            }
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO disk_encryption (device_id, status, updated_at) VALUES {values} \
+                     ON CONFLICT (device_id) DO NOTHING"
+                ),
+                &params,
+            )?;
+        }
         Ok(())
     }
 

@@ -196,30 +196,7 @@ impl ProfileStatus for SqlTx<'_> {
     }
 
     fn put_device_profile(&mut self, p: &DeviceProfile) -> Result<(), StoreError> {
-        let chain = p.error_chain.as_ref().map(|c| c.to_string());
-        self.conn.execute(
-            "INSERT INTO profile_status (device_id, identifier, name, sha256, payload_uuid, status, ours, attempts, \
-             next_attempt_at, command_uuid, error_chain, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (device_id, identifier) DO UPDATE SET name = excluded.name, sha256 = excluded.sha256, \
-             payload_uuid = excluded.payload_uuid, status = excluded.status, ours = excluded.ours, \
-             attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, \
-             command_uuid = excluded.command_uuid, error_chain = excluded.error_chain, updated_at = excluded.updated_at",
-            &[
-                p.device_id.as_str().into(),
-                p.identifier.as_str().into(),
-                p.name.as_deref().into(),
-                p.sha256.as_deref().into(),
-                p.payload_uuid.as_deref().into(),
-                p.status.as_str().into(),
-                p.ours.into(),
-                p.attempts.into(),
-                p.next_attempt_at.into(),
-                p.command_uuid.as_deref().into(),
-                chain.as_deref().into(),
-                p.updated_at.into(),
-            ],
-        )?;
-        Ok(())
+        self.put_device_profiles(std::slice::from_ref(p))
     }
 
     fn delete_device_profile(

@@ -19,52 +19,7 @@ use mdmctl::store::{self, Location, Store};
 use zeroize::Zeroizing;
 
 use common::{PASSPHRASE, TestContext};
-
-/// A Configuration profile with one payload, as an admin would export it.
-pub fn profile(id: &str, name: &str, ptype: &str, body: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-	<key>PayloadContent</key>
-	<array>
-		<dict>
-			<key>PayloadIdentifier</key>
-			<string>{id}.payload</string>
-			<key>PayloadType</key>
-			<string>{ptype}</string>
-			<key>PayloadUUID</key>
-			<string>{id}-payload-uuid</string>
-			<key>PayloadVersion</key>
-			<integer>1</integer>
-			{body}
-		</dict>
-	</array>
-	<key>PayloadDisplayName</key>
-	<string>{name}</string>
-	<key>PayloadIdentifier</key>
-	<string>{id}</string>
-	<key>PayloadType</key>
-	<string>Configuration</string>
-	<key>PayloadUUID</key>
-	<string>{id}-uuid</string>
-	<key>PayloadVersion</key>
-	<integer>1</integer>
-</dict>
-</plist>
-"#
-    )
-}
-
-pub fn wifi(id: &str, name: &str, ssid: &str) -> String {
-    profile(
-        id,
-        name,
-        "com.apple.wifi.managed",
-        &format!("<key>SSID_STR</key><string>{ssid}</string><key>AutoJoin</key><true/>"),
-    )
-}
+pub use common::{profile, wifi};
 
 /// The store of a test context, opened as the library would (to look underneath the CLI).
 pub fn open_store(location: &str) -> Arc<dyn Store> {

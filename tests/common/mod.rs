@@ -316,3 +316,49 @@ pub fn sqlite_bytes(db: &Path) -> Vec<u8> {
     }
     all
 }
+
+/// A Configuration profile with one payload, as an admin would export it.
+pub fn profile(id: &str, name: &str, ptype: &str, body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+	<key>PayloadContent</key>
+	<array>
+		<dict>
+			<key>PayloadIdentifier</key>
+			<string>{id}.payload</string>
+			<key>PayloadType</key>
+			<string>{ptype}</string>
+			<key>PayloadUUID</key>
+			<string>{id}-payload-uuid</string>
+			<key>PayloadVersion</key>
+			<integer>1</integer>
+			{body}
+		</dict>
+	</array>
+	<key>PayloadDisplayName</key>
+	<string>{name}</string>
+	<key>PayloadIdentifier</key>
+	<string>{id}</string>
+	<key>PayloadType</key>
+	<string>Configuration</string>
+	<key>PayloadUUID</key>
+	<string>{id}-uuid</string>
+	<key>PayloadVersion</key>
+	<integer>1</integer>
+</dict>
+</plist>
+"#
+    )
+}
+
+pub fn wifi(id: &str, name: &str, ssid: &str) -> String {
+    profile(
+        id,
+        name,
+        "com.apple.wifi.managed",
+        &format!("<key>SSID_STR</key><string>{ssid}</string><key>AutoJoin</key><true/>"),
+    )
+}

@@ -481,21 +481,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     );
 
     // Fleet keeps the same tables with a `nano_` prefix.
-    let mut fleet_dump = full.clone();
-    for t in [
-        "devices",
-        "enrollments",
-        "users",
-        "cert_auth_associations",
-        "push_certs",
-        "enrollment_queue",
-    ] {
-        fleet_dump = replace_bytes(
-            &fleet_dump,
-            format!("`{t}`").as_bytes(),
-            format!("`nano_{t}`").as_bytes(),
-        );
-    }
+    let mut fleet_dump = fleet_tables(&full);
     // And an admin `users` table of its own, after the `nano_` ones as mysqldump orders them.
     fleet_dump.extend_from_slice(
         b"\nDROP TABLE IF EXISTS `users`;\nCREATE TABLE `users` (\n  `id` int unsigned NOT NULL AUTO_INCREMENT,\n  `password` varbinary(255) NOT NULL,\n  `salt` varchar(255) NOT NULL,\n  `name` varchar(255) NOT NULL,\n  `email` varchar(255) NOT NULL,\n  PRIMARY KEY (`id`)\n);\nLOCK TABLES `users` WRITE;\nINSERT INTO `users` VALUES (1,_binary 'x','salt','Admin','admin@example.com');\nUNLOCK TABLES;\n",
@@ -650,6 +636,26 @@ fn csv_template_round_trips() {
         .stderr_has("bad.csv")
         .stderr_has("line 2")
         .stderr_has("token_hex");
+}
+
+/// A NanoMDM mysqldump as Fleet's: the same tables with a `nano_` prefix.
+fn fleet_tables(dump: &[u8]) -> Vec<u8> {
+    let mut out = dump.to_vec();
+    for t in [
+        "devices",
+        "enrollments",
+        "users",
+        "cert_auth_associations",
+        "push_certs",
+        "enrollment_queue",
+    ] {
+        out = replace_bytes(
+            &out,
+            format!("`{t}`").as_bytes(),
+            format!("`nano_{t}`").as_bytes(),
+        );
+    }
+    out
 }
 
 fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -1070,21 +1076,7 @@ fn fleet_assets_decrypt_with_the_server_key() {
     ctx.init();
     let path = ctx.path("nano.sql");
     db.dump(&[], &path);
-    let mut dump = std::fs::read(&path).unwrap();
-    for t in [
-        "devices",
-        "enrollments",
-        "users",
-        "cert_auth_associations",
-        "push_certs",
-        "enrollment_queue",
-    ] {
-        dump = replace_bytes(
-            &dump,
-            format!("`{t}`").as_bytes(),
-            format!("`nano_{t}`").as_bytes(),
-        );
-    }
+    let dump = fleet_tables(&std::fs::read(&path).unwrap());
     ctx.write("fleet.sql", &dump);
     ctx.write("server.key", format!("{server_key}\n"));
 

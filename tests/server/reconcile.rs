@@ -11,43 +11,6 @@ use mdmctl::store::{DeviceProfile, ProfileState, Store};
 
 use crate::harness::{Options, Server};
 
-fn profile(id: &str, name: &str, ssid: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-	<key>PayloadContent</key>
-	<array>
-		<dict>
-			<key>PayloadIdentifier</key>
-			<string>{id}.wifi</string>
-			<key>PayloadType</key>
-			<string>com.apple.wifi.managed</string>
-			<key>PayloadUUID</key>
-			<string>{id}-payload-uuid</string>
-			<key>PayloadVersion</key>
-			<integer>1</integer>
-			<key>SSID_STR</key>
-			<string>{ssid}</string>
-		</dict>
-	</array>
-	<key>PayloadDisplayName</key>
-	<string>{name}</string>
-	<key>PayloadIdentifier</key>
-	<string>{id}</string>
-	<key>PayloadType</key>
-	<string>Configuration</string>
-	<key>PayloadUUID</key>
-	<string>{id}-uuid</string>
-	<key>PayloadVersion</key>
-	<integer>1</integer>
-</dict>
-</plist>
-"#
-    )
-}
-
 /// Write `yaml` (and the profiles it names, `profiles/<id>.mobileconfig`) and apply it as
 /// `mdmctl apply -f` does.
 pub(crate) fn apply(store: &dyn Store, dir: &Path, yaml: &str, profiles: &[&str]) {
@@ -55,7 +18,7 @@ pub(crate) fn apply(store: &dyn Store, dir: &Path, yaml: &str, profiles: &[&str]
     for id in profiles {
         std::fs::write(
             dir.join(format!("profiles/{id}.mobileconfig")),
-            profile(id, &format!("Profile {id}"), id),
+            crate::common::wifi(id, &format!("Profile {id}"), id),
         )
         .unwrap();
     }

@@ -1420,6 +1420,18 @@ pub fn disk_encryption_state_and_sealed_keys(s: &TestStore) {
         Err(StoreError::Conflict(_))
     ));
 
+    // Tracking starts a device at `enforcing`.
+    w(s, |tx| {
+        tx.track_disk_encryption(&["FDE-0".into()], Timestamp(7))
+    });
+    assert_eq!(
+        r(s, |tx| tx.disk_encryption("FDE-0")),
+        Some(DiskEncryption::new(
+            "FDE-0",
+            FdeState::Enforcing,
+            Timestamp(7)
+        ))
+    );
     let mut row = DiskEncryption::new("FDE-0", FdeState::Verifying, Timestamp(1_700_000_000));
     row.next_check_at = Some(Timestamp(1_700_000_010));
     let mut other =
@@ -1433,6 +1445,12 @@ pub fn disk_encryption_state_and_sealed_keys(s: &TestStore) {
         tx.put_disk_encryption(&third)
     });
     assert_eq!(r(s, |tx| tx.disk_encryption("FDE-1")), Some(other.clone()));
+    // Tracking devices that are tracked already changes nothing.
+    w(s, |tx| {
+        tx.track_disk_encryption(&["FDE-1".into(), "FDE-2".into()], Timestamp(5))
+    });
+    assert_eq!(r(s, |tx| tx.disk_encryption("FDE-1")), Some(other.clone()));
+    assert_eq!(r(s, |tx| tx.disk_encryption("FDE-2")), Some(third.clone()));
 
     // Due checks: by time, soonest first; not while a command is in flight; never unscheduled.
     assert_eq!(
