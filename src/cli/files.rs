@@ -109,3 +109,80 @@ pub fn read_input(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
         .into()
     })
 }
+
+/// The first line of a password file (`--scep-key-password-file` and the like), without its
+/// line ending.
+pub fn read_secret_file(path: &Path, flag: &str) -> anyhow::Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(read_input(path, flag)?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        UserError::new(format!(
+            "`{}` (given to `{flag}`) is not UTF-8 text",
+            path.display()
+        ))
+        .with_hint(format!(
+            "put the password alone on the first line of the file given to `{flag}`"
+        ))
+    })?;
+    let first = text.lines().next().unwrap_or("");
+    Ok(Zeroizing::new(first.to_string()))
+}
+
+/// Load a private key from a file an admin named with `flag`. With no password given, an
+/// encrypted key is tried with the empty one (micromdm/scep's default); when that fails, or the
+/// password is wrong, the hint says how to give it (`password_hint` names the real flag and
+/// env var).
+pub fn load_key(
+    path: &Path,
+    flag: &str,
+    password: Option<&str>,
+    password_hint: &str,
+) -> anyhow::Result<openssl::pkey::PKey<openssl::pkey::Private>> {
+    let bytes = Zeroizing::new(read_input(path, flag)?);
+    crate::pki::load_private_key(&bytes, password).map_err(|e| {
+        let shown = path.display();
+        match e {
+            crate::pki::PkiError::KeyNeedsPassword => UserError::new(format!(
+                "reading `{shown}`: the key is encrypted and the empty password does not open it"
+            ))
+            .with_hint(password_hint.to_string())
+            .into(),
+            crate::pki::PkiError::WrongKeyPassword => UserError::new(format!(
+                "reading `{shown}`: the password given does not decrypt this key"
+            ))
+            .with_hint(password_hint.to_string())
+            .into(),
+            other => anyhow::Error::new(other).context(format!("reading `{shown}`")),
+        }
+    })
+}
+
+/// The password of the SCEP CA key a command reads (`import-devices --scep-depot`,
+/// `set mdm-apple --scep-key`). Without one the empty password is tried, as micromdm/scep
+/// writes `ca.key` unless `-capass` was given.
+#[derive(Debug, Default, clap::Args)]
+pub struct ScepKeyPassword {
+    /// Read the SCEP CA key's password from the first line of FILE (micromdm/scep's `-capass`,
+    /// `SCEP_CA_PASS`). Without a password the empty one is tried.
+    #[arg(long, value_name = "FILE", conflicts_with = "scep_key_password")]
+    pub scep_key_password_file: Option<PathBuf>,
+    /// The SCEP CA key's password (prefer the file or the env var: a flag shows in `ps`).
+    #[arg(
+        long,
+        env = "MDMCTL_SCEP_KEY_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub scep_key_password: Option<String>,
+}
+
+/// The hint every SCEP CA key password error gives.
+pub const SCEP_KEY_PASSWORD_HINT: &str = "give the key's password in a file with `--scep-key-password-file FILE` or in `MDMCTL_SCEP_KEY_PASSWORD` (micromdm/scep's `-capass`)";
+
+impl ScepKeyPassword {
+    pub fn get(&self) -> anyhow::Result<Option<Zeroizing<String>>> {
+        if let Some(f) = &self.scep_key_password_file {
+            return read_secret_file(f, "--scep-key-password-file").map(Some);
+        }
+        Ok(self.scep_key_password.clone().map(Zeroizing::new))
+    }
+}

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Ctx;
-use super::files::read_input;
+use super::files::{SCEP_KEY_PASSWORD_HINT, ScepKeyPassword, load_key, read_input};
 use super::output::{print_json, print_lines, table};
 use crate::import::source::{self, From};
 use crate::import::{self, ImportError, ImportOptions, Summary};
@@ -24,8 +24,12 @@ pub struct ImportDevicesArgs {
     #[arg(long, value_enum)]
     pub from: Option<From>,
     /// A micromdm/scep file depot (`ca.pem`, `ca.key`): the old SCEP CA, stored as a trusted CA.
+    /// Its key is encrypted; the empty password (scepserver's default) is tried unless one is
+    /// given.
     #[arg(long, value_name = "DIR")]
     pub scep_depot: Option<PathBuf>,
+    #[command(flatten)]
+    pub scep_key_password: ScepKeyPassword,
     /// Fleet's `server.private_key` (a file holding it), to decrypt the push certificate and
     /// SCEP CA Fleet keeps in `mdm_config_assets`.
     #[arg(long, value_name = "FILE")]
@@ -60,12 +64,18 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
     let mut scep = Vec::new();
     if let Some(dir) = &args.scep_depot {
         let cert = read_input(&dir.join("ca.pem"), "--scep-depot")?;
-        let key = read_input(&dir.join("ca.key"), "--scep-depot")?;
         crate::pki::parse_cert(&cert)
             .with_context(|| format!("reading `{}`", dir.join("ca.pem").display()))?;
-        crate::pki::load_private_key(&key, None)
-            .with_context(|| format!("reading `{}`", dir.join("ca.key").display()))?;
-        scep.push((dir.display().to_string(), cert, key));
+        let password = args.scep_key_password.get()?;
+        let key = load_key(
+            &dir.join("ca.key"),
+            "--scep-depot",
+            password.as_deref().map(String::as_str),
+            SCEP_KEY_PASSWORD_HINT,
+        )?;
+        // The store keeps its own sealed copy; the importer gets the key decrypted.
+        let key = crate::pki::private_key_pem(&key)?;
+        scep.push((dir.display().to_string(), cert, key.to_vec()));
     }
     let fleet_key = match &args.fleet_private_key {
         Some(p) => {

@@ -66,8 +66,8 @@ pub struct GlobalArgs {
     /// How to print data on stdout.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Never prompt, even on a terminal.
-    #[arg(long, global = true, env = "MDMCTL_NO_INPUT")]
+    /// Never prompt, even on a terminal (`MDMCTL_NO_INPUT=1`, `true`, `yes` or `on`).
+    #[arg(long, global = true, env = "MDMCTL_NO_INPUT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_input: bool,
     /// More diagnostics on stderr (`-v`, `-vv`); `MDMCTL_LOG` takes a tracing filter.
     #[arg(short, long, global = true, action = ArgAction::Count)]
@@ -198,4 +198,140 @@ fn init_logging(verbose: u8, format: LogFormat, server: bool) {
             )
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+
+    /// Every long flag and env var the command tree accepts, at any depth.
+    fn accepted(cmd: &clap::Command, flags: &mut BTreeSet<String>, envs: &mut BTreeSet<String>) {
+        for a in cmd.get_arguments() {
+            if let Some(l) = a.get_long() {
+                flags.insert(format!("--{l}"));
+            }
+            if let Some(e) = a.get_env() {
+                envs.insert(e.to_string_lossy().into_owned());
+            }
+        }
+        for s in cmd.get_subcommands() {
+            accepted(s, flags, envs);
+        }
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
+            }
+        }
+    }
+
+    /// Other programs whose flags our messages quote (`mysqldump --single-transaction`).
+    const FOREIGN: &[&str] = &[
+        "mysqldump",
+        "mysql",
+        "pg_dump",
+        "pg_restore",
+        "psql",
+        "openssl",
+        "curl",
+        "scepserver",
+        "scepclient",
+        "fleetctl",
+        "nanomdm",
+        "micromdm",
+        "systemd-analyze",
+        "cargo",
+    ];
+
+    // See: issue 10 §1: hints printed the placeholders `--…-password` / `MDMCTL_…_PASSWORD`.
+    #[test]
+    fn every_flag_and_env_var_a_message_names_exists() {
+        let (mut flags, mut envs) = (BTreeSet::new(), BTreeSet::new());
+        accepted(&Cli::command(), &mut flags, &mut envs);
+        flags.extend(["--help".to_string(), "--version".to_string()]);
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        // Env vars the code reads itself (not through clap).
+        for (_, text) in &files {
+            let reads = text
+                .match_indices("env::var")
+                .chain(text.match_indices("from_env("));
+            for (i, _) in reads {
+                let rest = &text[i..];
+                if let Some(start) = rest.find("\"MDMCTL_").filter(|s| *s < 24) {
+                    let name: String = rest[start + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    envs.insert(name);
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        for (file, text) in &files {
+            // This test's own text quotes the placeholders it looks for.
+            let text =
+                match text.find("#[cfg(test)]\nmod tests {\n    use std::collections::BTreeSet;") {
+                    Some(end) => &text[..end],
+                    None => text,
+                };
+            for (n, line) in text.lines().enumerate() {
+                let at = format!("{file}:{}", n + 1);
+                if line.contains("--…") || line.contains("MDMCTL_…") || line.contains("_…_") {
+                    problems.push(format!(
+                        "{at}: a placeholder instead of a real flag: {}",
+                        line.trim()
+                    ));
+                }
+                // Backticked spans: `--flag …` or `mdmctl cmd --flag …`.
+                for (k, span) in line.split('`').enumerate() {
+                    if k % 2 == 0 {
+                        continue;
+                    }
+                    let first = span.split_whitespace().next().unwrap_or("");
+                    if FOREIGN.contains(&first) {
+                        continue;
+                    }
+                    for word in span.split(|c: char| c.is_whitespace() || c == '=' || c == ',') {
+                        if let Some(flag) = word.strip_prefix("--") {
+                            let flag: String = flag
+                                .chars()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                                .collect();
+                            let named = flag.starts_with(|c: char| c.is_ascii_lowercase());
+                            if named && !flags.contains(&format!("--{flag}")) {
+                                problems.push(format!("{at}: `--{flag}` is not a flag of mdmctl"));
+                            }
+                        }
+                    }
+                }
+                let mut rest = line;
+                while let Some(i) = rest.find("MDMCTL_") {
+                    let name: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if !name.ends_with('_') && !envs.contains(&name) {
+                        problems.push(format!("{at}: `{name}` is not an env var mdmctl reads"));
+                    }
+                    rest = &rest[i + 7..];
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

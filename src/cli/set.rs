@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::Ctx;
-use super::files::read_input;
+use super::files::{SCEP_KEY_PASSWORD_HINT, ScepKeyPassword, load_key, read_input};
 use super::output::{key_values, print_json, print_lines};
 use crate::assets::abm::{self, set_abm_token};
 use crate::assets::apns::{SetMdmApple, set_mdm_apple};
@@ -39,9 +39,8 @@ pub struct MdmAppleArgs {
     /// The SCEP CA's private key.
     #[arg(long, value_name = "FILE", requires = "scep_cert")]
     pub scep_key: Option<PathBuf>,
-    /// Password of the SCEP CA key.
-    #[arg(long, env = "MDMCTL_SCEP_KEY_PASSWORD", hide_env_values = true)]
-    pub scep_key_password: Option<String>,
+    #[command(flatten)]
+    pub scep_key_password: ScepKeyPassword,
     /// Accept a push certificate whose topic differs from the stored one or the devices'.
     /// Every device enrolled with the old topic becomes unreachable. Recorded in the activity log.
     #[arg(long)]
@@ -67,15 +66,6 @@ fn cert_from(path: &Path, flag: &str) -> anyhow::Result<openssl::x509::X509> {
     pki::parse_cert(&bytes).with_context(|| format!("reading `{}`", path.display()))
 }
 
-fn key_from(
-    path: &Path,
-    flag: &str,
-    password: Option<&str>,
-) -> anyhow::Result<openssl::pkey::PKey<openssl::pkey::Private>> {
-    let bytes = read_input(path, flag)?;
-    pki::load_private_key(&bytes, password).with_context(|| format!("reading `{}`", path.display()))
-}
-
 fn mdm_apple(ctx: &Ctx, args: MdmAppleArgs) -> anyhow::Result<()> {
     if args.apns_cert.is_none() && args.scep_cert.is_none() {
         crate::bail_user!(
@@ -95,12 +85,24 @@ fn mdm_apple(ctx: &Ctx, args: MdmAppleArgs) -> anyhow::Result<()> {
     let apns_key = args
         .apns_key
         .as_deref()
-        .map(|p| key_from(p, "--apns-key", args.apns_key_password.as_deref()))
+        .map(|p| {
+            load_key(
+                p,
+                "--apns-key",
+                args.apns_key_password.as_deref(),
+                "give the key's password with `--apns-key-password` or `MDMCTL_APNS_KEY_PASSWORD`",
+            )
+        })
         .transpose()?;
     let scep = match (&args.scep_cert, &args.scep_key) {
         (Some(c), Some(k)) => Some((
             cert_from(c, "--scep-cert")?,
-            key_from(k, "--scep-key", args.scep_key_password.as_deref())?,
+            load_key(
+                k,
+                "--scep-key",
+                args.scep_key_password.get()?.as_deref().map(String::as_str),
+                SCEP_KEY_PASSWORD_HINT,
+            )?,
         )),
         _ => None,
     };

@@ -18,8 +18,12 @@ pub fn private_key_pem(key: &PKey<Private>) -> Result<Zeroizing<Vec<u8>>, PkiErr
     Ok(Zeroizing::new(key.private_key_to_pem_pkcs8()?))
 }
 
-/// Load a private key from PEM (PKCS#1, PKCS#8, encrypted PKCS#8), DER, or a PKCS#12 file.
-/// Only RSA keys are accepted: every Apple MDM key is RSA.
+/// Load a private key from PEM (PKCS#1, PKCS#8, encrypted PKCS#8 or legacy `Proc-Type: 4,ENCRYPTED`
+/// PEM), DER, or a PKCS#12 file. Only RSA keys are accepted: every Apple MDM key is RSA.
+///
+/// An encrypted key with no password given is tried with the empty password: micromdm/scep's
+/// `scepserver ca -init` encrypts `ca.key` (3DES) with an empty password unless one was chosen,
+/// so every NanoMDM depot that followed its docs holds exactly such a key.
 pub fn load_private_key(bytes: &[u8], password: Option<&str>) -> Result<PKey<Private>, PkiError> {
     let key = if is_p12(bytes) {
         parse_p12(bytes, password.unwrap_or(""))?.1
@@ -27,7 +31,8 @@ pub fn load_private_key(bytes: &[u8], password: Option<&str>) -> Result<PKey<Pri
         let encrypted = bytes.windows(9).any(|w| w == b"ENCRYPTED")
             || bytes.windows(9).any(|w| w == b"Proc-Type");
         match (encrypted, password) {
-            (true, None) => return Err(PkiError::KeyNeedsPassword),
+            (true, None) => PKey::private_key_from_pem_passphrase(bytes, b"")
+                .map_err(|_| PkiError::KeyNeedsPassword)?,
             (true, Some(pw)) => PKey::private_key_from_pem_passphrase(bytes, pw.as_bytes())
                 .map_err(|_| PkiError::WrongKeyPassword)?,
             (false, _) => {
@@ -85,6 +90,25 @@ mod tests {
         assert!(matches!(
             load_private_key(b"-----BEGIN PRIVATE KEY-----\ngarbage\n", None),
             Err(PkiError::NotAPrivateKey)
+        ));
+    }
+
+    #[test]
+    fn an_encrypted_key_without_a_password_opens_with_the_empty_one() {
+        // As micromdm/scep's `scepserver ca -init` writes `ca.key`: PKCS#1 in legacy PEM
+        // encryption (`Proc-Type: 4,ENCRYPTED`, DES-EDE3-CBC) under the empty password.
+        let key = generate_rsa(2048).unwrap();
+        let pem = key
+            .rsa()
+            .unwrap()
+            .private_key_to_pem_passphrase(openssl::symm::Cipher::des_ede3_cbc(), b"")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&pem).contains("Proc-Type: 4,ENCRYPTED"));
+        assert!(load_private_key(&pem, None).unwrap().public_eq(&key));
+        assert!(load_private_key(&pem, Some("")).unwrap().public_eq(&key));
+        assert!(matches!(
+            load_private_key(&pem, Some("not it")),
+            Err(PkiError::WrongKeyPassword)
         ));
     }
 

@@ -62,9 +62,11 @@ impl crate::error::Diagnose for PkiError {
             PkiError::NotAPrivateKey => Some(
                 "check the file: `openssl pkey -in FILE -noout` should succeed; for a .p12 give its password".into(),
             ),
-            PkiError::KeyNeedsPassword | PkiError::WrongKeyPassword => {
-                Some("pass the key's password with the `--…-password` flag or its `MDMCTL_…_PASSWORD` env var".into())
-            }
+            // The command that read the key names its own password flag; this is the way out
+            // that works for every command.
+            PkiError::KeyNeedsPassword | PkiError::WrongKeyPassword => Some(
+                "give the key's password to the command (see its `--help`), or decrypt the key first: `openssl pkey -in KEY -out KEY.decrypted`".into(),
+            ),
             PkiError::KeyMismatch { .. } => {
                 Some("use the key that was generated with this certificate's CSR".into())
             }

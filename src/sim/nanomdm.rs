@@ -57,6 +57,48 @@ impl OldNanoMdm {
             years: 5,
         })
         .map_err(sim)?;
+        let device_key = pki::generate_rsa(2048).map_err(sim)?;
+        let mut identities = Vec::with_capacity(devices);
+        for n in 1..=devices {
+            // The identity the old MDM's SCEP server issued at enrollment.
+            let csr = pki::build_csr(
+                &device_key,
+                &Subject {
+                    common_name: format!("C02SIM{n:06}"),
+                    organization: "Example Inc".into(),
+                    country: "US".into(),
+                    email: String::new(),
+                },
+            )
+            .map_err(sim)?;
+            let cert = pki::scep::issue_certificate(&csr, &ca_cert, &ca_key, identity_days)
+                .map_err(sim)?;
+            identities.push((cert, device_key.clone()));
+        }
+        Self::with_old_ca(
+            apple,
+            server_url,
+            ca_cert,
+            ca_key,
+            identities,
+            http,
+            server_roots,
+        )
+    }
+
+    /// An old server whose SCEP CA and device identities were made elsewhere: by the real
+    /// micromdm/scep (`scepserver ca -init`, then `scepclient` enrolling each device), as the
+    /// tests that take old-server inputs from the real program do. Device `n` (from 1) gets
+    /// `identities[n - 1]`.
+    pub fn with_old_ca(
+        apple: &FakeApple,
+        server_url: &str,
+        ca_cert: X509,
+        ca_key: PKey<Private>,
+        identities: Vec<(X509, PKey<Private>)>,
+        http: reqwest::Client,
+        server_roots: &[X509],
+    ) -> Result<Self, SimError> {
         let push_key = pki::generate_rsa(2048).map_err(sim)?;
         let csr = pki::build_csr(
             &push_key,
@@ -75,37 +117,20 @@ impl OldNanoMdm {
             check_in_url: format!("{server_url}/mdm"),
             topic: topic.clone(),
         };
-        let device_key = pki::generate_rsa(2048).map_err(sim)?;
-        let mut list = Vec::with_capacity(devices);
-        for n in 1..=devices {
+        let mut list = Vec::with_capacity(identities.len());
+        for (i, (cert, key)) in identities.into_iter().enumerate() {
+            let n = i + 1;
             let d = SimDevice::with_key(
                 n,
                 if n % 4 == 0 { "13.6.9" } else { "15.1" },
                 IdentityMode::Signature,
                 http.clone(),
                 server_roots,
-                device_key.clone(),
+                key.clone(),
             )?;
-            // The identity the old MDM's SCEP server issued at enrollment.
-            let csr = pki::build_csr(
-                &device_key,
-                &Subject {
-                    common_name: d.udid.clone(),
-                    organization: "Example Inc".into(),
-                    country: "US".into(),
-                    email: String::new(),
-                },
-            )
-            .map_err(sim)?;
-            let cert = pki::scep::issue_certificate(&csr, &ca_cert, &ca_key, identity_days)
-                .map_err(sim)?;
             // What the old MDM installed: mdmctl must list it and leave it alone.
             d.preinstall("com.example.oldmdm.wifi", "Corporate Wi-Fi (old MDM)");
-            list.push(Arc::new(d.with_identity(
-                cert,
-                device_key.clone(),
-                endpoint.clone(),
-            )?));
+            list.push(Arc::new(d.with_identity(cert, key, endpoint.clone())?));
         }
         Ok(Self {
             ca_cert,
@@ -118,14 +143,22 @@ impl OldNanoMdm {
         })
     }
 
-    /// The old SCEP server's file depot (micromdm/scep): `ca.pem` and `ca.key`.
+    /// The old SCEP server's file depot as micromdm/scep's `scepserver ca -init` writes it
+    /// (depot/file/depot.go): `ca.pem`, and `ca.key` as PKCS#1 in legacy PEM encryption
+    /// (`Proc-Type: 4,ENCRYPTED`, DES-EDE3-CBC) under the empty password, its default.
     pub fn write_scep_depot(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
             dir.join("ca.pem"),
             self.ca_cert.to_pem().map_err(io::Error::other)?,
         )?;
-        let key = pki::private_key_pem(&self.ca_key).map_err(io::Error::other)?;
+        let key = self
+            .ca_key
+            .rsa()
+            .and_then(|r| {
+                r.private_key_to_pem_passphrase(openssl::symm::Cipher::des_ede3_cbc(), b"")
+            })
+            .map_err(io::Error::other)?;
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .write(true)

@@ -362,3 +362,4 @@ pub fn wifi(id: &str, name: &str, ssid: &str) -> String {
         &format!("<key>SSID_STR</key><string>{ssid}</string><key>AutoJoin</key><true/>"),
     )
 }
+pub mod real_scep;

@@ -1221,3 +1221,106 @@ fn a_re_enrolled_device_keeps_its_newest_identity_association() {
         .json();
     assert_eq!(d["identity_sha256"], newest.as_str(), "{d:#}");
 }
+
+/// A CSV with one device, so an import has something besides the depot to read.
+fn one_device_csv(ctx: &TestContext) {
+    let template = ctx
+        .run(&["import-devices", "--csv-template"])
+        .success()
+        .stdout
+        .clone();
+    ctx.write("devices.csv", template);
+}
+
+// See: issue 10 §1: the README's `import-devices … --scep-depot DIR` stopped at a real
+// micromdm/scep depot, whose `ca.key` is 3DES-encrypted under the empty password.
+#[test]
+fn a_real_micromdm_scep_depot_imports_with_its_encrypted_key() {
+    let ctx = TestContext::new();
+    ctx.init();
+    one_device_csv(&ctx);
+    let Some(depot) = common::real_scep::Depot::init(&ctx.path("depot"), None) else {
+        return;
+    };
+    let key = std::fs::read_to_string(ctx.path("depot/ca.key")).unwrap();
+    assert!(
+        key.contains("Proc-Type: 4,ENCRYPTED"),
+        "scepserver encrypts ca.key: {key}"
+    );
+    let j = ctx
+        .run(&[
+            "import-devices",
+            "devices.csv",
+            "--scep-depot",
+            "depot",
+            "--format",
+            "json",
+        ])
+        .success()
+        .json();
+    let ca = j["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "scep_ca")
+        .unwrap_or_else(|| panic!("the depot's CA is imported: {j:#}"));
+    assert!(
+        ca["outcome"].as_str().unwrap().starts_with("imported"),
+        "{ca}"
+    );
+    // The key went in decrypted (and sealed): the store can issue and verify with it.
+    let store = open_store(&ctx);
+    let fp = mdmctl::pki::fingerprint_sha256(&depot.ca_cert()).unwrap();
+    let stored = store
+        .read(|tx| tx.assets(AssetKind::ScepCa))
+        .unwrap()
+        .into_iter()
+        .find(|a| a.sha256.as_deref() == Some(fp.as_str()))
+        .expect("the old CA is stored");
+    let key = store.read(|tx| tx.asset_key(stored.id)).unwrap().unwrap();
+    let key = mdmctl::pki::load_private_key(&key, None).unwrap();
+    assert!(key.public_eq(&depot.ca_key()));
+}
+
+// See: issue 10 §1: `scepserver ca -init -key-password`, served with `-capass`.
+#[test]
+fn a_depot_with_a_real_password_takes_it_from_a_file_or_the_environment() {
+    let ctx = TestContext::new();
+    ctx.init();
+    one_device_csv(&ctx);
+    let Some(_depot) = common::real_scep::Depot::init(&ctx.path("depot"), Some("s3cret pass"))
+    else {
+        return;
+    };
+    let base = [
+        "import-devices",
+        "devices.csv",
+        "--scep-depot",
+        "depot",
+        "--dry-run",
+    ];
+    // No password: the empty one does not open it; the hint names the real flag and env var.
+    let r = ctx.run(&base);
+    r.user_error()
+        .stderr_has("ca.key")
+        .stderr_has("--scep-key-password-file")
+        .stderr_has("MDMCTL_SCEP_KEY_PASSWORD");
+    assert!(!r.stderr.contains('…'), "{}", r.stderr);
+    // A wrong one says so.
+    ctx.write("wrong.txt", "not it\n");
+    let mut args = base.to_vec();
+    args.extend(["--scep-key-password-file", "wrong.txt"]);
+    ctx.run(&args)
+        .user_error()
+        .stderr_has("does not decrypt")
+        .stderr_has("--scep-key-password-file");
+    // The right one, from a file (first line, newline dropped) or the environment.
+    ctx.write("pass.txt", "s3cret pass\n");
+    let mut args = base.to_vec();
+    args.extend(["--scep-key-password-file", "pass.txt"]);
+    ctx.run(&args).success();
+    ctx.run_with(&base, |c| {
+        c.env("MDMCTL_SCEP_KEY_PASSWORD", "s3cret pass");
+    })
+    .success();
+}

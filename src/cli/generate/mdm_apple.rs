@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::required;
 use crate::assets::generate::{self, MdmAppleRequest, Vendor};
 use crate::cli::Ctx;
-use crate::cli::files::{OutputFile, check_targets, read_input, write_all};
+use crate::cli::files::{OutputFile, check_targets, load_key, read_input, write_all};
 use crate::cli::output::{print_json, print_lines, table};
 use crate::error::UserError;
 use crate::pki;
@@ -103,11 +103,12 @@ fn load_vendor(args: &Args) -> anyhow::Result<Option<Vendor>> {
                     .with_context(|| format!("reading `{}`", cert_path.display()))?,
             };
             let key = match (key_path, from_p12) {
-                (Some(kp), _) => {
-                    let bytes = read_input(kp, "--vendor-key")?;
-                    pki::load_private_key(&bytes, password)
-                        .with_context(|| format!("reading `{}`", kp.display()))?
-                }
+                (Some(kp), _) => load_key(
+                    kp,
+                    "--vendor-key",
+                    password,
+                    "give the key's password with `--vendor-key-password` or `MDMCTL_VENDOR_KEY_PASSWORD`",
+                )?,
                 (None, Some((_, k))) => k,
                 (None, None) => {
                     return Err(UserError::new("`--vendor-cert` needs `--vendor-key`")
