@@ -163,6 +163,12 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.report {
         write_report(path, &summary)?;
     }
+    // What reading found that the first bytes did not show (a Fleet database, say).
+    for (s, read) in sources.iter().zip(&summary.sources) {
+        if read.detected != s.detected {
+            eprintln!("{}: read as {}", s.label, read.detected);
+        }
+    }
     if ctx.json() {
         return print_json(&summary);
     }

@@ -29,6 +29,12 @@ fn tool(label: &str, e: impl std::fmt::Display) -> ImportError {
     }
 }
 
+/// A PostgreSQL failure with the server's own message (`database "x" does not exist`) or the
+/// connection's cause (`Connection refused`), not the client's bare `db error`.
+fn pg(label: &str, e: &postgres::Error) -> ImportError {
+    tool(label, crate::store::postgres_error_text(e))
+}
+
 fn connect(url: &str, label: &str) -> Result<postgres::Client, ImportError> {
     let mut config = postgres::Config::from_str(url).map_err(|e| tool(label, e))?;
     if config.get_connect_timeout().is_none() {
@@ -42,7 +48,7 @@ fn connect(url: &str, label: &str) -> Result<postgres::Client, ImportError> {
     }
     config
         .connect(MakeTlsConnector::new(b.build()))
-        .map_err(|e| tool(label, e))
+        .map_err(|e| pg(label, &e))
 }
 
 /// Stream every NanoMDM table of the database into `sink`; returns the rows read.
@@ -53,10 +59,10 @@ pub fn read<S: RowSink<Error = ImportError>>(
 ) -> Result<u64, ImportError> {
     let mut c = connect(url, label)?;
     c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .map_err(|e| tool(label, e))?;
+        .map_err(|e| pg(label, &e))?;
     let list = |c: &mut postgres::Client, sql: &str| -> Result<Vec<Vec<String>>, ImportError> {
         let mut out = Vec::new();
-        for m in c.simple_query(sql).map_err(|e| tool(label, e))? {
+        for m in c.simple_query(sql).map_err(|e| pg(label, &e))? {
             if let SimpleQueryMessage::Row(r) = m {
                 out.push(
                     (0..r.len())
@@ -94,13 +100,13 @@ pub fn read<S: RowSink<Error = ImportError>>(
         c.batch_execute(&format!(
             "DECLARE mdmctl_import NO SCROLL CURSOR FOR SELECT * FROM \"{table}\""
         ))
-        .map_err(|e| tool(label, e))?;
+        .map_err(|e| pg(label, &e))?;
         let mut columns: Vec<String> = Vec::new();
         let mut is_bytea: Vec<bool> = Vec::new();
         loop {
             let batch = c
                 .simple_query(&format!("FETCH {FETCH} FROM mdmctl_import"))
-                .map_err(|e| tool(label, e))?;
+                .map_err(|e| pg(label, &e))?;
             let mut got = 0;
             for m in batch {
                 let SimpleQueryMessage::Row(r) = m else {
@@ -139,7 +145,7 @@ pub fn read<S: RowSink<Error = ImportError>>(
             }
         }
         c.batch_execute("CLOSE mdmctl_import")
-            .map_err(|e| tool(label, e))?;
+            .map_err(|e| pg(label, &e))?;
     }
     for base in ["commands", "enrollment_queue"] {
         let table = format!("{prefix}{base}");
@@ -154,6 +160,6 @@ pub fn read<S: RowSink<Error = ImportError>>(
             sink.other_row(&table);
         }
     }
-    c.batch_execute("COMMIT").map_err(|e| tool(label, e))?;
+    c.batch_execute("COMMIT").map_err(|e| pg(label, &e))?;
     Ok(rows)
 }

@@ -204,6 +204,18 @@ impl Bolt {
         })?;
         Ok(found)
     }
+
+    /// The names of the top-level buckets (to say what a BoltDB holds when it is not MicroMDM's).
+    fn bucket_names(&self) -> Result<Vec<String>, ImportError> {
+        let mut names = Vec::new();
+        self.each(&Tree::Page(self.root), &mut |k, _, is_bucket| {
+            if is_bucket && names.len() < 20 {
+                names.push(String::from_utf8_lossy(k).into_owned());
+            }
+            Ok(())
+        })?;
+        Ok(names)
+    }
 }
 
 fn fnv64a(b: &[u8]) -> u64 {
@@ -274,12 +286,21 @@ pub fn read(path: &Path, label: &str, imp: &mut Importer<'_>) -> Result<u64, Imp
             imp.cert_auth(udid, sha, None)?;
         }
     }
-    let devices = db
-        .bucket("mdm.Devices")?
-        .ok_or_else(|| ImportError::NoTables {
+    let Some(devices) = db.bucket("mdm.Devices")? else {
+        let names = db.bucket_names()?;
+        return Err(ImportError::NotMicroMdm {
             path: label.into(),
-            found: "a BoltDB without MicroMDM's `mdm.Devices` bucket".into(),
-        })?;
+            buckets: if names.is_empty() {
+                "none".into()
+            } else {
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        });
+    };
     db.each(&devices, &mut |key, v, is_bucket| {
         if is_bucket {
             return Ok(());

@@ -53,6 +53,10 @@ pub enum ImportError {
     #[error("`{path}` holds no NanoMDM tables (found {found})")]
     NoTables { path: String, found: String },
     #[error(
+        "`{path}` is a BoltDB file but not MicroMDM's: it has no `mdm.Devices` bucket (its buckets: {buckets})"
+    )]
+    NotMicroMdm { path: String, buckets: String },
+    #[error(
         "`{path}`: table `{table}` is not laid out like NanoMDM's: it has no `{column}` column"
     )]
     Layout {
@@ -98,6 +102,7 @@ impl crate::error::Diagnose for ImportError {
             ImportError::DamagedBolt { .. } => "copy `micromdm.db` again while MicroMDM is stopped, or take a consistent copy with MicroMDM's `GET /boltbackup`".into(),
             ImportError::CustomFormat { path } => format!("convert it to plain SQL with `pg_restore -f out.sql {path}`, then import `out.sql`"),
             ImportError::Unknown { .. } => "give a mysqldump or pg_dump file (plain or .gz), a `mysql://` or `postgres://` URL, or a CSV (`mdmctl import-devices --csv-template`); or say what it is with `--from`".into(),
+            ImportError::NotMicroMdm { .. } => "give MicroMDM's own database, `micromdm.db` in its `-config-path` (default `/var/db/micromdm`), copied while MicroMDM is stopped".into(),
             ImportError::NoTables { .. } => "dump the old MDM's database (it has `devices` and `enrollments` tables), or pass the right `--from`".into(),
             ImportError::Layout { .. } => "dump the NanoMDM database itself (schema from micromdm/nanomdm storage/mysql or storage/pgsql), not a modified copy".into(),
             ImportError::Csv { .. } => "fix the row; `mdmctl import-devices --csv-template` prints the columns and an example".into(),
@@ -388,6 +393,21 @@ impl<'t> Importer<'t> {
             detected: detected.to_string(),
             bytes: 0,
         });
+    }
+
+    /// The source turned out to be Fleet's database (its NanoMDM tables carry the `nano_`
+    /// prefix, or it has Fleet's `mdm_config_assets`), which the first bytes of a dump do not
+    /// show (Fleet's own tables come first): what it brings is labelled `imported:fleet`.
+    pub fn source_is_fleet(&mut self) {
+        if self.origin == "imported:fleet" {
+            return;
+        }
+        self.origin = "imported:fleet".into();
+        if let Some(s) = self.summary.sources.last_mut()
+            && let Some(rest) = s.detected.strip_prefix("NanoMDM ")
+        {
+            s.detected = format!("Fleet {rest}");
+        }
     }
 
     pub fn end_source(&mut self, bytes: u64) {

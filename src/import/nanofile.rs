@@ -2,7 +2,10 @@
 //! files `<id>.<field>` under `devices/`, `enrollments/`, `cert_auth/`, `push_cert/`, sharded
 //! into sub-directories, which the reader does not depend on) and the legacy `file` storage
 //! (one directory per enrollment with `Authenticate.plist`, `TokenUpdate.plist`,
-//! `Identity.pem`, …, user channels under `SubEnrollments/`).
+//! `Identity.pem`, …, user channels under `SubEnrollments/`; at the top of the store the push
+//! certificate and key as `<topic>.pem` and `<topic>.key`, and the identity associations as
+//! `ID,hash` lines in `CertAuth.txt`). File names as NanoMDM's storage/file writes them
+//! (file.go, pushcert.go, certauth.go, bstoken.go).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -157,6 +160,19 @@ struct TokenUpdate {
 }
 
 fn read_file(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
+    // Associations appended over time (certauth.go): a later line for an ID wins.
+    let assoc = dir.join("CertAuth.txt");
+    match fs::read(&assoc) {
+        Ok(bytes) => {
+            for (n, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+                if let Some((id, hash)) = line.trim().split_once(',') {
+                    imp.cert_auth(id.to_string(), hash.to_string(), Some(format!("{n:012}")))?;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(read_err(&assoc, e)),
+    }
     let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| read_err(dir, e))?
         .flatten()
@@ -223,6 +239,28 @@ fn read_file(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
                 }
             }
         }
+    }
+    read_file_push_certs(dir, imp)
+}
+
+/// The push certificates at the top of a `file` store: `<topic>.pem` beside `<topic>.key`
+/// (pushcert.go writes them there, named by the certificate's topic).
+fn read_file_push_certs(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
+    let mut pems: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| read_err(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    pems.sort();
+    for pem in pems {
+        let key = pem.with_extension("key");
+        if !key.is_file() {
+            continue;
+        }
+        let cert = fs::read(&pem).map_err(|e| read_err(&pem, e))?;
+        let key = fs::read(&key).map_err(|e| read_err(&key, e))?;
+        imp.push_cert(cert, key);
     }
     Ok(())
 }

@@ -109,13 +109,18 @@ impl RowSink for NanoSink<'_, '_, '_> {
             return false;
         }
         if t == "mdm_config_assets" {
+            self.imp.source_is_fleet();
             return true;
         }
         // Fleet keeps NanoMDM's tables with a `nano_` prefix beside tables of its own with the
         // same names (its admin `users`): the first NanoMDM table seen decides which family
         // this source uses, and the other is left alone.
         let prefixed = table.starts_with("nano_");
-        *self.prefixed.get_or_insert(prefixed) == prefixed
+        let family = *self.prefixed.get_or_insert(prefixed);
+        if family {
+            self.imp.source_is_fleet();
+        }
+        family == prefixed
     }
 
     fn other_row(&mut self, table: &str) {

@@ -185,7 +185,17 @@ pub fn open(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
             reason: "neither a SQL dump nor a CSV with a `udid` column".into(),
         });
     };
-    let fleet = matches!(from, Some(From::Fleet)) || text.contains("nano_");
+    // Fleet's own tables come first in its dumps (alphabetical), so its `nano_` tables are
+    // rarely in the head; the reader relabels the source when it meets them.
+    let fleet = matches!(from, Some(From::Fleet))
+        || [
+            "nano_",
+            "`app_config_json`",
+            "`abm_tokens`",
+            "`aggregated_stats`",
+        ]
+        .iter()
+        .any(|m| text.contains(m));
     let (origin, who) = if fleet {
         ("fleet", "Fleet")
     } else {

@@ -46,6 +46,7 @@ pub use imports::{ImportState, Imports};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
+pub(crate) use postgres::describe as postgres_error_text;
 pub use profiles::{DeviceProfile, ProfileState, ProfileStatus, ProfileStatusCounts};
 pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand};
 pub use renewals::{Renewal, RenewalState, Renewals};

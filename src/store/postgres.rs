@@ -258,14 +258,27 @@ fn run(
     }
 }
 
-/// The server's message and detail, which say far more than the client error's Display.
-fn describe(e: &postgres::Error) -> String {
+/// The server's message and detail, which say far more than the client error's Display
+/// (`db error`); for a connection that failed, the cause (`Connection refused`, a TLS or
+/// authentication failure) after the client's words.
+pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(d) => format!("{}: {d}", db.message()),
             None => db.message().to_string(),
         },
-        None => e.to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let more = c.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 

@@ -503,6 +503,40 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     assert_eq!(d.source, "imported:fleet");
     drop(store);
 
+    // A real Fleet dump holds ~150 tables of Fleet's own before its `nano_` ones: the first
+    // bytes do not say Fleet, the tables do (see: issue 10 §2: labelled `imported:nanomdm`).
+    let mut padded = b"--\n-- Table structure for table `cve_meta`\n--\n\nDROP TABLE IF EXISTS `cve_meta`;\nCREATE TABLE `cve_meta` (\n  `cve` varchar(20) NOT NULL,\n  `summary` text,\n  PRIMARY KEY (`cve`)\n);\nLOCK TABLES `cve_meta` WRITE;\n".to_vec();
+    for i in 0..400 {
+        padded.extend_from_slice(
+            format!(
+                "INSERT INTO `cve_meta` VALUES ('CVE-2026-{i:05}','{}');\n",
+                "x".repeat(60)
+            )
+            .as_bytes(),
+        );
+    }
+    padded.extend_from_slice(b"UNLOCK TABLES;\n");
+    padded.extend_from_slice(&fresh.read("fleet.sql"));
+    fresh.write("fleet-full.sql", &padded);
+    let fresh3 = TestContext::new();
+    fresh3.init();
+    let fp = fresh.path("fleet-full.sql").display().to_string();
+    let r = fresh3.run(&["import-devices", &fp, "--format", "json"]);
+    r.success().stderr_has("read as Fleet");
+    assert!(
+        r.json()["sources"][0]["detected"]
+            .as_str()
+            .unwrap()
+            .starts_with("Fleet")
+    );
+    let store = open_store(&fresh3);
+    let d = store
+        .read(|tx| tx.device(&fleet.devices[0].udid))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.source, "imported:fleet");
+    drop(store);
+
     // A source whose push certificate has another topic than the store's is refused.
     let other = Fleet::new(1, 7);
     let db2 = MyDb::create().unwrap();
@@ -863,6 +897,27 @@ fn micromdm_boltdb_imports_devices_hashes_and_assets() {
     ctx.run(&["import-devices", "short.db"])
         .user_error()
         .stderr_has("short.db");
+
+    // Another program's BoltDB (micromdm/scep's bolt depot, say) says what it is not, and
+    // its hint is about MicroMDM's database, not SQL (see: issue 10 §2).
+    let spec = serde_json::json!({
+        "page_size": 1024,
+        "buckets": { "scep_certificates": { "items": [[hex::encode("serial"), hex::encode("2")]] } }
+    });
+    ctx.write("other.json", spec.to_string());
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(ctx.path("other.json"))
+        .arg(ctx.path("depot.db"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    let r = ctx.run(&["import-devices", "depot.db"]);
+    r.user_error()
+        .stderr_has("not MicroMDM's")
+        .stderr_has("`scep_certificates`")
+        .stderr_has("micromdm.db");
+    assert!(!r.stderr.contains("dump"), "{}", r.stderr);
 }
 
 fn put(path: std::path::PathBuf, bytes: impl AsRef<[u8]>) {
@@ -955,17 +1010,40 @@ fn nanomdm_file_storages_import() {
         .unwrap();
     drop(store);
 
-    // The legacy `file` storage, with a user channel.
+    // The legacy `file` storage, with a user channel, the push certificate at the top of the
+    // store (`<topic>.pem`, `<topic>.key`) and one device known only by its association in
+    // `CertAuth.txt` (see: issue 10 §2: "Assets found: none").
     let ctx = TestContext::new();
     ctx.init();
     let db = ctx.path("db");
+    put(
+        db.join(format!("{}.pem", fleet.topic)),
+        fleet.push_cert.to_pem().unwrap(),
+    );
+    put(
+        db.join(format!("{}.key", fleet.topic)),
+        fleet.push_key.private_key_to_pem_pkcs8().unwrap(),
+    );
+    let last = fleet.devices.last().unwrap();
+    put(
+        db.join("CertAuth.txt"),
+        format!(
+            "{},{}\n{},{}\n",
+            last.udid,
+            "0".repeat(64),
+            last.udid,
+            last.sha256
+        ),
+    );
     for d in &fleet.devices {
         let dir = db.join(&d.udid);
         put(dir.join("Authenticate.plist"), &d.authenticate);
         put(dir.join("TokenUpdate.plist"), &d.token_update);
         put(dir.join("UnlockToken.dat"), &d.unlock_token);
         put(dir.join("SerialNumber.txt"), &d.serial);
-        put(dir.join("Identity.pem"), &d.cert_pem);
+        if d.udid != last.udid {
+            put(dir.join("Identity.pem"), &d.cert_pem);
+        }
         if !d.enabled {
             put(dir.join("Disabled"), "");
         }
@@ -989,9 +1067,25 @@ fn nanomdm_file_storages_import() {
     let j = r.json();
     assert_eq!(j["devices"]["imported"], 3, "{j:#}");
     assert_eq!(j["enrollments"]["imported"], 4, "{j:#}");
+    let apns = j["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "apns")
+        .unwrap_or_else(|| panic!("the push certificate is found: {j:#}"));
+    assert_eq!(apns["outcome"], "imported", "{j:#}");
     let store = open_store(&ctx);
     store
         .read(|tx| -> Result<(), mdmctl::store::StoreError> {
+            for d in &fleet.devices {
+                let rec = tx.device(&d.udid)?.expect("imported");
+                assert_eq!(
+                    rec.identity_sha256.as_deref(),
+                    Some(d.sha256.as_str()),
+                    "{}",
+                    d.udid
+                );
+            }
             let d = &fleet.devices[0];
             let rec = tx.device(&d.udid)?.expect("imported");
             assert_eq!(rec.identity_sha256.as_deref(), Some(d.sha256.as_str()));
@@ -1323,4 +1417,41 @@ fn a_depot_with_a_real_password_takes_it_from_a_file_or_the_environment() {
         c.env("MDMCTL_SCEP_KEY_PASSWORD", "s3cret pass");
     })
     .success();
+}
+
+// See: issue 10 §2: a missing database or a refused connection printed `db error`.
+#[test]
+fn an_unreachable_postgres_source_names_the_url_and_the_servers_message() {
+    let ctx = TestContext::new();
+    ctx.init();
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://old:hunter2secret@127.0.0.1:{port}/nanomdm");
+    let r = ctx.run(&["import-devices", &url]);
+    r.user_error()
+        .stderr_has(&format!("postgres://old:***@127.0.0.1:{port}/nanomdm"))
+        .stderr_has("Connection refused");
+    assert!(!r.stderr.contains("hunter2secret"), "{}", r.stderr);
+
+    let Ok(base) = std::env::var("MDMCTL_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "SKIP (missing database): set MDMCTL_TEST_POSTGRES_URL to run against the local PostgreSQL"
+        );
+        return;
+    };
+    let missing = format!(
+        "{}/mdmctl_no_such_db_{}",
+        base.rsplit_once('/').unwrap().0,
+        std::process::id()
+    );
+    let r = ctx.run(&["import-devices", &missing]);
+    r.user_error().stderr_has(&format!(
+        "database \"mdmctl_no_such_db_{}\" does not exist",
+        std::process::id()
+    ));
+    assert!(!r.stderr.contains("db error"), "{}", r.stderr);
 }
