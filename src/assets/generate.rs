@@ -25,6 +25,8 @@ pub struct MdmAppleRequest {
     pub org: String,
     pub country: String,
     pub scep_key_bits: u32,
+    /// Make a SCEP CA too (when the store has no issuing CA, or the admin asked for one).
+    pub scep_ca: bool,
 }
 
 /// The MDM vendor identity that signs push requests.
@@ -36,8 +38,8 @@ pub struct Vendor {
 pub struct GeneratedMdmApple {
     pub apns_key: PKey<Private>,
     pub apns_csr: X509Req,
-    pub scep_cert: X509,
-    pub scep_key: PKey<Private>,
+    /// The new SCEP CA, when one was asked for.
+    pub scep: Option<(X509, PKey<Private>)>,
     /// Base64 of the XML plist for identity.apple.com, when a vendor signed it.
     pub push_request_b64: Option<String>,
     /// Things the admin should know (a vendor certificate not issued by Apple, say).
@@ -51,11 +53,17 @@ impl GeneratedMdmApple {
     pub fn apns_csr_pem(&self) -> Result<Vec<u8>, AssetError> {
         Ok(self.apns_csr.to_pem().map_err(pki::PkiError::from)?)
     }
-    pub fn scep_cert_pem(&self) -> Result<Vec<u8>, AssetError> {
-        Ok(self.scep_cert.to_pem().map_err(pki::PkiError::from)?)
-    }
-    pub fn scep_key_pem(&self) -> Result<Zeroizing<Vec<u8>>, AssetError> {
-        Ok(pki::private_key_pem(&self.scep_key)?)
+    /// The SCEP CA's certificate and key (PEM), when one was made.
+    pub fn scep_pem(&self) -> Result<Option<(Vec<u8>, Zeroizing<Vec<u8>>)>, AssetError> {
+        self.scep
+            .as_ref()
+            .map(|(c, k)| {
+                Ok((
+                    c.to_pem().map_err(pki::PkiError::from)?,
+                    pki::private_key_pem(k)?,
+                ))
+            })
+            .transpose()
     }
 }
 
@@ -97,7 +105,7 @@ pub fn check_vendor(vendor: &Vendor) -> Result<Vec<String>, AssetError> {
     Ok(warnings)
 }
 
-/// APNs key + CSR, SCEP CA, and (with a vendor) the signed push request.
+/// APNs key + CSR, a SCEP CA when asked, and (with a vendor) the signed push request.
 pub fn generate_mdm_apple(
     req: &MdmAppleRequest,
     vendor: Option<&Vendor>,
@@ -117,21 +125,25 @@ pub fn generate_mdm_apple(
             ..Default::default()
         },
     )?;
-    let (scep_cert, scep_key) = pki::new_ca(&CaSpec {
-        common_name: format!("{} MDM SCEP CA", req.org),
-        organization: req.org.clone(),
-        country: req.country.clone(),
-        key_bits: req.scep_key_bits,
-        years: SCEP_CA_YEARS,
-    })?;
+    let scep = req
+        .scep_ca
+        .then(|| {
+            pki::new_ca(&CaSpec {
+                common_name: format!("{} MDM SCEP CA", req.org),
+                organization: req.org.clone(),
+                country: req.country.clone(),
+                key_bits: req.scep_key_bits,
+                years: SCEP_CA_YEARS,
+            })
+        })
+        .transpose()?;
     let push_request_b64 = vendor
         .map(|v| pki::push_request_plist(&apns_csr, &v.cert, &v.key).map(|xml| B64.encode(xml)))
         .transpose()?;
     Ok(GeneratedMdmApple {
         apns_key,
         apns_csr,
-        scep_cert,
-        scep_key,
+        scep,
         push_request_b64,
         warnings,
     })
@@ -141,12 +153,36 @@ pub fn generate_mdm_apple(
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SavedMdmApple {
     pub apns_pending_id: i64,
-    pub scep_ca_id: i64,
-    pub scep_ca_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scep_ca_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scep_ca_sha256: Option<String>,
 }
 
-/// Keep the push key (pending until Apple's certificate is set) and the SCEP CA (the new
-/// issuing CA; any earlier CA stays trusted so existing identities keep working).
+/// What the store already holds that decides what `generate mdm-apple` makes and says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreFacts {
+    /// A SCEP CA issues identities (generated, or an imported one chosen to issue).
+    pub issuing_ca: bool,
+    /// A push certificate is set, or devices are enrolled or imported: Apple's portal must
+    /// *renew* that certificate (a new one has a new topic and strands every device).
+    pub renewing: bool,
+}
+
+impl StoreFacts {
+    pub fn of(tx: &mut dyn Tx) -> Result<Self, AssetError> {
+        Ok(Self {
+            issuing_ca: tx.active_asset(AssetKind::ScepCa)?.is_some(),
+            renewing: tx.active_asset(AssetKind::Apns)?.is_some()
+                || tx.count_devices()? > 0
+                || !tx.enrollment_topics()?.is_empty(),
+        })
+    }
+}
+
+/// Keep the push key (pending until Apple's certificate is set) and, when one was made, the
+/// SCEP CA (the new issuing CA; any earlier CA stays trusted so existing identities keep
+/// working).
 pub fn save_mdm_apple(
     tx: &mut dyn Tx,
     g: &GeneratedMdmApple,
@@ -157,32 +193,40 @@ pub fn save_mdm_apple(
     apns.csr_pem = Some(String::from_utf8_lossy(&g.apns_csr_pem()?).into_owned());
     let apns_pending_id = tx.insert_asset(&apns)?;
 
-    let info = CertInfo::of(&g.scep_cert)?;
-    if let Some(active) = tx.active_asset(AssetKind::ScepCa)? {
-        tx.set_asset_state(active.id, AssetState::Trusted)?;
+    let (mut scep_ca_id, mut scep_ca_sha256) = (None, None);
+    if let (Some((cert, _)), Some((cert_pem, key_pem))) = (&g.scep, g.scep_pem()?) {
+        let info = CertInfo::of(cert)?;
+        if let Some(active) = tx.active_asset(AssetKind::ScepCa)? {
+            tx.set_asset_state(active.id, AssetState::Trusted)?;
+        }
+        let mut ca = NewAsset::new(AssetKind::ScepCa, AssetState::Active, "generated");
+        ca.cert_pem = Some(String::from_utf8_lossy(&cert_pem).into_owned());
+        ca.key_pem = Some(key_pem);
+        ca.sha256 = Some(info.sha256.clone());
+        ca.not_after = Some(info.not_after);
+        scep_ca_id = Some(tx.insert_asset(&ca)?);
+        scep_ca_sha256 = Some(info.sha256);
     }
-    let mut ca = NewAsset::new(AssetKind::ScepCa, AssetState::Active, "generated");
-    ca.cert_pem = Some(String::from_utf8_lossy(&g.scep_cert_pem()?).into_owned());
-    ca.key_pem = Some(g.scep_key_pem()?);
-    ca.sha256 = Some(info.sha256.clone());
-    ca.not_after = Some(info.not_after);
-    let scep_ca_id = tx.insert_asset(&ca)?;
     tx.record_activity(&NewActivity {
         actor: actor.to_string(),
         kind: "assets.generated".into(),
         device_id: None,
-        summary: "generated an APNs push key and CSR and a SCEP CA".into(),
+        summary: if scep_ca_id.is_some() {
+            "generated an APNs push key and CSR and a SCEP CA".into()
+        } else {
+            "generated an APNs push key and CSR".into()
+        },
         details: serde_json::json!({
             "apns_pending_asset": apns_pending_id,
             "scep_ca_asset": scep_ca_id,
-            "scep_ca_sha256": info.sha256,
+            "scep_ca_sha256": scep_ca_sha256,
             "vendor_signed": g.push_request_b64.is_some(),
         }),
     })?;
     Ok(SavedMdmApple {
         apns_pending_id,
         scep_ca_id,
-        scep_ca_sha256: info.sha256,
+        scep_ca_sha256,
     })
 }
 

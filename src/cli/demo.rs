@@ -127,26 +127,30 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
             org: "Example Inc".into(),
             country: "US".into(),
             scep_key_bits: 2048,
+            scep_ca: true,
         },
         Some(&vendor),
     )?;
     let actor = ctx.actor();
     store.write(|tx| generate::save_mdm_apple(tx, &g, &actor))?;
-    write_all(
-        dir,
-        &[
-            OutputFile::private("mdm-apple-apns.key", g.apns_key_pem()?, "APNs key"),
-            OutputFile::public("mdm-apple-apns.csr", g.apns_csr_pem()?, "APNs CSR"),
-            OutputFile::public(
-                "mdm-apple-push-request.b64",
-                g.push_request_b64.clone().unwrap_or_default().into_bytes(),
-                "push request",
-            ),
-            OutputFile::public("mdm-apple-scep.crt", g.scep_cert_pem()?, "SCEP CA"),
-            OutputFile::private("mdm-apple-scep.key", g.scep_key_pem()?, "SCEP CA key"),
-        ],
-        false,
-    )?;
+    let mut files = vec![
+        OutputFile::private("mdm-apple-apns.key", g.apns_key_pem()?, "APNs key"),
+        OutputFile::public("mdm-apple-apns.csr", g.apns_csr_pem()?, "APNs CSR"),
+        OutputFile::public(
+            "mdm-apple-push-request.b64",
+            g.push_request_b64.clone().unwrap_or_default().into_bytes(),
+            "push request",
+        ),
+    ];
+    if let Some((cert, key)) = g.scep_pem()? {
+        files.push(OutputFile::public("mdm-apple-scep.crt", cert, "SCEP CA"));
+        files.push(OutputFile::private(
+            "mdm-apple-scep.key",
+            key,
+            "SCEP CA key",
+        ));
+    }
+    write_all(dir, &files, false)?;
     step.done(
         "generated the APNs push key and CSR, a vendor-signed push request, and a SCEP CA".into(),
     );

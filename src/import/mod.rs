@@ -978,6 +978,27 @@ impl<'t> Importer<'t> {
                 reason: format!("the push key in `push_certs`: {e}"),
             })?;
             let topic = pki::apns_topic(&cert).unwrap_or_default();
+            // Never go backwards: after a renewal (here or in the old MDM after an earlier
+            // import), the store's certificate for the same topic outlives the source's, and
+            // putting the old one back would break pushes when it expires.
+            let info = pki::CertInfo::of(&cert)?;
+            if let Some(active) = self.tx.active_asset(AssetKind::Apns)?
+                && active.topic.as_deref() == Some(topic.as_str())
+                && active.sha256.as_deref() != Some(info.sha256.as_str())
+                && let Some(kept) = active.not_after.filter(|n| *n >= info.not_after)
+            {
+                self.summary.assets.push(AssetFound {
+                    kind: "apns".into(),
+                    source: src,
+                    detail: format!("push certificate, topic `{topic}`"),
+                    outcome: format!(
+                        "kept newer: the store's certificate is valid until {}, this one until {}",
+                        kept.date(),
+                        info.not_after.date()
+                    ),
+                });
+                continue;
+            }
             if fresh_multi_topic && main_topic.as_deref() != Some(topic.as_str()) {
                 self.summary.assets.push(AssetFound {
                     kind: "apns".into(),

@@ -25,8 +25,8 @@ pub struct CaSpec {
 }
 
 /// A new self-signed CA: RSA key, SHA-256, valid from ten minutes ago (clock skew on devices)
-/// for `years`, basicConstraints CA (critical), keyUsage keyCertSign + cRLSign (critical),
-/// subject and authority key identifiers.
+/// for `years`, basicConstraints CA (critical), keyUsage digitalSignature, keyEncipherment,
+/// keyCertSign and cRLSign (critical), subject and authority key identifiers.
 ///
 /// keyUsage also carries digitalSignature and keyEncipherment: a SCEP CA with no separate RA
 /// signs its CertRep replies and is the recipient of the devices' encrypted requests, and strict
@@ -47,9 +47,13 @@ pub fn new_ca(spec: &CaSpec) -> Result<(X509, PKey<Private>), PkiError> {
         add_years(now, spec.years),
     )?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    // Apple's devices do not check these bits: micromdm/scep's CA (keyCertSign and cRLSign
+    // only) works with Macs too, and mdmctl trusts such a CA when it is imported.
     b.append_extension(
         KeyUsage::new()
             .critical()
+            .digital_signature()
+            .key_encipherment()
             .key_cert_sign()
             .crl_sign()
             .build()?,

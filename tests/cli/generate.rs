@@ -77,7 +77,11 @@ fn apns_csr_and_scep_ca_pass_openssl() {
     assert!(ca.contains("X509v3 Basic Constraints: critical"), "{ca}");
     assert!(ca.contains("CA:TRUE"));
     assert!(ca.contains("X509v3 Key Usage: critical"));
-    assert!(ca.contains("Certificate Sign, CRL Sign"));
+    // See: issue 10 §3: the key usage docs/operations.md describes.
+    assert!(
+        ca.contains("Digital Signature, Key Encipherment, Certificate Sign, CRL Sign"),
+        "{ca}"
+    );
     assert!(ca.contains("X509v3 Subject Key Identifier"));
     assert!(ca.contains("Public-Key: (2048 bit)"));
     let subject = t
@@ -574,4 +578,102 @@ fn abm_key_pair_and_vendor_csr() {
         "{csr:?}"
     );
     assert_eq!(mode(&t, "mdm-vendor.key"), 0o600);
+}
+
+// See: issue 10 §3: a second `generate mdm-apple` made and activated a new SCEP CA (the issuer
+// changed behind the admin's back), and told a store with devices to "Create a Certificate".
+#[test]
+fn a_store_that_issues_keeps_its_ca_and_is_told_to_renew() {
+    let t = TestContext::new();
+    t.init();
+    let generate = |extra: &[&str]| {
+        let mut args = vec![
+            "--format",
+            "json",
+            "generate",
+            "mdm-apple",
+            "--email",
+            "it@example.com",
+            "--org",
+            "Acme",
+            "--vendor-cert",
+            "vendor.crt",
+            "--vendor-key",
+            "vendor.key",
+            "--force",
+        ];
+        args.extend(extra);
+        t.run(&args).success().json()
+    };
+    make_vendor(&t);
+    // A new store: the push CSR and a SCEP CA, which becomes the issuing CA.
+    let first = generate(&[]);
+    let ca = first["store"]["scep_ca_sha256"]
+        .as_str()
+        .expect("a SCEP CA is made")
+        .to_string();
+    assert!(t.exists("mdm-apple-scep.crt"));
+    let next = first["next_steps"][0].as_str().unwrap();
+    assert!(next.contains("Create a Certificate"), "{next}");
+    std::fs::remove_file(t.path("mdm-apple-scep.crt")).unwrap();
+
+    // Again, on a store that issues: the push CSR only; the CA stays the issuer.
+    let again = generate(&[]);
+    assert!(again["store"]["scep_ca_id"].is_null(), "{again:#}");
+    assert!(!t.exists("mdm-apple-scep.crt"), "no SCEP CA file written");
+    let cas = t
+        .run(&["--format", "json", "get", "mdm-apple"])
+        // Exit 1: no push certificate yet; the JSON still lists the CAs.
+        .json();
+    let issuing: Vec<_> = cas["scep_cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "active")
+        .collect();
+    assert_eq!(issuing.len(), 1, "{cas:#}");
+    assert_eq!(issuing[0]["sha256"], ca.as_str(), "{cas:#}");
+
+    // Asked for: a new CA becomes the issuer, the old one stays trusted.
+    let asked = generate(&["--scep-ca"]);
+    assert!(
+        asked["store"]["scep_ca_sha256"]
+            .as_str()
+            .is_some_and(|s| s != ca),
+        "{asked:#}"
+    );
+
+    // With a push certificate in the store, Apple's portal must renew it.
+    t.fake_apple();
+    t.apple_signs(
+        "mdm-apple-apns.csr",
+        &crate::common::topic(7),
+        365,
+        "push.pem",
+    );
+    t.run(&["set", "mdm-apple", "--apns-cert", "push.pem"])
+        .success();
+    let renew = generate(&[]);
+    let next = renew["next_steps"][0].as_str().unwrap();
+    assert!(
+        next.contains("\"Renew\"") && next.contains("never \"Create a Certificate\""),
+        "{next}"
+    );
+    let text = t
+        .run(&[
+            "generate",
+            "mdm-apple",
+            "--email",
+            "it@example.com",
+            "--org",
+            "Acme",
+            "--force",
+        ])
+        .success()
+        .stdout
+        .clone();
+    assert!(
+        text.contains("Renew") && !text.contains("choose \"Create a Certificate\""),
+        "{text}"
+    );
 }

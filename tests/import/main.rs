@@ -323,6 +323,57 @@ fn reimport_dry_run_and_kept_newer() {
             Ok(())
         })
         .unwrap();
+    drop(store);
+
+    // The push certificate was renewed (same topic, later expiry) after the import: importing
+    // the old database again keeps the renewed one (see: issue 10 §3: it put the old one
+    // back, which breaks pushes on the renewal day).
+    let renewed = fixture::cert(
+        "APSP:test",
+        Some(&fleet.topic),
+        &fleet.push_key,
+        None,
+        700,
+        false,
+    );
+    ctx.write("renewed.pem", renewed.to_pem().unwrap());
+    ctx.write(
+        "push.key",
+        fleet.push_key.private_key_to_pem_pkcs8().unwrap(),
+    );
+    ctx.run(&[
+        "set",
+        "mdm-apple",
+        "--apns-cert",
+        "renewed.pem",
+        "--apns-key",
+        "push.key",
+    ])
+    .success();
+    let j = ctx
+        .run(&["import-devices", &src, "--format", "json"])
+        .success()
+        .json();
+    let apns = j["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "apns")
+        .unwrap_or_else(|| panic!("{j:#}"));
+    assert!(
+        apns["outcome"].as_str().unwrap().starts_with("kept newer"),
+        "{apns}"
+    );
+    let store = open_store(&ctx);
+    let active = store
+        .read(|tx| tx.active_asset(AssetKind::Apns))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        active.sha256.as_deref(),
+        Some(mdmctl::pki::fingerprint_sha256(&renewed).unwrap().as_str()),
+        "the renewed certificate stays active"
+    );
 }
 
 #[test]

@@ -46,6 +46,10 @@ pub struct Args {
     /// RSA key size of the SCEP CA (the push key is always 2048 bits, as Apple requires).
     #[arg(long, default_value_t = 2048, value_parser = parse_key_size)]
     pub key_size: u32,
+    /// Also make a new SCEP CA and make it the issuing CA (the current one stays trusted).
+    /// Without this, a SCEP CA is made only when the store has no issuing CA.
+    #[arg(long)]
+    pub scep_ca: bool,
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
@@ -138,12 +142,23 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
         "\"Example Inc\"",
     )?;
     let vendor = load_vendor(&args)?;
-    let mut names = vec![APNS_KEY, APNS_CSR, SCEP_CERT, SCEP_KEY];
+    let store = ctx.open_store_if_any()?;
+    // A store that already issues identities keeps its CA (a second one would become the
+    // issuer behind the admin's back); a push certificate or devices mean Apple's portal must
+    // renew, not create.
+    let facts = match &store {
+        Some(s) => s.read(generate::StoreFacts::of)?,
+        None => generate::StoreFacts::default(),
+    };
+    let scep_ca = args.scep_ca || !facts.issuing_ca;
+    let mut names = vec![APNS_KEY, APNS_CSR];
+    if scep_ca {
+        names.extend([SCEP_CERT, SCEP_KEY]);
+    }
     if vendor.is_some() {
         names.push(PUSH_REQUEST);
     }
     check_targets(&args.out, &names, args.force)?;
-    let store = ctx.open_store_if_any()?;
 
     let g = generate::generate_mdm_apple(
         &MdmAppleRequest {
@@ -151,6 +166,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
             org,
             country: args.country.clone(),
             scep_key_bits: args.key_size,
+            scep_ca,
         },
         vendor.as_ref(),
     )?;
@@ -178,26 +194,27 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
             "signed push request for identity.apple.com",
         ));
     }
-    files.push(OutputFile::public(
-        SCEP_CERT,
-        g.scep_cert_pem()?,
-        "SCEP CA certificate",
-    ));
-    files.push(OutputFile::private(
-        SCEP_KEY,
-        g.scep_key_pem()?,
-        "SCEP CA key (private)",
-    ));
+    if let Some((cert, key)) = g.scep_pem()? {
+        files.push(OutputFile::public(SCEP_CERT, cert, "SCEP CA certificate"));
+        files.push(OutputFile::private(SCEP_KEY, key, "SCEP CA key (private)"));
+    }
     let written = write_all(&args.out, &files, args.force)?;
 
+    // What to choose at Apple's portal: with a push certificate or devices in the store,
+    // only "Renew" keeps the topic every enrolled device listens on.
+    let portal = if facts.renewing {
+        "choose \"Renew\" next to the push certificate your devices use (never \"Create a Certificate\": a new certificate has a new topic and every enrolled device would have to re-enroll)".to_string()
+    } else {
+        "choose \"Create a Certificate\" (or \"Renew\" for a certificate devices already use: renewing keeps their topic)".to_string()
+    };
     let upload = if g.push_request_b64.is_some() {
         format!(
-            "Sign in at https://identity.apple.com with the Apple ID `{email}`, choose \"Create a Certificate\" (or \"Renew\" for an existing one: renewing keeps the topic every enrolled device listens on), and upload `{}`.",
+            "Sign in at https://identity.apple.com with the Apple ID `{email}`, {portal}, and upload `{}`.",
             args.out.join(PUSH_REQUEST).display()
         )
     } else {
         format!(
-            "Have `{}` signed by an MDM vendor certificate: with your own Apple \"MDM CSR\" certificate, rerun with `--vendor-cert FILE --vendor-key FILE` (`mdmctl generate mdm-vendor-csr` makes the request for one); or send the CSR to your MDM vendor. Then upload the signed request at https://identity.apple.com with the Apple ID `{email}` (\"Renew\" for an existing certificate keeps its topic).",
+            "Have `{}` signed by an MDM vendor certificate: with your own Apple \"MDM CSR\" certificate, rerun with `--vendor-cert FILE --vendor-key FILE` (`mdmctl generate mdm-vendor-csr` makes the request for one); or send the CSR to your MDM vendor. Then sign in at https://identity.apple.com with the Apple ID `{email}`, {portal}, and upload the signed request.",
             args.out.join(APNS_CSR).display()
         )
     };
@@ -243,8 +260,12 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
             .map(|l| format!("  {l}")),
     );
     match &report.store {
-        Some(s) => lines.push(format!(
+        Some(s) if s.saved.scep_ca_id.is_some() => lines.push(format!(
             "The push key and the SCEP CA are also kept, encrypted, in the store `{}`; the SCEP CA is now the issuing CA.",
+            s.location
+        )),
+        Some(s) => lines.push(format!(
+            "The push key is also kept, encrypted, in the store `{}`. Its SCEP CA stays the issuing CA (`--scep-ca` makes a new one).",
             s.location
         )),
         None => lines.push(format!(
