@@ -35,6 +35,9 @@ pub struct Vendor {
     pub key: PKey<Private>,
 }
 
+/// A CA's certificate and (zeroized) private key, both PEM.
+pub type CaPem = (Vec<u8>, Zeroizing<Vec<u8>>);
+
 pub struct GeneratedMdmApple {
     pub apns_key: PKey<Private>,
     pub apns_csr: X509Req,
@@ -54,7 +57,7 @@ impl GeneratedMdmApple {
         Ok(self.apns_csr.to_pem().map_err(pki::PkiError::from)?)
     }
     /// The SCEP CA's certificate and key (PEM), when one was made.
-    pub fn scep_pem(&self) -> Result<Option<(Vec<u8>, Zeroizing<Vec<u8>>)>, AssetError> {
+    pub fn scep_pem(&self) -> Result<Option<CaPem>, AssetError> {
         self.scep
             .as_ref()
             .map(|(c, k)| {
