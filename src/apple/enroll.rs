@@ -11,6 +11,21 @@ use plist::{Dictionary, Value};
 /// Every MDM access right (Apple: 8191). Rights may not be added by a later profile.
 pub const ACCESS_RIGHTS_ALL: u64 = 8191;
 
+/// The capabilities mdmctl announces in a new enrollment: user channels and bootstrap tokens.
+pub const SERVER_CAPABILITIES: &[&str] = &[
+    "com.apple.mdm.per-user-connections",
+    "com.apple.mdm.bootstraptoken",
+];
+
+/// Payload types that install certificates without keys (trust anchors and intermediates):
+/// what a renewal carries over from the old enrollment profile so the device's trust in the
+/// server is not removed with it.
+pub const CERTIFICATE_PAYLOAD_TYPES: &[&str] = &[
+    "com.apple.security.root",
+    "com.apple.security.pkcs1",
+    "com.apple.security.pem",
+];
+
 /// What goes into an enrollment profile.
 #[derive(Clone, Debug)]
 pub struct EnrollmentProfile {
@@ -24,6 +39,12 @@ pub struct EnrollmentProfile {
     pub scep: ScepPayload,
     /// DER certificates to trust (the server's private CA), as `com.apple.security.root`.
     pub anchors: Vec<Vec<u8>>,
+    /// Certificate payloads kept verbatim (identifiers and UUIDs included) from the profile
+    /// this one replaces.
+    pub kept_payloads: Vec<Dictionary>,
+    /// `ServerCapabilities`; `None` leaves the key out (a renewal keeps the old profile's,
+    /// absent included).
+    pub server_capabilities: Option<Vec<String>>,
     pub sign_message: bool,
     pub check_out_when_removed: bool,
     /// `AccessRights` (a renewal must keep the installed profile's: rights cannot be added).
@@ -60,7 +81,12 @@ impl EnrollmentProfile {
     /// The profile as an XML plist (unsigned; sign it with `pki::sign_profile`).
     pub fn to_xml(&self) -> Vec<u8> {
         let scep_uuid = uuid();
-        let mut content = Vec::new();
+        let mut content: Vec<Value> = self
+            .kept_payloads
+            .iter()
+            .cloned()
+            .map(Value::Dictionary)
+            .collect();
         for (i, der) in self.anchors.iter().enumerate() {
             let mut d = payload(
                 "com.apple.security.root",
@@ -126,13 +152,12 @@ impl EnrollmentProfile {
             "CheckOutWhenRemoved".into(),
             self.check_out_when_removed.into(),
         );
-        mdm.insert(
-            "ServerCapabilities".into(),
-            Value::Array(vec![
-                "com.apple.mdm.per-user-connections".into(),
-                "com.apple.mdm.bootstraptoken".into(),
-            ]),
-        );
+        if let Some(caps) = &self.server_capabilities {
+            mdm.insert(
+                "ServerCapabilities".into(),
+                Value::Array(caps.iter().map(|c| c.as_str().into()).collect()),
+            );
+        }
         content.push(Value::Dictionary(mdm));
 
         let mut top = Dictionary::new();
@@ -182,6 +207,8 @@ mod tests {
                 ca_fingerprint: Some(vec![1; 32]),
             },
             anchors: vec![vec![0x30, 0x00]],
+            kept_payloads: Vec::new(),
+            server_capabilities: Some(SERVER_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             sign_message: true,
             access_rights: ACCESS_RIGHTS_ALL,
             check_out_when_removed: true,

@@ -1,8 +1,10 @@
 //! Identity renewal for migrated devices: before the identity certificate an old MDM's CA
 //! issued expires, send the device an enrollment profile that keeps the old profile's top-level
-//! `PayloadIdentifier`, `ServerURL`, `CheckInURL`, `Topic`, `SignMessage` and `AccessRights`
-//! (so macOS updates the enrollment in place) with a SCEP payload pointing at mdmctl's SCEP
-//! server and a one-time challenge. The device enrolls for a new identity from mdmctl's CA; the
+//! `PayloadIdentifier`, `ServerURL`, `CheckInURL`, `Topic`, `SignMessage`, `AccessRights` and
+//! `ServerCapabilities` and its certificate payloads (so macOS updates the enrollment in place
+//! and keeps trusting the server) with a SCEP payload pointing at mdmctl's SCEP server and a
+//! one-time challenge. macOS then restarts check-in (Authenticate, TokenUpdate) with the new
+//! identity; that keeps the enrollment, its queue and its bootstrap token. The device enrolls for a new identity from mdmctl's CA; the
 //! server moves the association to it only when that is verifiable (see
 //! [`crate::server`]'s device authorization: same UDID, a certificate from mdmctl's issuing CA,
 //! this renewal outstanding). Devices that cannot be renewed are reported (log and activity)
@@ -19,8 +21,11 @@ use crate::apple::enroll::{EnrollmentProfile, ScepPayload};
 use crate::store::{NewActivity, QueueStatus, Renewal, RenewalState, StoreError, Tx};
 use crate::timestamp::Timestamp;
 
-/// What the old MDM's enrollment profile says, as a renewal must keep it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the old MDM's enrollment profile says, as a renewal must keep it: what macOS refuses to
+/// see changed in an installed enrollment (`PayloadIdentifier`, `ServerURL`, `CheckInURL`,
+/// `Topic`, no added `AccessRights` bits) and what the device relies on (`ServerCapabilities`,
+/// the certificates it installed to trust the server).
+#[derive(Clone, Debug, PartialEq)]
 pub struct MigrationProfile {
     pub identifier: String,
     pub server_url: String,
@@ -29,6 +34,10 @@ pub struct MigrationProfile {
     pub sign_message: bool,
     pub access_rights: u64,
     pub check_out_when_removed: bool,
+    /// `ServerCapabilities` as the old profile had it (`None`: it had none).
+    pub server_capabilities: Option<Vec<String>>,
+    /// The old profile's certificate payloads (anchors, intermediates), verbatim.
+    pub certificates: Vec<Dictionary>,
 }
 
 /// How `serve` renews identities.
@@ -74,14 +83,39 @@ pub fn parse_migration_profile(bytes: &[u8]) -> Result<MigrationProfile, String>
             .get("SignMessage")
             .and_then(Value::as_boolean)
             .unwrap_or(false),
+        // Required by Apple; a renewal must not add bits, so it is never guessed.
         access_rights: mdm
             .get("AccessRights")
             .and_then(Value::as_unsigned_integer)
-            .unwrap_or(crate::apple::enroll::ACCESS_RIGHTS_ALL),
+            .ok_or("the MDM payload has no AccessRights")?,
         check_out_when_removed: mdm
             .get("CheckOutWhenRemoved")
             .and_then(Value::as_boolean)
             .unwrap_or(false),
+        server_capabilities: match mdm.get("ServerCapabilities") {
+            None => None,
+            Some(v) => Some(
+                v.as_array()
+                    .ok_or("ServerCapabilities is not an array")?
+                    .iter()
+                    .map(|c| c.as_string().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("ServerCapabilities holds something other than strings")?,
+            ),
+        },
+        certificates: top
+            .get("PayloadContent")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_dictionary)
+            .filter(|p| {
+                p.get("PayloadType")
+                    .and_then(Value::as_string)
+                    .is_some_and(|t| crate::apple::enroll::CERTIFICATE_PAYLOAD_TYPES.contains(&t))
+            })
+            .cloned()
+            .collect(),
     })
 }
 
@@ -155,6 +189,8 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
                 ca_fingerprint: None,
             },
             anchors: Vec::new(),
+            kept_payloads: m.certificates.clone(),
+            server_capabilities: m.server_capabilities.clone(),
             sign_message: m.sign_message,
             check_out_when_removed: m.check_out_when_removed,
             access_rights: m.access_rights,
@@ -274,6 +310,22 @@ pub fn is_renewal(
     Ok(tx.device_by_identity(sha256)?.is_none())
 }
 
+/// Whether `sha256` is the identity this device's completed renewal moved it to (an
+/// Authenticate with it restarts check-in after the renewal; it is not a new enrollment).
+pub fn renewed_to(tx: &mut dyn Tx, device_id: &str, sha256: &str) -> Result<bool, StoreError> {
+    let Some(r) = tx.renewal(device_id)? else {
+        return Ok(false);
+    };
+    let Some(challenge) = r
+        .challenge_sha256
+        .as_deref()
+        .filter(|_| r.status == RenewalState::Renewed)
+    else {
+        return Ok(false);
+    };
+    Ok(tx.challenge_issued(challenge)?.as_deref() == Some(sha256))
+}
+
 /// Move the device's association to its renewed identity.
 pub fn complete(
     tx: &mut dyn Tx,
@@ -313,10 +365,17 @@ mod tests {
 <key>PayloadIdentifier</key><string>com.oldmdm.enrollment</string>
 <key>PayloadType</key><string>Configuration</string>
 <key>PayloadContent</key><array>
+<dict><key>PayloadType</key><string>com.apple.security.root</string>
+<key>PayloadIdentifier</key><string>com.oldmdm.anchor</string>
+<key>PayloadUUID</key><string>5E0F3F2A-0000-4000-8000-000000000001</string>
+<key>PayloadContent</key><data>MAA=</data></dict>
+<dict><key>PayloadType</key><string>com.apple.security.pkcs12</string>
+<key>PayloadIdentifier</key><string>com.oldmdm.identity</string></dict>
 <dict><key>PayloadType</key><string>com.apple.mdm</string>
 <key>ServerURL</key><string>https://mdm.example.com/mdm</string>
 <key>CheckInURL</key><string>https://mdm.example.com/checkin</string>
 <key>Topic</key><string>com.apple.mgmt.External.1234</string>
+<key>ServerCapabilities</key><array><string>com.apple.mdm.per-user-connections</string></array>
 <key>SignMessage</key><true/><key>AccessRights</key><integer>4095</integer></dict>
 </array></dict></plist>"#;
         let m = parse_migration_profile(xml).unwrap();
@@ -329,6 +388,23 @@ mod tests {
         assert_eq!(m.topic, "com.apple.mgmt.External.1234");
         assert!(m.sign_message);
         assert_eq!(m.access_rights, 4095);
+        assert_eq!(
+            m.server_capabilities,
+            Some(vec!["com.apple.mdm.per-user-connections".to_string()])
+        );
+        // The anchor is kept verbatim; the old identity (a .p12) is not.
+        assert_eq!(m.certificates.len(), 1);
+        assert_eq!(
+            m.certificates[0]["PayloadUUID"].as_string(),
+            Some("5E0F3F2A-0000-4000-8000-000000000001")
+        );
+        let no_rights = String::from_utf8_lossy(xml)
+            .replace("<key>AccessRights</key><integer>4095</integer>", "");
+        assert!(
+            parse_migration_profile(no_rights.as_bytes())
+                .unwrap_err()
+                .contains("AccessRights")
+        );
         let wifi = br#"<?xml version="1.0"?><plist version="1.0"><dict><key>PayloadIdentifier</key><string>x</string><key>PayloadContent</key><array/></dict></plist>"#;
         assert!(
             parse_migration_profile(wifi)

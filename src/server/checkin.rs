@@ -11,6 +11,7 @@ use super::{AppState, Reply};
 use crate::apple::checkin::{self, Authenticate, Checkin, CheckinMessage, TokenUpdate};
 use crate::apple::command::named;
 use crate::pki::identity::Verified;
+use crate::reconcile::renewal;
 use crate::store::{DeviceRecord, EnrollmentRecord, NewActivity, NewCommand, StoreError, Tx};
 use crate::timestamp::Timestamp;
 
@@ -153,9 +154,22 @@ fn authenticate(
     }
     let existing = tx.device(id)?;
     if let Some(d) = &existing {
+        let recorded = d.identity_sha256.as_deref();
+        // An identity renewal mdmctl sent re-installs the enrollment profile, and macOS then
+        // restarts check-in (Authenticate, TokenUpdate) with the new identity, before or after
+        // it acknowledges the InstallProfile. That is the same enrollment, not a new one.
+        if recorded != Some(v.sha256.as_str())
+            && renewal::is_renewal(tx, id, v.by_issuing_ca, &v.sha256)?
+        {
+            renewal::complete(tx, id, &v.sha256, v.not_after)?;
+            return restart_checkin(tx, id, v, a, body);
+        }
+        if recorded == Some(v.sha256.as_str()) && renewal::renewed_to(tx, id, &v.sha256)? {
+            return restart_checkin(tx, id, v, a, body);
+        }
         // Re-binding a known device to a different certificate needs one our CA issued (a real
         // re-enrollment through mdmctl's SCEP), not any certificate an old CA once issued.
-        if d.identity_sha256.as_deref().is_some_and(|h| h != v.sha256) && !v.by_issuing_ca {
+        if recorded.is_some_and(|h| h != v.sha256) && !v.by_issuing_ca {
             warn!(device = %id, "refused Authenticate: a new identity for a known device must come from mdmctl's SCEP CA");
             return Ok(Reply::Refuse(
                 StatusCode::FORBIDDEN,
@@ -169,14 +183,7 @@ fn authenticate(
         source: "enrolled".into(),
         ..Default::default()
     });
-    let keep = |new: &Option<String>, old: &Option<String>| new.clone().or_else(|| old.clone());
-    d.serial = keep(&a.serial_number, &d.serial);
-    d.model = keep(&a.model, &d.model);
-    d.model_name = keep(&a.model_name, &d.model_name);
-    d.product_name = keep(&a.product_name, &d.product_name);
-    d.os_version = keep(&a.os_version, &d.os_version);
-    d.build_version = keep(&a.build_version, &d.build_version);
-    d.device_name = keep(&a.device_name, &d.device_name);
+    update_facts(&mut d, a);
     d.authenticate_raw = Some(body.to_vec());
     d.enrolled_at = Some(now);
     d.last_seen_at = Some(now);
@@ -221,6 +228,56 @@ fn authenticate(
         })?;
     }
     Ok(Reply::Empty)
+}
+
+/// An Authenticate that restarts check-in for an enrollment that stays (after an identity
+/// renewal): the device's facts and raw message are updated; its channels stay enabled, and
+/// its queue and bootstrap token are kept (clearing them is what cost Fleet its devices'
+/// bootstrap tokens: fleetdm/fleet#41167).
+fn restart_checkin(
+    tx: &mut dyn Tx,
+    id: &str,
+    v: &Verified,
+    a: &Authenticate,
+    body: &[u8],
+) -> Result<Reply, StoreError> {
+    let Some(mut d) = tx.device(id)? else {
+        return Ok(Reply::Refuse(
+            StatusCode::FORBIDDEN,
+            "unknown device".into(),
+        ));
+    };
+    let now = Timestamp::now();
+    update_facts(&mut d, a);
+    d.authenticate_raw = Some(body.to_vec());
+    d.last_seen_at = Some(now);
+    let first_contact = d.source.starts_with("imported") && d.migrated_at.is_none();
+    if first_contact {
+        d.migrated_at = Some(now);
+    }
+    tx.put_device(&d)?;
+    tx.record_activity(&NewActivity {
+        actor: "serve".into(),
+        kind: "device.checkin_restarted".into(),
+        device_id: Some(id.to_string()),
+        summary: format!(
+            "{id} restarted check-in with its renewed identity; enrollment, queue and bootstrap token kept"
+        ),
+        details: serde_json::json!({ "identity_sha256": v.sha256, "identity_not_after": v.not_after }),
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// What an Authenticate says about the device, over what was known.
+fn update_facts(d: &mut DeviceRecord, a: &Authenticate) {
+    let keep = |new: &Option<String>, old: &Option<String>| new.clone().or_else(|| old.clone());
+    d.serial = keep(&a.serial_number, &d.serial);
+    d.model = keep(&a.model, &d.model);
+    d.model_name = keep(&a.model_name, &d.model_name);
+    d.product_name = keep(&a.product_name, &d.product_name);
+    d.os_version = keep(&a.os_version, &d.os_version);
+    d.build_version = keep(&a.build_version, &d.build_version);
+    d.device_name = keep(&a.device_name, &d.device_name);
 }
 
 /// TokenUpdate: the channel's push credentials (and, on the device channel, its unlock token).

@@ -71,6 +71,13 @@ fn build(st: &AppState) -> Response {
             .iter()
             .filter_map(|c| c.to_der().ok())
             .collect(),
+        kept_payloads: Vec::new(),
+        server_capabilities: Some(
+            crate::apple::enroll::SERVER_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        ),
         sign_message: true,
         check_out_when_removed: true,
         access_rights: crate::apple::enroll::ACCESS_RIGHTS_ALL,

@@ -101,6 +101,11 @@ struct State {
     /// An updated enrollment profile was installed: its SCEP URL and challenge, for a new
     /// identity after the session.
     pending_renewal: Option<(String, Option<String>)>,
+    /// Restart check-in after an enrollment update before acknowledging its InstallProfile
+    /// (macOS does either, depending on timing).
+    renew_before_ack: bool,
+    /// The enrollment profiles installed as updates of the enrollment, as received.
+    enrollment_updates: Vec<Dictionary>,
 }
 
 /// A declaration the simulated device fetched, and what it made of it.
@@ -638,6 +643,9 @@ impl SimDevice {
                 ));
             }
             let report = self.answer(&reply)?;
+            if lock(&self.state).renew_before_ack {
+                self.finish_enrollment_update().await?;
+            }
             let (s, next) = self.send(false, report).await?;
             if s != 200 {
                 return Err(SimError::Status {
@@ -651,19 +659,39 @@ impl SimDevice {
         if sync {
             self.ddm_sync().await?;
         }
-        let renewal = lock(&self.state).pending_renewal.take();
-        if let Some((url, challenge)) = renewal {
-            // The updated enrollment's SCEP payload: a new identity, used from now on.
-            let mut subject = openssl::x509::X509NameBuilder::new().map_err(crypto)?;
-            subject
-                .append_entry_by_text("CN", &format!("{} {}", self.device_name, self.udid))
-                .map_err(crypto)?;
-            let identity = self
-                .scep_enroll(&url, &subject.build(), challenge.as_deref(), None)
-                .await?;
-            self.set_identity(identity)?;
-        }
+        self.finish_enrollment_update().await?;
         Ok(status)
+    }
+
+    /// After an updated enrollment profile was installed: a new identity from its SCEP payload,
+    /// then, as macOS does when a profile with the installed enrollment's PayloadIdentifier
+    /// arrives ("restarts the check-in process"), Authenticate and TokenUpdate with it.
+    async fn finish_enrollment_update(&self) -> Result<(), SimError> {
+        let renewal = lock(&self.state).pending_renewal.take();
+        let Some((url, challenge)) = renewal else {
+            return Ok(());
+        };
+        let mut subject = openssl::x509::X509NameBuilder::new().map_err(crypto)?;
+        subject
+            .append_entry_by_text("CN", &format!("{} {}", self.device_name, self.udid))
+            .map_err(crypto)?;
+        let identity = self
+            .scep_enroll(&url, &subject.build(), challenge.as_deref(), None)
+            .await?;
+        self.set_identity(identity)?;
+        self.expect_ok("Authenticate", self.authenticate().await?)?;
+        self.expect_ok("TokenUpdate", self.token_update().await?)
+    }
+
+    /// The enrollment profiles this device installed as updates of its enrollment.
+    pub fn enrollment_updates(&self) -> Vec<Dictionary> {
+        lock(&self.state).enrollment_updates.clone()
+    }
+
+    /// Restart check-in after an enrollment update before acknowledging its InstallProfile
+    /// (the default is after the command session).
+    pub fn renew_before_ack(&self) {
+        lock(&self.state).renew_before_ack = true;
     }
 
     /// The declarations the device holds.
@@ -1073,7 +1101,9 @@ impl SimDevice {
             })
             .unwrap_or_default();
         if let Some(renewal) = self.mdm_profile_update(d, &identifier)? {
-            lock(&self.state).pending_renewal = Some(renewal);
+            let mut st = lock(&self.state);
+            st.pending_renewal = Some(renewal);
+            st.enrollment_updates.push(d.clone());
             return Ok(());
         }
         if let Some(cert) = escrow_certificate_of(d) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mdmctl::assets::apns::{SetMdmApple, set_mdm_apple, set_scep_ca};
 use mdmctl::pki::{self, CaSpec};
 use mdmctl::push::{ApnsConfig, PushService};
-use mdmctl::reconcile::renewal::{MigrationProfile, RenewalPolicy};
+use mdmctl::reconcile::renewal::{RenewalPolicy, parse_migration_profile};
 use mdmctl::server::{self, AppState, ServeConfig};
 use mdmctl::sim::apns::{ApnsStandIn, PushCertOptions, StandInConfig, TestPushCa};
 use mdmctl::sim::device::{Endpoint, IdentityMode, SimDevice, http_client};
@@ -122,6 +122,9 @@ pub struct Server {
     pub ca: Ca,
     /// The TLS server's CA (devices must trust it), when TLS is on.
     pub tls_roots: Vec<X509>,
+    /// The private anchor the old MDM's enrollment profile installed (with
+    /// [`Renew::OldProfile`]).
+    pub old_anchor: Option<X509>,
     pub pushes: Arc<PushService>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -183,6 +186,8 @@ impl Server {
             (None, Vec::new(), "http")
         };
         let url = format!("{scheme}://127.0.0.1:{}", addr.port());
+        let old_anchor = matches!(opts.renew, Some(Renew::OldProfile(_)))
+            .then(|| Ca::new("Old MDM private TLS root").cert);
         let mut config = ServeConfig::new(&url);
         config.client_cert_header = opts.client_cert_header;
         config.allow_retro_association = opts.allow_retro_association;
@@ -200,15 +205,15 @@ impl Server {
             organization: "Test Org".into(),
             migration: match r {
                 Renew::Blocked => None,
-                Renew::OldProfile(identifier) => Some(MigrationProfile {
-                    identifier,
-                    server_url: format!("{url}/mdm"),
-                    check_in_url: Some(format!("{url}/mdm")),
-                    topic: topic.clone(),
-                    sign_message: true,
-                    access_rights: mdmctl::apple::enroll::ACCESS_RIGHTS_ALL,
-                    check_out_when_removed: false,
-                }),
+                Renew::OldProfile(identifier) => Some(
+                    parse_migration_profile(&old_enrollment_profile(
+                        &identifier,
+                        &url,
+                        &topic,
+                        old_anchor.as_ref().expect("made for OldProfile"),
+                    ))
+                    .expect("the old enrollment profile parses"),
+                ),
             },
         });
         let state = AppState::new(store.clone(), config, pushes.clone());
@@ -230,6 +235,7 @@ impl Server {
             topic,
             ca,
             tls_roots,
+            old_anchor,
             pushes,
             shutdown: Some(tx),
             task: Some(task),
@@ -332,6 +338,47 @@ impl Server {
             let _ = t.await;
         }
     }
+}
+
+/// The old MDM's enrollment profile as a Mac has it installed: a private anchor for the
+/// server's TLS, the SCEP identity, and the MDM payload (ServerCapabilities for user channels
+/// only, AccessRights without every bit).
+pub fn old_enrollment_profile(identifier: &str, url: &str, topic: &str, anchor: &X509) -> Vec<u8> {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.encode(anchor.to_der().unwrap());
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>PayloadIdentifier</key><string>{identifier}</string>
+<key>PayloadType</key><string>Configuration</string>
+<key>PayloadUUID</key><string>0B1D0000-0000-4000-8000-000000000000</string>
+<key>PayloadVersion</key><integer>1</integer>
+<key>PayloadContent</key><array>
+<dict><key>PayloadType</key><string>com.apple.security.root</string>
+<key>PayloadIdentifier</key><string>{identifier}.anchor</string>
+<key>PayloadUUID</key><string>0B1D0000-0000-4000-8000-0000000000A1</string>
+<key>PayloadVersion</key><integer>1</integer>
+<key>PayloadContent</key><data>{der}</data></dict>
+<dict><key>PayloadType</key><string>com.apple.security.scep</string>
+<key>PayloadIdentifier</key><string>{identifier}.scep</string>
+<key>PayloadUUID</key><string>0B1D0000-0000-4000-8000-0000000000B2</string>
+<key>PayloadVersion</key><integer>1</integer>
+<key>PayloadContent</key><dict><key>URL</key><string>{url}/old-scep</string></dict></dict>
+<dict><key>PayloadType</key><string>com.apple.mdm</string>
+<key>PayloadIdentifier</key><string>{identifier}.mdm</string>
+<key>PayloadUUID</key><string>0B1D0000-0000-4000-8000-0000000000C3</string>
+<key>PayloadVersion</key><integer>1</integer>
+<key>ServerURL</key><string>{url}/mdm</string>
+<key>CheckInURL</key><string>{url}/mdm</string>
+<key>Topic</key><string>{topic}</string>
+<key>IdentityCertificateUUID</key><string>0B1D0000-0000-4000-8000-0000000000B2</string>
+<key>ServerCapabilities</key><array><string>com.apple.mdm.per-user-connections</string></array>
+<key>SignMessage</key><true/>
+<key>AccessRights</key><integer>4095</integer></dict>
+</array></dict></plist>
+"#
+    )
+    .into_bytes()
 }
 
 fn server_tls_cert(ca: &Ca) -> (X509, PKey<Private>) {
