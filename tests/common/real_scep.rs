@@ -128,9 +128,13 @@ impl Running {
     /// Enroll one device with `scepclient` (it makes the device's key): the identity the old
     /// server issued, and its key.
     pub fn enroll(&self, work: &Path, cn: &str) -> (X509, PKey<Private>) {
-        let key = work.join(format!("{cn}.key"));
-        let cert = work.join(format!("{cn}.pem"));
+        // Its own directory: scepclient keeps `self.pem`/`csr.pem` in its working directory.
+        let dir = work.join(cn);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("device.key");
+        let cert = dir.join("device.pem");
         let out = Command::new(SCEPCLIENT)
+            .current_dir(&dir)
             .args(["-server-url", &self.url, "-challenge", &self.challenge])
             .args([
                 "-cn",
