@@ -219,12 +219,25 @@ impl Header {
     }
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
-    plist::from_bytes(body).map_err(|e| ProtocolError::NotPlist(e.to_string()))
+/// Parse a body from a device: depth and expansion bounded (`plist_in`), before any serde type
+/// sees it.
+pub(crate) fn value_of(body: &[u8]) -> Result<plist::Value, ProtocolError> {
+    match super::plist_in::parse(body, super::plist_in::Limits::default()) {
+        Ok(v) => Ok(v),
+        Err(super::plist_in::PlistError::Invalid(e)) => Err(ProtocolError::NotPlist(e)),
+        Err(e) => Err(ProtocolError::Refused(e)),
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    value: &plist::Value,
+) -> Result<T, ProtocolError> {
+    plist::from_value(value).map_err(|e| ProtocolError::NotPlist(e.to_string()))
 }
 
 /// Decode a check-in body (XML or binary plist).
 pub fn parse(body: &[u8]) -> Result<Checkin, ProtocolError> {
+    let body = &value_of(body)?;
     let mut header: Header = decode(body)?;
     let sender = header.sender();
     let message_type = header.message_type.ok_or(ProtocolError::Field {

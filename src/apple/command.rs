@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ProtocolError;
-use super::checkin::{Header, Sender, decode};
+use super::checkin::{Header, Sender, decode, value_of};
 
 /// `Status` of a command report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +83,9 @@ struct ReportWire {
 
 /// Decode a command report (the raw bytes are the command's result and are kept by the caller).
 pub fn parse_report(body: &[u8]) -> Result<Report, ProtocolError> {
-    let mut header: Header = decode(body)?;
-    let w: ReportWire = decode(body)?;
+    let value = value_of(body)?;
+    let mut header: Header = decode(&value)?;
+    let w: ReportWire = decode(&value)?;
     let status = w.status.ok_or(ProtocolError::Field {
         field: "Status",
         expected: "a string",
@@ -135,8 +136,7 @@ impl Command {
     /// A command an admin wrote as a plist: `{Command: {RequestType …}}` with or without a
     /// `CommandUUID` (a fresh one is assigned when missing), or just the inner `{RequestType …}`.
     pub fn from_plist(bytes: &[u8]) -> Result<Self, ProtocolError> {
-        let value: plist::Value =
-            plist::from_bytes(bytes).map_err(|e| ProtocolError::NotPlist(e.to_string()))?;
+        let value = value_of(bytes)?;
         let dict = value.into_dictionary().ok_or(ProtocolError::Invalid(
             "the command must be a dictionary".into(),
         ))?;

@@ -7,6 +7,7 @@
 pub mod checkin;
 pub mod command;
 pub mod enroll;
+pub mod plist_in;
 pub mod profile;
 
 /// A message that is not what Apple sends.
@@ -14,6 +15,8 @@ pub mod profile;
 pub enum ProtocolError {
     #[error("not a property list: {0}")]
     NotPlist(String),
+    #[error(transparent)]
+    Refused(#[from] plist_in::PlistError),
     #[error("`{field}` is missing or not {expected}")]
     Field {
         field: &'static str,
@@ -29,6 +32,9 @@ impl crate::error::Diagnose for ProtocolError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             ProtocolError::NotPlist(_) => "the file must be an XML or binary property list".into(),
+            ProtocolError::Refused(_) => {
+                "send a complete XML or binary property list of ordinary depth".into()
+            }
             ProtocolError::Field { field, .. } => format!("add `{field}` to the property list"),
             ProtocolError::NoDevice => "the message must carry `UDID` or `EnrollmentID`".into(),
             ProtocolError::Invalid(_) => return None,

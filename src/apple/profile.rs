@@ -6,7 +6,6 @@
 //! `mdm/profiles/*.yaml`): the known payload types and the keys each requires.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::OnceLock;
 
 use plist::{Dictionary, Value};
@@ -119,12 +118,13 @@ pub fn check_profile(bytes: &[u8]) -> Result<ParsedProfile, Vec<ProfileProblem>>
         Some(Err(p)) => return Err(vec![p]),
         None => (bytes.to_vec(), false),
     };
-    let value = Value::from_reader(Cursor::new(&plist_bytes)).map_err(|e| {
-        vec![problem(
-            format!("not a property list ({e})"),
-            "an XML or binary plist, or a CMS-signed profile",
-        )]
-    })?;
+    let value =
+        super::plist_in::parse(&plist_bytes, super::plist_in::Limits::default()).map_err(|e| {
+            vec![problem(
+                format!("not a property list ({e})"),
+                "an XML or binary plist of ordinary depth, or a CMS-signed profile",
+            )]
+        })?;
     let Some(top) = value.as_dictionary() else {
         return Err(vec![problem(
             "the top level is not a dictionary",

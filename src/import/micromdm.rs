@@ -316,7 +316,18 @@ pub fn read(path: &Path, label: &str, imp: &mut Importer<'_>) -> Result<u64, Imp
         };
         let mut d = SrcDevice::default();
         let (mut token, mut magic, mut topic, mut enrolled) = (None, None, None, false);
+        // Text fields that are not UTF-8 are damage to report, not to replace.
+        let mut not_text = None;
         for (num, n, b) in fields {
+            if matches!(num, 2 | 3 | 9 | 10 | 11) && std::str::from_utf8(b).is_err() {
+                not_text.get_or_insert(match num {
+                    2 => "the UDID",
+                    3 => "the serial number",
+                    9 => "the push token",
+                    10 => "the push magic",
+                    _ => "the topic",
+                });
+            }
             match num {
                 2 => d.id = text(b).unwrap_or_default(),
                 3 => d.serial = text(b),
@@ -344,6 +355,16 @@ pub fn read(path: &Path, label: &str, imp: &mut Importer<'_>) -> Result<u64, Imp
         }
         if d.id.is_empty() {
             d.id = String::from_utf8_lossy(key).into_owned();
+        }
+        if let Some(what) = not_text {
+            imp.summary.devices.found += 1;
+            let id = d.id.clone();
+            imp.skip(
+                "device",
+                &id,
+                format!("damaged record: {what} is not UTF-8 text"),
+            );
+            return Ok(());
         }
         if !enrolled {
             imp.summary.devices.found += 1;

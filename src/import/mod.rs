@@ -589,13 +589,32 @@ impl<'t> Importer<'t> {
                 self.summary.warnings.identity_expiring_30d += 1;
             }
         }
-        // Facts from the Authenticate message; synthesize one when the source has none.
-        match d.authenticate_raw.take() {
+        // Facts from the Authenticate message; synthesize one when the source has none. A
+        // stored message that does not parse is damage to report, not to paper over.
+        let damaged = match d.authenticate_raw.take() {
             Some(raw) => {
-                fill_from_authenticate(&mut d, &raw);
+                let filled = fill_from_authenticate(&mut d, &raw);
                 d.authenticate_raw = Some(raw);
+                filled
+                    .err()
+                    .map(|e| format!("damaged Authenticate message: {e}"))
             }
-            None => d.authenticate_raw = Some(synth_authenticate(&d)),
+            None => {
+                d.authenticate_raw = Some(synth_authenticate(&d));
+                None
+            }
+        };
+        let damaged = damaged.or_else(|| {
+            let raw = d.token_update_raw.as_deref()?;
+            crate::apple::plist_in::parse(raw, crate::apple::plist_in::Limits::default())
+                .err()
+                .map(|e| format!("damaged TokenUpdate message: {e}"))
+        });
+        if let Some(why) = damaged {
+            let id = d.id.clone();
+            self.mark(&id, DevState::Skipped, false);
+            self.skip("device", &id, why);
+            return Ok(());
         }
         let fp = fingerprint(&[
             Some(d.id.as_bytes()),
@@ -1105,8 +1124,9 @@ impl<'t> Importer<'t> {
     }
 }
 
-/// Model, OS and name from a raw Authenticate message (fields the source did not give).
-fn fill_from_authenticate(d: &mut SrcDevice, raw: &[u8]) {
+/// Model, OS and name from a raw Authenticate message (fields the source did not give); an
+/// error when the message does not parse (or is not a dictionary).
+fn fill_from_authenticate(d: &mut SrcDevice, raw: &[u8]) -> Result<(), String> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Auth {
@@ -1120,9 +1140,7 @@ fn fill_from_authenticate(d: &mut SrcDevice, raw: &[u8]) {
         device_name: Option<String>,
         topic: Option<String>,
     }
-    let Ok(a) = plist::from_bytes::<Auth>(raw) else {
-        return;
-    };
+    let a: Auth = crate::apple::plist_in::from_bytes(raw).map_err(|e| e.to_string())?;
     d.serial = d.serial.take().or(a.serial_number);
     d.model = d.model.take().or(a.model);
     d.model_name = d.model_name.take().or(a.model_name);
@@ -1131,6 +1149,7 @@ fn fill_from_authenticate(d: &mut SrcDevice, raw: &[u8]) {
     d.build_version = d.build_version.take().or(a.build_version);
     d.device_name = d.device_name.take().or(a.device_name);
     d.topic = d.topic.take().or(a.topic);
+    Ok(())
 }
 
 fn xml(dict: plist::Dictionary) -> Vec<u8> {

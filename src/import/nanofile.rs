@@ -275,7 +275,7 @@ fn channel(
     unlock: Option<Vec<u8>>,
     enabled: bool,
 ) -> Result<(), ImportError> {
-    let Ok(t) = plist::from_bytes::<TokenUpdate>(raw) else {
+    let Ok(t) = crate::apple::plist_in::from_bytes::<TokenUpdate>(raw) else {
         imp.summary.enrollments.found += 1;
         imp.skip(
             "enrollment",

@@ -88,6 +88,21 @@ impl Cols<'_> {
         self.require(name)?;
         Ok(self.text(name).unwrap_or_default())
     }
+    /// A text column that must be UTF-8: bytes that are not are reported (the record is
+    /// skipped), never replaced.
+    fn utf8(&mut self, name: &str) -> Result<Option<String>, String> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|e| {
+                let bytes = e.as_bytes();
+                let at = e.utf8_error().valid_up_to();
+                format!(
+                    "`{name}` is not UTF-8 text (byte {at}: 0x{:02x})",
+                    bytes.get(at).copied().unwrap_or(0)
+                )
+            }),
+        }
+    }
 }
 
 fn truthy(v: &[u8]) -> bool {
@@ -151,7 +166,22 @@ impl RowSink for NanoSink<'_, '_, '_> {
         };
         match t {
             "devices" => {
-                let id = c.req_text("id")?;
+                c.require("id")?;
+                let id = c.utf8("id");
+                let serial = c.utf8("serial_number");
+                let (id, serial) = match (id, serial) {
+                    (Ok(id), Ok(serial)) => (id.unwrap_or_default(), serial),
+                    (id, serial) => {
+                        let why = match (&id, &serial) {
+                            (Err(why), _) | (_, Err(why)) => why.clone(),
+                            _ => String::new(),
+                        };
+                        self.imp.summary.devices.found += 1;
+                        let shown = id.ok().flatten().unwrap_or_else(|| "(not UTF-8)".into());
+                        self.imp.skip("device", &shown, why);
+                        return Ok(());
+                    }
+                };
                 let bootstrap = match c.take("bootstrap_token_b64") {
                     Some(b64) => {
                         let clean: Vec<u8> = b64
@@ -174,7 +204,7 @@ impl RowSink for NanoSink<'_, '_, '_> {
                 };
                 let d = SrcDevice {
                     id,
-                    serial: c.text("serial_number").filter(|s| !s.is_empty()),
+                    serial: serial.filter(|s| !s.is_empty()),
                     identity_cert: c.take("identity_cert").filter(|b| !b.is_empty()),
                     unlock_token: c.take("unlock_token").filter(|b| !b.is_empty()),
                     authenticate_raw: c.take("authenticate").filter(|b| !b.is_empty()),

@@ -82,7 +82,7 @@ fn available_os_updates(
     let Some(body) = tx.command_result(&entry.enrollment_id, &entry.command_uuid)? else {
         return Ok(None);
     };
-    let Ok(plist::Value::Dictionary(top)) = plist::from_bytes::<plist::Value>(&body) else {
+    let Ok(plist::Value::Dictionary(top)) = crate::apple::plist_in::from_bytes(&body) else {
         return Ok(None);
     };
     let updates = top

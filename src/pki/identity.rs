@@ -62,6 +62,22 @@ pub fn verify_mdm_signature(header: &str, body: &[u8]) -> Result<Presented, Iden
         Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
     )
     .map_err(|_| IdentityError::SignatureMismatch)?;
+    signers_of(&p7)
+}
+
+/// The certificate an `Mdm-Signature` claims (and the others it carries), before the body it
+/// signs is read: whether a trusted CA vouches for it decides whether the body is read at all.
+/// The signature itself is checked later ([`verify_mdm_signature`] or
+/// [`ParsedSignature::check`]).
+pub fn signature_certificates(header: &str) -> Result<Presented, IdentityError> {
+    let der = decode_header(header)?;
+    let p7 =
+        Pkcs7::from_der(&der).map_err(|e| IdentityError::BadSignatureEncoding(e.to_string()))?;
+    signers_of(&p7)
+}
+
+fn signers_of(p7: &Pkcs7) -> Result<Presented, IdentityError> {
+    let no_certs = Stack::new()?;
     let signers = p7
         .signers(&no_certs, Pkcs7Flags::empty())
         .map_err(|e| IdentityError::BadSignatureEncoding(e.to_string()))?;

@@ -47,7 +47,7 @@ fn target_version(p: &DesiredProfile) -> Option<String> {
                 .map(str::to_string)
         }
         ProfileKind::Nudge => {
-            let v: plist::Value = plist::from_bytes(&p.content).ok()?;
+            let v: plist::Value = crate::apple::plist_in::from_bytes(&p.content).ok()?;
             let settings = v
                 .as_dictionary()?
                 .get("PayloadContent")?

@@ -90,7 +90,7 @@ struct Fde {
 }
 
 fn parse_security_info(body: &[u8]) -> Option<Fde> {
-    let top: Value = plist::from_bytes(body).ok()?;
+    let top: Value = crate::apple::plist_in::from_bytes(body).ok()?;
     let si = top.as_dictionary()?.get("SecurityInfo")?.as_dictionary()?;
     Some(Fde {
         enabled: si
@@ -106,7 +106,7 @@ fn parse_security_info(body: &[u8]) -> Option<Fde> {
 
 /// The new key's CMS from a RotateFileVaultKey answer.
 fn parse_rotate_result(body: &[u8]) -> Option<Vec<u8>> {
-    let top: Value = plist::from_bytes(body).ok()?;
+    let top: Value = crate::apple::plist_in::from_bytes(body).ok()?;
     top.as_dictionary()?
         .get("RotateResult")?
         .as_dictionary()?
@@ -118,7 +118,7 @@ fn parse_rotate_result(body: &[u8]) -> Option<Vec<u8>> {
 /// The recovery key inside a decrypted envelope: the key text, or a plist carrying it as
 /// `RecoveryKey` (the form `/var/db/FileVaultPRK.dat` takes).
 fn recovery_key_text(content: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    if let Ok(Value::Dictionary(d)) = plist::from_bytes::<Value>(content) {
+    if let Ok(Value::Dictionary(d)) = crate::apple::plist_in::from_bytes::<Value>(content) {
         return d
             .get("RecoveryKey")
             .and_then(Value::as_string)

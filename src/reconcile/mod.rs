@@ -482,7 +482,7 @@ struct Listed {
 }
 
 fn parse_profile_list(body: &[u8]) -> Option<BTreeMap<String, Listed>> {
-    let top: plist::Value = plist::from_bytes(body).ok()?;
+    let top: plist::Value = crate::apple::plist_in::from_bytes(body).ok()?;
     let list = top.as_dictionary()?.get("ProfileList")?.as_array()?;
     let mut out = BTreeMap::new();
     for item in list {

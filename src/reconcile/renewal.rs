@@ -60,7 +60,8 @@ pub fn parse_migration_profile(bytes: &[u8]) -> Result<MigrationProfile, String>
         Some(Err(p)) => return Err(p.message),
         None => bytes.to_vec(),
     };
-    let v: Value = plist::from_bytes(&content).map_err(|e| format!("not a property list: {e}"))?;
+    let v: Value = crate::apple::plist_in::from_bytes(&content)
+        .map_err(|e| format!("not a property list: {e}"))?;
     let top = v
         .as_dictionary()
         .ok_or("the top level is not a dictionary")?;

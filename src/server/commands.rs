@@ -147,7 +147,7 @@ fn store_result(
 
 /// Keep the device's OS version, name and model current from DeviceInformation answers.
 fn update_device_facts(tx: &mut dyn Tx, device: &str, body: &[u8]) -> Result<(), StoreError> {
-    let Ok(plist::Value::Dictionary(top)) = plist::from_bytes::<plist::Value>(body) else {
+    let Ok(plist::Value::Dictionary(top)) = crate::apple::plist_in::from_bytes(body) else {
         return Ok(());
     };
     let Some(q) = top.get("QueryResponses").and_then(|q| q.as_dictionary()) else {

@@ -14,6 +14,53 @@ use crate::apple::checkin::ChannelId;
 use crate::pki::identity::{self, IdentityError, Verified};
 use crate::store::{DeviceAuth, NewActivity, StoreError, Tx};
 
+/// Before the body is read: refuse a request that presents no identity, or one no store CA
+/// vouches for (for `Mdm-Signature`, the certificate it carries; the signature over the body is
+/// checked by [`handle`]). A request refused here is never read, whatever its size.
+pub(crate) fn vouch(
+    st: &AppState,
+    signature: Option<&str>,
+    peer: Option<&openssl::x509::X509>,
+    header_cert: Option<&str>,
+) -> Result<(), Reply> {
+    let store = st.store.as_ref();
+    let checked = if let Some(sig) = signature {
+        st.trust.vouch_for_signer(store, sig)
+    } else if let Some(cert) = peer {
+        st.trust
+            .check(store, Credential::Peer(cert.clone()))
+            .map(|_| ())
+    } else if let Some(h) = header_cert.filter(|_| st.config.client_cert_header.is_some()) {
+        identity::cert_header_der(h)
+            .map_err(VerifyError::Identity)
+            .and_then(|der| st.trust.check(store, Credential::Der(der)))
+            .map(|_| ())
+    } else {
+        Err(VerifyError::Identity(IdentityError::Missing))
+    };
+    checked.map_err(refusal)
+}
+
+/// The reply to an identity that is not accepted.
+fn refusal(e: VerifyError) -> Reply {
+    match e {
+        VerifyError::Store(e) => store_failure(e),
+        VerifyError::Identity(e) => {
+            // A body that does not match its signature, or a malformed one, is a bad request;
+            // a certificate we do not accept is forbidden.
+            let status = match e {
+                IdentityError::SignatureMismatch
+                | IdentityError::BadSignatureEncoding(_)
+                | IdentityError::BadHeader(_)
+                | IdentityError::Missing => StatusCode::BAD_REQUEST,
+                _ => StatusCode::FORBIDDEN,
+            };
+            warn!(reason = %e, %status, "refused a request: identity not accepted");
+            Reply::Refuse(status, e.to_string())
+        }
+    }
+}
+
 /// Route an MDM request: identify the caller, then hand it to the check-in or command handler.
 pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
     let credential = match credential(st, &req) {
@@ -25,20 +72,7 @@ pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
     };
     let verified = match st.trust.check(st.store.as_ref(), credential) {
         Ok(v) => v,
-        Err(VerifyError::Store(e)) => return store_failure(e),
-        Err(VerifyError::Identity(e)) => {
-            // A body that does not match its signature, or a malformed one, is a bad request;
-            // a certificate we do not accept is forbidden.
-            let status = match e {
-                IdentityError::SignatureMismatch
-                | IdentityError::BadSignatureEncoding(_)
-                | IdentityError::BadHeader(_)
-                | IdentityError::Missing => StatusCode::BAD_REQUEST,
-                _ => StatusCode::FORBIDDEN,
-            };
-            warn!(reason = %e, %status, "refused a request: identity not accepted");
-            return Reply::Refuse(status, e.to_string());
-        }
+        Err(e) => return refusal(e),
     };
     if req.checkin {
         super::checkin::handle(st, &verified, &req.body)

@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use openssl::pkey::{PKey, Private};
@@ -48,6 +48,8 @@ pub const DEFAULT_MDM_PATHS: &[&str] = &[
 ];
 /// SCEP: mdmctl's own path and Fleet's.
 pub const SCEP_PATHS: &[&str] = &["/scep", "/mdm/apple/scep"];
+/// Largest SCEP request body: a PKCSReq with a 4096-bit key is under 8 KB.
+pub const SCEP_MAX_BODY: usize = 64 * 1024;
 
 /// How the server runs, beyond the store.
 #[derive(Clone)]
@@ -181,7 +183,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         router = router.route(path, any(mdm_endpoint));
     }
     for path in SCEP_PATHS {
-        router = router.route(path, get(scep::endpoint).post(scep::endpoint));
+        // Anyone may send SCEP requests (that is how a device gets an identity), so they get a
+        // small body limit: a PKCSReq is a few kilobytes.
+        router = router.route(
+            path,
+            get(scep::endpoint)
+                .post(scep::endpoint)
+                .layer(DefaultBodyLimit::max(SCEP_MAX_BODY)),
+        );
     }
     router
         .route("/enroll", get(enroll::profile))
@@ -227,6 +236,28 @@ async fn reconcile_loop(state: std::sync::Weak<AppState>) {
     }
 }
 
+/// Read a request body into memory, at most `limit` bytes, within [`BODY_TIMEOUT`]: 413 past the
+/// limit, 408 when the sender is too slow, 400 when the connection breaks.
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, StatusCode> {
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => {
+            tracing::warn!("a request body arrived too slowly; dropped");
+            Err(StatusCode::REQUEST_TIMEOUT)
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            tracing::warn!(limit, "refused a request body larger than the limit");
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "a request body could not be read");
+            Err(StatusCode::BAD_REQUEST)
+        }
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let store = st.store.clone();
     let ok = tokio::task::spawn_blocking(move || store.read(|tx| tx.count_devices()).is_ok())
@@ -248,26 +279,68 @@ pub(crate) struct MdmRequest {
     pub header_cert: Option<String>,
 }
 
+/// How long a device may take to send a request's body once its headers are in.
+const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A check-in or command report. Its size (`Content-Length`) and who sends it (the certificate
+/// in `Mdm-Signature`, the TLS client certificate or the proxy's header, vouched for by a store
+/// CA) are checked before a byte of the body is read; only then is the body read, into a
+/// buffer bounded by `max_body`, within [`BODY_TIMEOUT`].
 async fn mdm_endpoint(
     State(st): State<Arc<AppState>>,
     peer: Option<axum::Extension<PeerCert>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_type = text(headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+    let signature = text(headers.get("Mdm-Signature"));
+    let peer = peer.map(|p| p.0.0);
+    let header_cert = st
+        .config
+        .client_cert_header
+        .as_deref()
+        .and_then(|h| text(headers.get(h)));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.config.max_body as u64) {
+        tracing::warn!(
+            bytes = declared,
+            "refused a request larger than the body limit"
+        );
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let known = signature
+        .as_deref()
+        .is_some_and(|s| st.trust.knows_signer(s));
+    if !known {
+        let st2 = st.clone();
+        let (sig, p, h) = (signature.clone(), peer.clone(), header_cert.clone());
+        let vouched = tokio::task::spawn_blocking(move || {
+            device::vouch(&st2, sig.as_deref(), p.as_ref(), h.as_deref())
+        })
+        .await;
+        match vouched {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return refusal.into_response(),
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
+    let body = match read_body(body, st.config.max_body).await {
+        Ok(b) => b,
+        Err(status) => return status.into_response(),
+    };
     let req = MdmRequest {
         // Check-ins and command reports may share a path (MicroMDM, NanoMDM): the
         // Content-Type tells them apart.
         checkin: content_type.starts_with("application/x-apple-aspen-mdm-checkin"),
         body,
-        signature: text(headers.get("Mdm-Signature")),
-        peer: peer.map(|p| p.0.0),
-        header_cert: st
-            .config
-            .client_cert_header
-            .as_deref()
-            .and_then(|h| text(headers.get(h))),
+        signature,
+        peer,
+        header_cert,
     };
     let st2 = st.clone();
     match tokio::task::spawn_blocking(move || device::handle(&st2, req)).await {

@@ -146,6 +146,36 @@ impl Trust {
         }
     }
 
+    /// Whether the certificate an `Mdm-Signature` carries is one already found valid (a
+    /// memory lookup, no store and no chain building): the common case for a device's request.
+    pub fn knows_signer(&self, header: &str) -> bool {
+        let Some(l) = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|l| l.at.elapsed() < REFRESH)
+        else {
+            return false;
+        };
+        match ParsedSignature::parse(header) {
+            Ok(Some(p)) => self
+                .cached(&openssl::sha::sha256(&p.cert_der), &l)
+                .is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a store CA vouches for the certificate an `Mdm-Signature` carries, judged
+    /// before the body it signs is read (a request nobody vouches for is refused unread); the
+    /// signature over the body is checked by [`Trust::check`] once the body is in.
+    pub fn vouch_for_signer(&self, store: &dyn Store, header: &str) -> Result<(), VerifyError> {
+        let loaded = self.current(store).map_err(VerifyError::Store)?;
+        let presented =
+            crate::pki::identity::signature_certificates(header).map_err(VerifyError::Identity)?;
+        self.verify_new(&loaded, &presented).map(|_| ())
+    }
+
     fn cached(
         &self,
         fp: &[u8; 32],

@@ -1506,3 +1506,87 @@ fn an_unreachable_postgres_source_names_the_url_and_the_servers_message() {
     ));
     assert!(!r.stderr.contains("db error"), "{}", r.stderr);
 }
+
+// See: issue 11 §7: random bytes inside a stored Authenticate plist were imported as an
+// "updated" device with its name lost, exit 0; text that is not UTF-8 was silently replaced.
+#[test]
+fn damaged_stored_messages_and_text_are_reported_per_row_never_changed() {
+    let Some(db) = MyDb::create() else { return };
+    let fleet = Fleet::new(3, 5);
+    db.load(&fleet);
+    let (bad_auth, bad_serial) = (&fleet.devices[0], &fleet.devices[1]);
+    db.mysql(
+        &format!(
+            "UPDATE devices SET authenticate = REPLACE(authenticate, '<dict>', '<dict>\\u{{1}}<garbage') WHERE id = '{}'",
+            bad_auth.udid
+        ),
+        true,
+    );
+    let ctx = TestContext::new();
+    ctx.init();
+    db.dump(&[], &ctx.path("dump.sql"));
+    // A serial number that is not UTF-8 (a damaged copy: MariaDB itself would refuse it).
+    let dump = ctx.read("dump.sql");
+    let quoted = format!("'{}'", bad_serial.serial);
+    let mut bad = quoted.clone().into_bytes();
+    bad.splice(3..4, [0xC3, 0x28]);
+    let dump = replace_bytes(&dump, quoted.as_bytes(), &bad);
+    ctx.write("dump.sql", &dump);
+
+    let r = ctx.run(&[
+        "import-devices",
+        "dump.sql",
+        "--format",
+        "json",
+        "--report",
+        "skips.csv",
+    ]);
+    r.success();
+    let j = r.json();
+    assert_eq!(j["devices"]["imported"], 1, "{j:#}");
+    let reasons: Vec<String> = j["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}", s["id"], s["reason"]))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(&bad_auth.udid) && r.contains("damaged Authenticate")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("serial_number") && r.contains("not UTF-8")),
+        "{reasons:?}"
+    );
+    let report = String::from_utf8(ctx.read("skips.csv")).unwrap();
+    assert!(report.contains("damaged Authenticate"), "{report}");
+    let store = open_store(&ctx);
+    assert!(
+        store
+            .read(|tx| tx.device(&bad_auth.udid))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .read(|tx| tx.device(&bad_serial.udid))
+            .unwrap()
+            .is_none()
+    );
+    drop(store);
+    // `--strict` makes any of it fatal, and then nothing is written.
+    let strict = TestContext::new();
+    strict.init();
+    strict.write("dump.sql", &dump);
+    strict
+        .run(&["import-devices", "dump.sql", "--strict"])
+        .user_error();
+    assert_eq!(
+        open_store(&strict).read(|tx| tx.count_devices()).unwrap(),
+        0
+    );
+}
