@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub organization: String,
     /// Largest request body accepted on the MDM endpoints.
     pub max_body: usize,
+    /// How long a client may take to send a request's body once its headers are in.
+    pub body_timeout: Duration,
     /// Profile delivery: how often to reconcile, retry backoff.
     pub reconcile: crate::reconcile::Policy,
 }
@@ -89,6 +91,7 @@ impl ServeConfig {
             profile_signer: None,
             organization: "mdmctl".into(),
             max_body: 8 * 1024 * 1024,
+            body_timeout: Duration::from_secs(20),
             reconcile: crate::reconcile::Policy::default(),
         }
     }
@@ -236,12 +239,16 @@ async fn reconcile_loop(state: std::sync::Weak<AppState>) {
     }
 }
 
-/// Read a request body into memory, at most `limit` bytes, within [`BODY_TIMEOUT`]: 413 past the
+/// Read a request body into memory, at most `limit` bytes, within `timeout`: 413 past the
 /// limit, 408 when the sender is too slow, 400 when the connection breaks.
-pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, StatusCode> {
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, StatusCode> {
     use http_body_util::BodyExt as _;
     let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+    match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => {
             tracing::warn!("a request body arrived too slowly; dropped");
             Err(StatusCode::REQUEST_TIMEOUT)
@@ -279,13 +286,10 @@ pub(crate) struct MdmRequest {
     pub header_cert: Option<String>,
 }
 
-/// How long a device may take to send a request's body once its headers are in.
-const BODY_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// A check-in or command report. Its size (`Content-Length`) and who sends it (the certificate
 /// in `Mdm-Signature`, the TLS client certificate or the proxy's header, vouched for by a store
 /// CA) are checked before a byte of the body is read; only then is the body read, into a
-/// buffer bounded by `max_body`, within [`BODY_TIMEOUT`].
+/// buffer bounded by `max_body`, within `body_timeout`.
 async fn mdm_endpoint(
     State(st): State<Arc<AppState>>,
     peer: Option<axum::Extension<PeerCert>>,
@@ -329,7 +333,7 @@ async fn mdm_endpoint(
             Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     }
-    let body = match read_body(body, st.config.max_body).await {
+    let body = match read_body(body, st.config.max_body, st.config.body_timeout).await {
         Ok(b) => b,
         Err(status) => return status.into_response(),
     };

@@ -50,6 +50,20 @@ impl Serve {
         Serve { child, url, stderr }
     }
 
+    /// Resident memory of the server process: (now, peak), in KiB (`/proc/PID/status`).
+    pub(crate) fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub(crate) fn term(mut self) -> (i32, String) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -239,4 +253,47 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
             .map(|d| d.join(cmd))
             .find(|p| p.is_file())
     })
+}
+
+// See: issue 11 §3: bodies (up to 8 MB) were read whole before the signature was checked: 96
+// concurrent unsigned 8 MB requests took the server to 537 MB, and it stayed there.
+#[test]
+fn unsigned_bodies_are_not_read_and_memory_stays_flat() {
+    let t = TestContext::new();
+    store_with_assets(&t);
+    let serve = Serve::start(&t, &[]);
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let (before, _) = serve.rss_kib();
+    let workers: Vec<_> = (0..96)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut tcp = TcpStream::connect(&addr).unwrap();
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+                let head = "PUT /mdm HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-apple-aspen-mdm-checkin\r\nContent-Length: 8388608\r\n\r\n";
+                let _ = tcp.write_all(head.as_bytes());
+                let chunk = vec![b'A'; 64 * 1024];
+                for _ in 0..128 {
+                    if tcp.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+                String::from_utf8_lossy(&answer).split_whitespace().nth(1).map(str::to_string)
+            })
+        })
+        .collect();
+    let statuses: Vec<Option<String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.as_deref().is_none_or(|c| c == "400")),
+        "{statuses:?}"
+    );
+    let (now, peak) = serve.rss_kib();
+    eprintln!("serve RSS: {before} KiB before, {now} KiB after, {peak} KiB at the peak");
+    assert!(peak < 150 * 1024, "peak RSS {peak} KiB");
+    let (code, _) = serve.term();
+    assert_eq!(code, 0);
 }

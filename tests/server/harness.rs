@@ -193,6 +193,8 @@ impl Server {
         config.allow_retro_association = opts.allow_retro_association;
         config.scep_challenge = opts.scep_challenge.map(Zeroizing::new);
         config.organization = "Test Org".into();
+        // A slow body is cut off quickly (tests/server/hostile.rs sends one).
+        config.body_timeout = std::time::Duration::from_secs(2);
         // Profiles go out quickly, and failed installs retry after a second.
         config.reconcile.interval = std::time::Duration::from_millis(100);
         config.reconcile.backoff = vec![std::time::Duration::from_secs(1); 3];
