@@ -336,6 +336,8 @@ fn setup_and_run(name: &str, location: Location, total: usize, pg_url: Option<St
                 "bench",
                 &hex::encode(openssl::sha::sha256(token.as_bytes())),
                 "bench",
+                mdmctl::store::Role::Maintainer,
+                None,
             )?;
             Ok(())
         })

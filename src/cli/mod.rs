@@ -4,6 +4,8 @@
 mod apply;
 mod context;
 mod demo;
+mod device;
+mod enroll_secret;
 mod files;
 mod generate;
 mod get;
@@ -113,9 +115,15 @@ pub enum Command {
     Push(push::PushArgs),
     /// Move devices into a team (or out of any): their profiles follow.
     Transfer(transfer::TransferArgs),
-    /// Admin API tokens for `--server` and CI.
+    /// Admin API tokens for `--server` and CI, each with a role.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Enrollment secrets: what `/enroll` asks for before it hands out a profile.
+    #[command(subcommand)]
+    EnrollSecret(enroll_secret::EnrollSecretCommand),
+    /// Act on one device's record (`rebind`: let a re-enrolled Mac bind its new identity).
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
     /// Run the whole flow on a throwaway store in a new directory, and show what happened.
     Demo(demo::DemoArgs),
 }
@@ -145,6 +153,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Push(args) => push::run(&ctx, args),
         Command::Transfer(args) => transfer::run(&ctx, args),
         Command::Token(cmd) => token::run(&ctx, cmd),
+        Command::EnrollSecret(cmd) => enroll_secret::run(&ctx, cmd),
+        Command::Device(cmd) => device::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
     }?;
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use clap::Args;
 use zeroize::Zeroizing;
 
 use super::Ctx;
-use super::files::read_input;
+use super::files::{load_key, read_input};
 use crate::error::UserError;
 use crate::pki;
 use crate::push::{ApnsConfig, PRODUCTION_URL, PushService};
@@ -62,6 +62,17 @@ pub struct ServeArgs {
     /// A fixed SCEP challenge; without it, every `/enroll` download carries a one-time challenge.
     #[arg(long, env = "MDMCTL_SCEP_CHALLENGE", hide_env_values = true)]
     pub scep_challenge: Option<String>,
+    /// Let anyone download the enrollment profile (no enrollment secret), and let a new device
+    /// enroll with any certificate a store CA vouches for. Off by default: `/enroll` asks for a
+    /// secret from `mdmctl enroll-secret create`. Warned about at start.
+    #[arg(long)]
+    pub open_enrollment: bool,
+    /// How long a one-time SCEP challenge minted for an enrollment stays usable.
+    #[arg(long, default_value_t = 60, value_name = "MINUTES")]
+    pub challenge_ttl_minutes: u32,
+    /// Requests to `/enroll` and `/scep` allowed per client address per minute (0: no limit).
+    #[arg(long, default_value_t = 120, value_name = "N")]
+    pub enroll_rate_limit: u32,
     /// Accept SCEP requests encrypted with single DES (OpenSSL's legacy provider). Only for old
     /// SCEP clients such as micromdm's `scepclient`; Apple devices use AES.
     #[arg(long)]
@@ -119,8 +130,12 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         (Some(c), Some(k)) => {
             let certs = pki::parse_certs(&read_input(c, "--tls-cert")?)
                 .with_context(|| format!("reading `{}`", c.display()))?;
-            let key = pki::load_private_key(&read_input(k, "--tls-key")?, None)
-                .with_context(|| format!("reading `{}`", k.display()))?;
+            let key = load_key(
+                k,
+                "--tls-key",
+                None,
+                "decrypt the TLS key first: `openssl pkey -in KEY -out KEY.decrypted`",
+            )?;
             if !pki::key_matches_cert(&key, &certs[0])? {
                 crate::bail_user!(
                     format!("the key `{}` does not match the certificate `{}`", k.display(), c.display()),
@@ -153,21 +168,40 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = ctx.open_store()?;
     store.unlock()?;
-    let (has_ca, has_apns) = store.read(|tx| -> Result<_, crate::store::StoreError> {
-        let cas = tx.assets(AssetKind::ScepCa)?;
-        Ok((
-            cas.iter().any(|a| a.state != AssetState::Retired),
-            tx.active_asset(AssetKind::Apns)?.is_some(),
-        ))
-    })?;
+    let (has_ca, has_issuing, has_apns) =
+        store.read(|tx| -> Result<_, crate::store::StoreError> {
+            let cas = tx.assets(AssetKind::ScepCa)?;
+            Ok((
+                cas.iter().any(|a| a.state != AssetState::Retired),
+                cas.iter()
+                    .any(|a| a.state == AssetState::Active && a.has_key),
+                tx.active_asset(AssetKind::Apns)?.is_some(),
+            ))
+        })?;
     if !has_ca {
         crate::bail_user!(
             "the store has no SCEP CA: device identities cannot be checked and no device can enroll",
             hint: "import the old MDM's CA (`mdmctl set mdm-apple --scep-cert F --scep-key F` or `mdmctl import-devices`), or generate one with `mdmctl generate mdm-apple`"
         );
     }
+    if !has_issuing {
+        ctx.warn("the store has no issuing SCEP CA: migrated devices are served, but no device can enroll and identities cannot be renewed; make one with `mdmctl generate mdm-apple --scep-ca` (or choose the old CA with `mdmctl set mdm-apple --scep-cert F --scep-key F`)");
+    }
     if !has_apns {
         ctx.warn("the store has no APNs push certificate: devices will only get commands when they check in on their own; `mdmctl set mdm-apple --apns-cert FILE`");
+    }
+    if args.open_enrollment {
+        ctx.warn("--open-enrollment: anyone who can reach this server can download the enrollment profile and enroll a device, and receive its team's profiles; create enrollment secrets instead (`mdmctl enroll-secret create`)");
+        let actor = ctx.actor();
+        store.write(|tx| {
+            tx.record_activity(&NewActivity {
+                actor: actor.clone(),
+                kind: "serve.open_enrollment".into(),
+                device_id: None,
+                summary: "started serve with --open-enrollment".into(),
+                details: serde_json::json!({ "url": url }),
+            })
+        })?;
     }
     if args.allow_retro_association {
         let actor = ctx.actor();
@@ -210,6 +244,10 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.client_cert_header = args.client_cert_header.clone();
     config.allow_retro_association = args.allow_retro_association;
     config.scep_challenge = args.scep_challenge.clone().map(Zeroizing::new);
+    config.open_enrollment = args.open_enrollment;
+    config.challenge_ttl =
+        std::time::Duration::from_secs(u64::from(args.challenge_ttl_minutes.max(1)) * 60);
+    config.enroll_rate_per_minute = args.enroll_rate_limit;
     config.scep_validity_days = args.scep_validity_days;
     config.enroll_anchors = anchors;
     config.organization = args.org.clone();

@@ -1076,7 +1076,9 @@ impl<'t> Importer<'t> {
     }
 
     /// The old MDM's CA goes next to the store's: trusted (it issued the devices' identities),
-    /// issuing only when the store has no CA yet.
+    /// never issuing: new identities come from a CA the admin chose to issue with (`generate
+    /// mdm-apple`, or `set mdm-apple --scep-cert` for the old one), so an old CA's key is never
+    /// used to hand out identities behind the admin's back.
     fn add_trusted_ca(
         &mut self,
         cert: &openssl::x509::X509,
@@ -1102,11 +1104,7 @@ impl<'t> Importer<'t> {
         {
             return Ok("already present".into());
         }
-        let state = if self.tx.active_asset(AssetKind::ScepCa)?.is_some() {
-            AssetState::Trusted
-        } else {
-            AssetState::Active
-        };
+        let state = AssetState::Trusted;
         let mut a = NewAsset::new(AssetKind::ScepCa, state, self.origin.clone());
         a.cert_pem = Some(pki::cert_pem(cert)?);
         a.key_pem = Some(pki::private_key_pem(key)?);

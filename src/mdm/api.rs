@@ -138,7 +138,7 @@ impl crate::error::Diagnose for ApiClientError {
                 Some("check `--server` / `MDMCTL_SERVER` and that `mdmctl serve` is running there".into())
             }
             ApiClientError::Unauthorized => Some(
-                "set `MDMCTL_API_TOKEN` to a token made with `mdmctl token create --name NAME` on the server's store".into(),
+                "set `MDMCTL_API_TOKEN` to a token made with `mdmctl token create --name NAME --role maintainer` on the server's store".into(),
             ),
             ApiClientError::Api { hint, .. } => hint.clone(),
             ApiClientError::Decode(_) => Some("check the server runs the same mdmctl version".into()),

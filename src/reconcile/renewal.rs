@@ -18,7 +18,10 @@ use tracing::{info, warn};
 use super::{ACTOR, Answer};
 use crate::apple::command::named;
 use crate::apple::enroll::{EnrollmentProfile, ScepPayload};
-use crate::store::{NewActivity, QueueStatus, Renewal, RenewalState, StoreError, Tx};
+use crate::store::{
+    ChallengePurpose, ChallengeScope, NewActivity, QueueStatus, Renewal, RenewalState, StoreError,
+    Tx,
+};
 use crate::timestamp::Timestamp;
 
 /// What the old MDM's enrollment profile says, as a renewal must keep it: what macOS refuses to
@@ -170,7 +173,7 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
             })?;
             continue;
         };
-        let (challenge, challenge_sha256) = mint_challenge(tx, now)?;
+        let (challenge, challenge_sha256) = mint_challenge(tx, &device_id, now)?;
         let profile = EnrollmentProfile {
             identifier: m.identifier.clone(),
             display_name: format!("{} device management", policy.organization),
@@ -222,14 +225,22 @@ pub fn queue_due(tx: &mut dyn Tx, policy: &RenewalPolicy) -> Result<Vec<String>,
     Ok(push)
 }
 
-/// A one-time SCEP challenge for one renewal (valid 30 days) and its SHA-256.
-fn mint_challenge(tx: &mut dyn Tx, now: Timestamp) -> Result<(String, String), StoreError> {
-    let mut raw = [0u8; 24];
-    openssl::rand::rand_bytes(&mut raw).map_err(|e| StoreError::Decode(e.to_string()))?;
-    let challenge = hex::encode(raw);
-    let hash = hex::encode(openssl::sha::sha256(challenge.as_bytes()));
-    tx.add_scep_challenge(&hash, now.plus_days(30), ACTOR)?;
-    Ok((challenge, hash))
+/// A one-time SCEP challenge for this device's renewal (valid 30 days) and its SHA-256.
+fn mint_challenge(
+    tx: &mut dyn Tx,
+    device_id: &str,
+    now: Timestamp,
+) -> Result<(String, String), StoreError> {
+    let (challenge, hash) =
+        crate::secrets::new_credential("").map_err(|e| StoreError::Decode(e.to_string()))?;
+    let scope = ChallengeScope {
+        purpose: ChallengePurpose::Renewal,
+        device_id: Some(device_id.to_string()),
+        team_id: None,
+        enroll_secret_id: None,
+    };
+    tx.add_scep_challenge(&hash, now.plus_days(30), ACTOR, &scope)?;
+    Ok((challenge.to_string(), hash))
 }
 
 /// The device's answer to a renewal's InstallProfile: a refusal fails the renewal with Apple's

@@ -6,6 +6,9 @@
 //! JSON [`KeyEnvelope`] in its `meta` table), so a PostgreSQL store shared by several servers
 //! needs only the passphrase on each. Must not import store internals: the store calls in.
 //!
+//! Also the credentials the server checks by hash only (API tokens, enrollment secrets,
+//! one-time SCEP challenges): [`new_credential`] makes one and the hash that is stored.
+//!
 //! Sealed value layout: `0x01 | nonce (12) | ciphertext | tag (16)`. The associated data is
 //! the value's purpose (`"asset-key"`, `"push-magic"`…), so a sealed value copied into
 //! another column does not decrypt.
@@ -55,6 +58,22 @@ pub enum SecretsError {
     BadEnvelope(String),
     #[error("encryption failed: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+}
+
+/// A new random credential (`prefix` then 48 hex digits: 192 bits) and the hex SHA-256 that is
+/// stored in its place ([`credential_hash`]). The credential itself is shown once and never
+/// kept.
+pub fn new_credential(prefix: &str) -> Result<(Zeroizing<String>, String), SecretsError> {
+    let mut raw = Zeroizing::new([0u8; 24]);
+    openssl::rand::rand_bytes(raw.as_mut())?;
+    let secret = Zeroizing::new(format!("{prefix}{}", hex::encode(raw.as_ref())));
+    let hash = credential_hash(&secret);
+    Ok((secret, hash))
+}
+
+/// The hex SHA-256 a presented credential is looked up by.
+pub fn credential_hash(presented: &str) -> String {
+    hex::encode(openssl::sha::sha256(presented.trim().as_bytes()))
 }
 
 impl crate::error::Diagnose for SecretsError {

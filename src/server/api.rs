@@ -1,7 +1,19 @@
 //! The admin API under `/api/v1`: devices, commands (named or raw plist) to many devices,
 //! their status and results, pushes, one-time SCEP challenges. Bearer tokens are checked
 //! against the SHA-256 hashes in the store; a missing or wrong token is 401 (this is for
-//! admins and CI, not devices).
+//! admins and CI, not devices). Each token has a role and may be limited to a team:
+//!
+//! | endpoint | observer | gitops | maintainer | admin |
+//! |---|---|---|---|---|
+//! | read devices, commands, profiles, status, activities | yes | | yes | yes |
+//! | push credentials (`?secrets=true`), FileVault keys (audited) | | | yes | yes |
+//! | commands, pushes, transfers | | | yes | yes |
+//! | apply (and its dry run) | | yes | yes | yes |
+//! | one-time SCEP challenges (new identities) | | | | yes |
+//!
+//! A team token sees and acts on its team's devices only (others are 404, as if unknown), and
+//! cannot apply, transfer or mint challenges (they reach beyond its team). A refusal is 403
+//! with a hint naming the role that would do.
 
 use std::sync::Arc;
 
@@ -18,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use crate::apple::command::{Command, named};
 use crate::mdm::api::{ApiErrorBody, Challenge, CommandRequest, DeviceFilter, PushRequest};
-use crate::store::{StoreError, Tx};
+use crate::store::{Role, StoreError, Tx};
 use crate::timestamp::Timestamp;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -81,8 +93,58 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The caller, once its bearer token checked out: `api:<token name>` in the activity log.
-pub(crate) struct Caller(String);
+/// The caller, once its bearer token checked out.
+pub(crate) struct Caller {
+    /// `api:<token name>` in the activity log.
+    who: String,
+    role: Role,
+    /// The team the token is limited to.
+    team: Option<String>,
+}
+
+impl Caller {
+    /// Refuse unless the token's role is one of `roles`.
+    fn may(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let names: Vec<String> = roles.iter().map(|r| format!("`{}`", r.as_str())).collect();
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("a `{}` token may not {what}", self.role.as_str()),
+            Some(format!(
+                "use a token with the role {} (`mdmctl token create --name NAME --role {}`)",
+                names.join(" or "),
+                roles.first().map_or("admin", |r| r.as_str())
+            )),
+        ))
+    }
+
+    /// Refuse a team token for what reaches beyond one team.
+    fn whole_fleet(&self, what: &str) -> Result<(), ApiError> {
+        match &self.team {
+            None => Ok(()),
+            Some(t) => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("a token limited to team `{t}` may not {what}"),
+                Some("use a token without `--team` (`mdmctl token create --name NAME --role maintainer`)".into()),
+            )),
+        }
+    }
+
+    /// Whether a device is within the token's reach.
+    fn reaches(&self, tx: &mut dyn Tx, device_id: &str) -> Result<bool, StoreError> {
+        Ok(match &self.team {
+            None => true,
+            Some(t) => tx.device_team(device_id)?.as_deref() == Some(t.as_str()),
+        })
+    }
+}
+
+/// Who may read devices and results: everyone but the write-only `gitops` role.
+const READERS: &[Role] = &[Role::Observer, Role::Maintainer, Role::Admin];
+/// Who may act on devices and see their secrets.
+const ACTORS: &[Role] = &[Role::Maintainer, Role::Admin];
 
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
@@ -101,13 +163,16 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 ),
             )
         };
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` works too.
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .ok_or_else(unauthorized)?;
-        let hash = hex::encode(openssl::sha::sha256(token.trim().as_bytes()));
+        let hash = crate::secrets::credential_hash(token);
         let store = st.store.clone();
         let st2 = st.clone();
         let found = blocking(move || {
@@ -122,7 +187,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         })
         .await?;
         match found {
-            Some(t) => Ok(Caller(format!("api:{}", t.name))),
+            Some(t) => Ok(Caller {
+                who: format!("api:{}", t.name),
+                role: t.role,
+                team: t.team,
+            }),
             None => Err(unauthorized()),
         }
     }
@@ -139,9 +208,17 @@ async fn blocking<T: Send + 'static>(
 
 async fn devices(
     State(st): State<Arc<AppState>>,
-    _: Caller,
-    Query(f): Query<DeviceFilter>,
+    caller: Caller,
+    Query(mut f): Query<DeviceFilter>,
 ) -> Result<Response, ApiError> {
+    caller.may(READERS, "list devices")?;
+    if let Some(t) = &caller.team {
+        // Another team's devices are as if they did not exist.
+        if f.team.as_ref().is_some_and(|asked| asked != t) {
+            return Ok(Json(Vec::<crate::store::DeviceSummary>::new()).into_response());
+        }
+        f.team = Some(t.clone());
+    }
     for t in [&f.seen_since, &f.not_seen_since].into_iter().flatten() {
         if Timestamp::parse_rfc3339(t).is_none() {
             return Err(ApiError::bad(
@@ -163,15 +240,26 @@ struct DeviceQuery {
 
 async fn device(
     State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<DeviceQuery>,
 ) -> Result<Response, ApiError> {
+    caller.may(READERS, "read devices")?;
+    if q.secrets {
+        caller.may(ACTORS, "read push credentials")?;
+    }
     let store = st.store.clone();
     let id2 = id.clone();
     let d = blocking(move || {
+        let reach = store.read(|tx| match tx.device(&id2)? {
+            Some(d) => caller.reaches(tx, &d.id),
+            None => Ok(false),
+        })?;
+        if !reach {
+            return Ok(None);
+        }
         if q.secrets {
-            store.write(|tx| crate::mdm::device_detail(tx, &id2, Some(&who)))
+            store.write(|tx| crate::mdm::device_detail(tx, &id2, Some(&caller.who)))
         } else {
             store.read(|tx| crate::mdm::device_detail(tx, &id2, None))
         }
@@ -188,32 +276,49 @@ struct Limit {
 
 async fn device_commands(
     State(st): State<Arc<AppState>>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Query(l): Query<Limit>,
 ) -> Result<Response, ApiError> {
+    caller.may(READERS, "read commands")?;
     let limit = l.limit.unwrap_or(50).min(1000);
-    of_device(&st, id, move |tx, device| tx.device_commands(device, limit)).await
+    of_device(&st, caller, id, move |tx, device| {
+        tx.device_commands(device, limit)
+    })
+    .await
 }
 
 async fn device_profiles(
     State(st): State<Arc<AppState>>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    of_device(&st, id, |tx, device| tx.device_profiles(device)).await
+    caller.may(READERS, "read profiles")?;
+    of_device(&st, caller, id, |tx, device| tx.device_profiles(device)).await
 }
 
 /// The escrowed FileVault key; the viewing is recorded with the caller's token name.
 async fn disk_encryption_key(
     State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.may(ACTORS, "view FileVault recovery keys")?;
     let store = st.store.clone();
     let id2 = id.clone();
-    let out =
-        blocking(move || store.write(|tx| crate::mdm::disk_encryption_key(tx, &id2, &who))).await?;
+    let out = blocking(move || {
+        store.write(|tx| {
+            let reach = match tx.device(&id2)? {
+                Some(d) => caller.reaches(tx, &d.id)?,
+                None => false,
+            };
+            if !reach {
+                return Ok(Err(crate::mdm::NoKey::NoDevice));
+            }
+            crate::mdm::disk_encryption_key(tx, &id2, &caller.who)
+        })
+    })
+    .await?;
     match out {
         Ok(k) => Ok(Json(k).into_response()),
         Err(no) => {
@@ -225,7 +330,12 @@ async fn disk_encryption_key(
 
 /// Read something of one device (named by UDID, enrollment ID or serial) in a read
 /// transaction; 404 with a hint when the store has no such device.
-async fn of_device<T, F>(st: &AppState, id: String, read: F) -> Result<Response, ApiError>
+async fn of_device<T, F>(
+    st: &AppState,
+    caller: Caller,
+    id: String,
+    read: F,
+) -> Result<Response, ApiError>
 where
     T: Serialize + Send + 'static,
     F: Fn(&mut dyn Tx, &str) -> Result<T, StoreError> + Send + 'static,
@@ -234,8 +344,8 @@ where
     let id2 = id.clone();
     let out = blocking(move || {
         store.read(|tx| match tx.device(&id2)? {
-            Some(d) => read(tx, &d.id).map(Some),
-            None => Ok(None),
+            Some(d) if caller.reaches(tx, &d.id)? => read(tx, &d.id).map(Some),
+            _ => Ok(None),
         })
     })
     .await?;
@@ -250,9 +360,19 @@ struct TeamQuery {
 
 async fn profile_status(
     State(st): State<Arc<AppState>>,
-    _: Caller,
-    Query(q): Query<TeamQuery>,
+    caller: Caller,
+    Query(mut q): Query<TeamQuery>,
 ) -> Result<Response, ApiError> {
+    caller.may(READERS, "read profile status")?;
+    if let Some(t) = &caller.team {
+        if q.team.as_ref().is_some_and(|asked| asked != t) {
+            return Err(ApiError::not_found(
+                format!("no team `{}`", q.team.unwrap_or_default()),
+                "this token sees its own team only",
+            ));
+        }
+        q.team = Some(t.clone());
+    }
     let store = st.store.clone();
     let team = q.team.clone();
     let out =
@@ -299,9 +419,10 @@ pub(crate) fn command_of(req: &CommandRequest) -> Result<Command, ApiError> {
 
 async fn send_command(
     State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
+    caller: Caller,
     Json(req): Json<CommandRequest>,
 ) -> Result<Response, ApiError> {
+    caller.may(ACTORS, "send commands")?;
     if req.devices.is_empty() {
         return Err(ApiError::bad(
             "no devices",
@@ -309,8 +430,10 @@ async fn send_command(
         ));
     }
     let command = command_of(&req)?;
+    let (targets, outside) = within_reach(&st, &caller, req.devices.clone()).await?;
     let pushes = req.push.then_some(st.pushes.as_ref());
-    let sent = crate::mdm::send(&st.store, pushes, &command, &req.devices, &who).await?;
+    let mut sent = crate::mdm::send(&st.store, pushes, &command, &targets, &caller.who).await?;
+    sent.unknown.extend(outside);
     let status = if sent.queued.is_empty() {
         StatusCode::NOT_FOUND
     } else {
@@ -321,12 +444,30 @@ async fn send_command(
 
 async fn command(
     State(st): State<Arc<AppState>>,
-    _: Caller,
+    caller: Caller,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.may(READERS, "read command results")?;
     let store = st.store.clone();
     let u = uuid.clone();
-    let entries = blocking(move || crate::mdm::status(store.as_ref(), &u)).await?;
+    let entries = blocking(move || {
+        let all = crate::mdm::status(store.as_ref(), &u)?;
+        store.read(|tx| {
+            let mut mine = Vec::with_capacity(all.len());
+            for e in &all {
+                let device = e
+                    .enrollment_id
+                    .split(':')
+                    .next()
+                    .unwrap_or(&e.enrollment_id);
+                if caller.reaches(tx, device)? {
+                    mine.push(e.clone());
+                }
+            }
+            Ok(mine)
+        })
+    })
+    .await?;
     if entries.is_empty() {
         return Err(ApiError::not_found(
             format!("no command `{uuid}`"),
@@ -338,9 +479,12 @@ async fn command(
 
 async fn transfer(
     State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
+    caller: Caller,
     Json(req): Json<crate::mdm::api::TransferRequest>,
 ) -> Result<Response, ApiError> {
+    caller.may(ACTORS, "transfer devices")?;
+    caller.whole_fleet("move devices between teams")?;
+    let who = caller.who;
     let store = st.store.clone();
     let out = blocking(move || {
         store.write(|tx| crate::mdm::transfer(tx, req.team.as_deref(), &req.devices, &who))
@@ -361,13 +505,16 @@ async fn transfer(
 
 async fn push(
     State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
+    caller: Caller,
     Json(req): Json<PushRequest>,
 ) -> Result<Response, ApiError> {
+    caller.may(ACTORS, "push devices")?;
+    let (targets, outside) = within_reach(&st, &caller, req.devices.clone()).await?;
+    let who = caller.who.clone();
     let store = st.store.clone();
-    let targets = req.devices.clone();
-    let (ids, unknown) =
+    let (ids, mut unknown) =
         blocking(move || store.read(|tx| crate::mdm::resolve_devices(tx, &targets))).await?;
+    unknown.extend(outside);
     if ids.is_empty() {
         return Err(ApiError::not_found(
             format!("no such devices: {}", unknown.join(", ")),
@@ -385,30 +532,76 @@ async fn push(
     Ok(Json(summary).into_response())
 }
 
-async fn challenge(
-    State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
-) -> Result<Response, ApiError> {
+async fn challenge(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.may(
+        &[Role::Admin],
+        "mint SCEP challenges (new device identities)",
+    )?;
+    caller.whole_fleet("mint SCEP challenges")?;
     let st2 = st.clone();
-    let challenge = blocking(move || super::enroll::mint_challenge(&st2)).await?;
-    tracing::info!(by = %who, "minted a one-time SCEP challenge");
+    let ttl = st.config.challenge_ttl;
+    let who = caller.who.clone();
+    let challenge = blocking(move || {
+        super::enroll::mint_challenge(&st2, &crate::store::ChallengeScope::api(), ttl, &who)
+    })
+    .await?;
+    tracing::info!(by = %caller.who, "minted a one-time SCEP challenge");
+    let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 4);
     Ok((
         StatusCode::CREATED,
         Json(Challenge {
-            challenge,
-            expires_at: Timestamp::now().plus_days(7),
+            challenge: challenge.to_string(),
+            expires_at: Timestamp(Timestamp::now().0 + secs),
         }),
     )
         .into_response())
+}
+
+/// Split targets into those the caller's token reaches and those it does not (reported as
+/// unknown: a team token learns nothing of other teams' devices).
+async fn within_reach(
+    st: &AppState,
+    caller: &Caller,
+    targets: Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let Some(team) = caller.team.clone() else {
+        return Ok((targets, Vec::new()));
+    };
+    let store = st.store.clone();
+    blocking(move || {
+        store.read(|tx| {
+            let (mut inside, mut outside) = (Vec::new(), Vec::new());
+            for t in &targets {
+                let id = match tx.device_auth(t, None)? {
+                    Some(a) => Some(a.device_id),
+                    None => tx.device(t)?.map(|d| d.id),
+                };
+                match id {
+                    Some(id) if tx.device_team(&id)?.as_deref() == Some(team.as_str()) => {
+                        inside.push(t.clone())
+                    }
+                    _ => outside.push(t.clone()),
+                }
+            }
+            Ok((inside, outside))
+        })
+    })
+    .await
 }
 
 /// `apply` from a remote CLI: the files it validated, validated again here with the same code
 /// and the store's teams, then planned and (unless a dry run) written in one transaction.
 async fn apply(
     State(st): State<Arc<AppState>>,
-    Caller(who): Caller,
+    caller: Caller,
     Json(req): Json<crate::mdm::api::ApplyRequest>,
 ) -> Result<Response, ApiError> {
+    caller.may(
+        &[Role::Gitops, Role::Maintainer, Role::Admin],
+        "apply configuration",
+    )?;
+    caller.whole_fleet("apply configuration (it sets every team's)")?;
+    let who = caller.who;
     let store = st.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let loaded = req.bundle.load();
@@ -453,9 +646,10 @@ async fn apply(
 
 async fn activities(
     State(st): State<Arc<AppState>>,
-    _: Caller,
+    caller: Caller,
     Query(f): Query<crate::mdm::api::ActivityFilter>,
 ) -> Result<Response, ApiError> {
+    caller.may(READERS, "read the activity log")?;
     if let Some(t) = &f.since
         && Timestamp::parse_rfc3339(t).is_none()
     {
@@ -466,7 +660,27 @@ async fn activities(
     }
     let store = st.store.clone();
     let device = f.device.clone();
-    let list = blocking(move || store.read(|tx| crate::mdm::activities(tx, &f))).await?;
+    let list = blocking(move || {
+        store.read(|tx| {
+            let Some(all) = crate::mdm::activities(tx, &f)? else {
+                return Ok(None);
+            };
+            if caller.team.is_none() {
+                return Ok(Some(all));
+            }
+            // A team token sees what happened to its team's devices, nothing fleet-wide.
+            let mut mine = Vec::with_capacity(all.len());
+            for a in all {
+                if let Some(d) = &a.device_id
+                    && caller.reaches(tx, d)?
+                {
+                    mine.push(a);
+                }
+            }
+            Ok(Some(mine))
+        })
+    })
+    .await?;
     list.map(|l| Json(l).into_response()).ok_or_else(|| {
         ApiError::not_found(
             format!("no device `{}`", device.unwrap_or_default()),

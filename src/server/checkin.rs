@@ -12,7 +12,10 @@ use crate::apple::checkin::{self, Authenticate, Checkin, CheckinMessage, TokenUp
 use crate::apple::command::named;
 use crate::pki::identity::Verified;
 use crate::reconcile::renewal;
-use crate::store::{DeviceRecord, EnrollmentRecord, NewActivity, NewCommand, StoreError, Tx};
+use crate::store::{
+    ChallengePurpose, DeviceRecord, EnrollmentRecord, IssuedHow, NewActivity, NewCommand,
+    StoreError, Tx,
+};
 use crate::timestamp::Timestamp;
 
 pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
@@ -30,7 +33,7 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
     let name = msg.message.name().to_string();
     let result = st.store.write(|tx| -> Result<Reply, StoreError> {
         if let CheckinMessage::Authenticate(a) = &msg.message {
-            return authenticate(tx, &channel, v, a, body);
+            return authenticate(st, tx, &channel, v, a, body);
         }
         let authz = match authorize(st, tx, &channel, v)? {
             Ok(a) => a,
@@ -126,10 +129,114 @@ pub(crate) fn plist_xml(dict: plist::Dictionary) -> Vec<u8> {
     out
 }
 
+/// Whether an Authenticate's certificate may bind to the device it names, and how.
+enum Binding {
+    /// The identity already recorded: the same enrollment authenticating again.
+    Same,
+    /// The identity an identity renewal mdmctl sent this device issued: the same enrollment,
+    /// restarting check-in.
+    Renewal,
+    /// A new identity for a known device (a real re-enrollment), and what allows it.
+    Rebind(String),
+    /// A device mdmctl does not know yet, joining this team.
+    New { team_id: Option<i64> },
+    /// Refused, and why (logged, recorded, never sent to the device).
+    Refused(String),
+}
+
+/// The rules (docs/security.md): a known device's identity moves only to a certificate
+/// mdmctl's SCEP issued for that device (its renewal, an enrollment secret scoped to it, a
+/// SCEP renewal signed by its current identity), or with the admin's `mdmctl device rebind`;
+/// a new device needs a certificate issued under an enrollment secret (or `--open-enrollment`).
+fn binding(
+    st: &AppState,
+    tx: &mut dyn Tx,
+    id: &str,
+    existing: Option<&DeviceRecord>,
+    v: &Verified,
+) -> Result<Binding, StoreError> {
+    let issued = tx.issued(&v.sha256)?;
+    let scope = match issued.as_ref().and_then(|i| i.challenge_sha256.as_deref()) {
+        Some(c) => tx.challenge_scope(c)?,
+        None => None,
+    };
+    let Some(d) = existing else {
+        if st.config.open_enrollment {
+            return Ok(Binding::New {
+                team_id: scope.and_then(|s| s.team_id),
+            });
+        }
+        return Ok(match (&issued, scope) {
+            (Some(i), Some(s)) if i.how == IssuedHow::OneTime => match s.purpose {
+                ChallengePurpose::Renewal => {
+                    Binding::Refused("a certificate a renewal issued for another device".into())
+                }
+                _ if s.device_id.as_deref().is_some_and(|d| d != id) => Binding::Refused(
+                    "its enrollment secret is for another device".into(),
+                ),
+                _ => Binding::New { team_id: s.team_id },
+            },
+            // The fixed challenge is a secret the admin handed out.
+            (Some(i), _) if i.how == IssuedHow::Static => Binding::New { team_id: None },
+            _ => Binding::Refused(
+                "a new device needs an identity from mdmctl's SCEP, obtained with an enrollment secret".into(),
+            ),
+        });
+    };
+    let recorded = d.identity_sha256.as_deref();
+    if recorded == Some(v.sha256.as_str()) {
+        return Ok(if renewal::renewed_to(tx, id, &v.sha256)? {
+            Binding::Renewal
+        } else {
+            Binding::Same
+        });
+    }
+    if renewal::is_renewal(tx, id, v.by_issuing_ca, &v.sha256)? {
+        return Ok(Binding::Renewal);
+    }
+    if let Some(s) = &scope
+        && s.purpose == ChallengePurpose::Enroll
+        && s.device_id.as_deref() == Some(id)
+    {
+        return Ok(Binding::Rebind(
+            "re-enrolled with an enrollment secret for this device".into(),
+        ));
+    }
+    if let Some(i) = &issued
+        && i.how == IssuedHow::Renewal
+        && i.device_id.as_deref() == Some(id)
+    {
+        return Ok(Binding::Rebind(
+            "a SCEP renewal signed by its current identity".into(),
+        ));
+    }
+    if issued.is_some()
+        && let Some(by) = tx.take_rebind(id)?
+    {
+        return Ok(Binding::Rebind(format!(
+            "allowed by {by} (`mdmctl device rebind`)"
+        )));
+    }
+    if recorded.is_none() && d.source.starts_with("imported") && st.config.allow_retro_association {
+        return Ok(Binding::Rebind(
+            "its first identity (--allow-retro-association)".into(),
+        ));
+    }
+    Ok(Binding::Refused(match (&issued, recorded) {
+        (None, _) => {
+            "a new identity for a known device must come from mdmctl's SCEP, issued for that device"
+                .into()
+        }
+        _ => "a certificate mdmctl's SCEP issued, but not for this device".into(),
+    }))
+}
+
 /// Authenticate: the device is enrolling (or re-enrolling) and binds its new identity. Its
 /// channels stay disabled until its TokenUpdate, and what was queued for the old enrollment
-/// is dropped.
+/// is dropped. An Authenticate that only restarts check-in (after an identity renewal) keeps
+/// the enrollment as it is.
 fn authenticate(
+    st: &AppState,
     tx: &mut dyn Tx,
     channel: &checkin::ChannelId,
     v: &Verified,
@@ -153,36 +260,46 @@ fn authenticate(
         ));
     }
     let existing = tx.device(id)?;
-    if let Some(d) = &existing {
-        let recorded = d.identity_sha256.as_deref();
-        // An identity renewal mdmctl sent re-installs the enrollment profile, and macOS then
-        // restarts check-in (Authenticate, TokenUpdate) with the new identity, before or after
-        // it acknowledges the InstallProfile. That is the same enrollment, not a new one.
-        if recorded != Some(v.sha256.as_str())
-            && renewal::is_renewal(tx, id, v.by_issuing_ca, &v.sha256)?
-        {
-            renewal::complete(tx, id, &v.sha256, v.not_after)?;
+    let how = binding(st, tx, id, existing.as_ref(), v)?;
+    let (rebind_reason, team_id) = match how {
+        Binding::Renewal => {
+            if existing.as_ref().and_then(|d| d.identity_sha256.as_deref()) != Some(&v.sha256) {
+                renewal::complete(tx, id, &v.sha256, v.not_after)?;
+            }
             return restart_checkin(tx, id, v, a, body);
         }
-        if recorded == Some(v.sha256.as_str()) && renewal::renewed_to(tx, id, &v.sha256)? {
-            return restart_checkin(tx, id, v, a, body);
+        Binding::Refused(why) => {
+            warn!(device = %id, reason = %why, "refused Authenticate: the identity may not bind to this device");
+            tx.record_activity(&NewActivity {
+                actor: "serve".into(),
+                kind: "device.bind_refused".into(),
+                device_id: existing.as_ref().map(|d| d.id.clone()),
+                summary: format!(
+                    "refused an Authenticate for {id}: {why}{}",
+                    if existing.is_some() {
+                        " (if this device really re-enrolled, allow it with `mdmctl device rebind`)"
+                    } else {
+                        ""
+                    }
+                ),
+                details: serde_json::json!({
+                    "udid": id, "presented_sha256": v.sha256, "reason": why,
+                    "known_device": existing.is_some(),
+                }),
+            })?;
+            return Ok(Reply::Refuse(StatusCode::FORBIDDEN, why));
         }
-        // Re-binding a known device to a different certificate needs one our CA issued (a real
-        // re-enrollment through mdmctl's SCEP), not any certificate an old CA once issued.
-        if recorded.is_some_and(|h| h != v.sha256) && !v.by_issuing_ca {
-            warn!(device = %id, "refused Authenticate: a new identity for a known device must come from mdmctl's SCEP CA");
-            return Ok(Reply::Refuse(
-                StatusCode::FORBIDDEN,
-                "identity not from the issuing CA".into(),
-            ));
-        }
-    }
+        Binding::Same => (None, None),
+        Binding::Rebind(why) => (Some(why), None),
+        Binding::New { team_id } => (None, team_id),
+    };
     let now = Timestamp::now();
     let mut d = existing.clone().unwrap_or_else(|| DeviceRecord {
         id: id.clone(),
         source: "enrolled".into(),
         ..Default::default()
     });
+
     update_facts(&mut d, a);
     d.authenticate_raw = Some(body.to_vec());
     d.enrolled_at = Some(now);
@@ -196,6 +313,13 @@ fn authenticate(
         d.migrated_at = Some(now);
     }
     tx.put_device(&d)?;
+    // A new device joins the team of the enrollment secret it enrolled with.
+    if existing.is_none()
+        && let Some(team) = team_id
+        && let Some(t) = tx.teams()?.into_iter().find(|t| t.id == team)
+    {
+        tx.set_device_team(id, Some(&t.name))?;
+    }
     tx.disable_device(id)?;
     let dropped = tx.clear_queue(id)?;
     let (kind, verb) = if existing.is_some() {
@@ -216,6 +340,7 @@ fn authenticate(
             "serial": d.serial, "model": d.model, "os_version": d.os_version,
             "identity_sha256": v.sha256, "identity_not_after": v.not_after,
             "by_issuing_ca": v.by_issuing_ca, "queue_dropped": dropped,
+            "new_identity_because": rebind_reason,
         }),
     })?;
     if first_contact {

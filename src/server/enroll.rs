@@ -1,32 +1,105 @@
 //! Enrollment for new devices and standard (re-enrolling) migrations: `/enroll` serves a signed
-//! enrollment profile, `/` a plain page telling a user how to install it.
+//! enrollment profile to whoever presents an enrollment secret (`/enroll?token=SECRET`, or basic
+//! auth with the secret as password), `/` a plain page telling a user how to install it.
+//!
+//! Without a secret `/enroll` is refused (401, asking for basic auth) and nothing is written,
+//! unless `serve --open-enrollment`. The one-time SCEP challenge in the profile carries the
+//! secret's scope (its team, and its device when the secret is for one device), which decides
+//! what the identity SCEP issues under it may do at Authenticate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::Extension;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 use super::AppState;
 use crate::apple::enroll::{EnrollmentProfile, ScepPayload};
 use crate::pki;
+use crate::store::{ChallengePurpose, ChallengeScope, EnrollSecret, StoreError};
 use crate::timestamp::Timestamp;
 
-/// How long a challenge minted for a downloaded profile stays usable.
-const CHALLENGE_DAYS: i64 = 7;
+#[derive(serde::Deserialize)]
+pub(crate) struct EnrollQuery {
+    token: Option<String>,
+}
 
-pub(crate) async fn profile(State(st): State<Arc<AppState>>) -> Response {
+/// The enrollment secret a request presents: `?token=` or basic auth's password.
+fn presented_secret(q: &EnrollQuery, headers: &HeaderMap) -> Option<Zeroizing<String>> {
+    if let Some(t) = q.token.as_deref().filter(|t| !t.is_empty()) {
+        return Some(Zeroizing::new(t.to_string()));
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?,
+    );
+    let text = std::str::from_utf8(&decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(Zeroizing::new(password.to_string())).filter(|p| !p.is_empty())
+}
+
+fn needs_secret(what: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"device enrollment\", charset=\"UTF-8\"",
+        )],
+        format!("{what}: ask your IT team for the enrollment link\n"),
+    )
+        .into_response()
+}
+
+pub(crate) async fn profile(
+    State(st): State<Arc<AppState>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<EnrollQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = st.over_enroll_rate(client.map(|c| c.0.0.ip())) {
+        return r;
+    }
+    let secret = presented_secret(&q, &headers);
+    if secret.is_none() && !st.config.open_enrollment {
+        warn!("/enroll: refused a request without an enrollment secret");
+        return needs_secret("enrollment needs an enrollment secret");
+    }
     let st2 = st.clone();
-    tokio::task::spawn_blocking(move || build(&st2))
+    tokio::task::spawn_blocking(move || build(&st2, secret.as_deref().map(String::as_str)))
         .await
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn build(st: &AppState) -> Response {
+fn build(st: &AppState, secret: Option<&str>) -> Response {
     let loaded = match st.trust.current(st.store.as_ref()) {
         Ok(l) => l,
         Err(e) => return super::device::store_failure(e).into_response(),
+    };
+    // The secret first: a wrong one learns nothing about the server's configuration.
+    let found: Option<EnrollSecret> = match secret {
+        None => None,
+        Some(s) => {
+            let hash = crate::secrets::credential_hash(s);
+            match st.store.read(|tx| tx.enroll_secret_by_hash(&hash)) {
+                Ok(Some(found)) => Some(found),
+                Ok(None) => {
+                    warn!("/enroll: refused an unknown, revoked or expired enrollment secret");
+                    return needs_secret("this enrollment secret is not valid");
+                }
+                Err(e) => return super::device::store_failure(e).into_response(),
+            }
+        }
     };
     let (Some(topic), Some((ca, ca_key))) = (&loaded.topic, &loaded.issuing) else {
         warn!("/enroll: the store needs an APNs push certificate and an issuing SCEP CA");
@@ -36,13 +109,25 @@ fn build(st: &AppState) -> Response {
         )
             .into_response();
     };
+    let scope = ChallengeScope {
+        purpose: ChallengePurpose::Enroll,
+        device_id: found.as_ref().and_then(|s| s.device_id.clone()),
+        team_id: found.as_ref().and_then(|s| s.team_id),
+        enroll_secret_id: found.as_ref().map(|s| s.id),
+    };
     let challenge = match &st.config.scep_challenge {
         Some(c) => c.to_string(),
-        None => match mint_challenge(st) {
-            Ok(c) => c,
+        None => match mint_challenge(st, &scope, st.config.challenge_ttl, "serve /enroll") {
+            Ok(c) => c.to_string(),
             Err(e) => return super::device::store_failure(e).into_response(),
         },
     };
+    if let Some(s) = &found {
+        let id = s.id;
+        if let Err(e) = st.store.write(|tx| tx.touch_enroll_secret(id)) {
+            warn!(error = %e, "/enroll: cannot record the secret's use");
+        }
+    }
     let url = &st.config.url;
     let profile = EnrollmentProfile {
         identifier: format!("{}.mdm.enrollment", reverse_dns(url)),
@@ -109,16 +194,19 @@ fn build(st: &AppState) -> Response {
     }
 }
 
-/// A one-time SCEP challenge: 32 random bytes, only its hash is stored.
-pub(crate) fn mint_challenge(st: &AppState) -> Result<String, crate::store::StoreError> {
-    let mut raw = [0u8; 24];
-    openssl::rand::rand_bytes(&mut raw)
-        .map_err(|e| crate::store::StoreError::Decode(e.to_string()))?;
-    let challenge = hex::encode(raw);
-    let hash = hex::encode(openssl::sha::sha256(challenge.as_bytes()));
-    st.store.write(|tx| {
-        tx.add_scep_challenge(&hash, Timestamp::now().plus_days(CHALLENGE_DAYS), "serve")
-    })?;
+/// A one-time SCEP challenge valid for `ttl`: only its hash is stored, with its scope.
+pub(crate) fn mint_challenge(
+    st: &AppState,
+    scope: &ChallengeScope,
+    ttl: std::time::Duration,
+    created_by: &str,
+) -> Result<Zeroizing<String>, StoreError> {
+    let (challenge, hash) =
+        crate::secrets::new_credential("").map_err(|e| StoreError::Decode(e.to_string()))?;
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 4);
+    let expires = Timestamp(Timestamp::now().0 + ttl);
+    st.store
+        .write(|tx| tx.add_scep_challenge(&hash, expires, created_by, scope))?;
     Ok(challenge)
 }
 
@@ -140,8 +228,28 @@ fn reverse_dns(url: &str) -> String {
     }
 }
 
-pub(crate) async fn landing(State(st): State<Arc<AppState>>) -> Html<String> {
+pub(crate) async fn landing(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<EnrollQuery>,
+) -> Html<String> {
     let org = html_escape(&st.config.organization);
+    // The enrollment link a user was given (`/?token=…`) carries its secret to the download.
+    let href = match q.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => {
+            let encoded: String = t
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("/enroll?token={encoded}")
+        }
+        None => "/enroll".to_string(),
+    };
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{org} device management</title>
@@ -154,7 +262,7 @@ install Wi-Fi and security settings, remind you about macOS updates, and keep yo
 encrypted. It cannot see your personal files, email or browsing.</p>
 <h2>How to turn on MDM</h2>
 <ol>
-<li><a class="button" href="/enroll">Download the enrollment profile</a></li>
+<li><a class="button" href="{href}">Download the enrollment profile</a></li>
 <li>Open <b>System Settings</b> › <b>General</b> › <b>Device Management</b> (on macOS 12:
 <b>System Preferences</b> › <b>Profiles</b>) and double-click the downloaded profile.</li>
 <li>Select <b>Install</b> and enter your Mac's password when asked.</li>

@@ -13,6 +13,7 @@ mod commands;
 mod ddm;
 mod device;
 mod enroll;
+mod limit;
 mod listen;
 mod scep;
 mod trust;
@@ -64,6 +65,13 @@ pub struct ServeConfig {
     pub allow_retro_association: bool,
     /// A fixed SCEP challenge; without one, `/enroll` mints one-time challenges.
     pub scep_challenge: Option<Zeroizing<String>>,
+    /// `/enroll` without an enrollment secret, and new devices with any certificate a store CA
+    /// vouches for (`--open-enrollment`).
+    pub open_enrollment: bool,
+    /// How long a one-time challenge minted for an enrollment stays usable.
+    pub challenge_ttl: Duration,
+    /// Requests to `/enroll` and `/scep` per client address per minute.
+    pub enroll_rate_per_minute: u32,
     pub scep_validity_days: u32,
     /// Certificates the enrollment profile asks devices to trust (a private server CA).
     pub enroll_anchors: Vec<X509>,
@@ -86,6 +94,9 @@ impl ServeConfig {
             client_cert_header: None,
             allow_retro_association: false,
             scep_challenge: None,
+            open_enrollment: false,
+            challenge_ttl: Duration::from_secs(3600),
+            enroll_rate_per_minute: 120,
             scep_validity_days: 365,
             enroll_anchors: Vec::new(),
             profile_signer: None,
@@ -103,6 +114,8 @@ pub struct AppState {
     pub config: ServeConfig,
     pub trust: Trust,
     pub pushes: Arc<PushService>,
+    /// Requests to `/enroll` and `/scep` per client address.
+    enroll_limit: limit::RateLimit,
     /// When this process last wrote each channel's `last_seen_at` (Unix seconds): Idle
     /// check-ins write it at most once a minute, so a quiet device costs no write.
     seen: Mutex<HashMap<String, i64>>,
@@ -114,6 +127,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServeConfig, pushes: Arc<PushService>) -> Arc<Self> {
         Arc::new(Self {
             store,
+            enroll_limit: limit::RateLimit::new(config.enroll_rate_per_minute),
             config,
             trust: Trust::new(),
             pushes,
@@ -135,6 +149,19 @@ impl AppState {
                 true
             }
         }
+    }
+
+    /// The 429 to answer when `client` may not call `/enroll` or `/scep` now.
+    pub(crate) fn over_enroll_rate(&self, client: Option<std::net::IpAddr>) -> Option<Response> {
+        self.enroll_limit.check(client).err().map(|wait| {
+            tracing::warn!(client = ?client, "rate limit: too many enrollment or SCEP requests");
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, wait.to_string())],
+                "too many requests; try again later\n",
+            )
+                .into_response()
+        })
     }
 
     /// Forget the throttle for a channel (its next request writes last-seen).
@@ -205,7 +232,15 @@ pub fn app(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Requests are traced by method and path only: a query string can carry a secret
+        // (`/enroll?token=`, a misplaced API token) and is never logged.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
         .with_state(state)
 }
 
@@ -235,6 +270,22 @@ async fn reconcile_loop(state: std::sync::Weak<AppState>) {
         .await
         {
             tracing::error!(error = %e, "reconciling profiles failed; retrying");
+        }
+        if housekeeping {
+            // One-time challenges nobody used, and used ones past their time: what they issued
+            // is kept in `scep_issued`.
+            let store = st.store.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                store.write(|tx| tx.prune_scep_challenges(crate::timestamp::Timestamp::now()))
+            })
+            .await;
+            match pruned {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::debug!(pruned = n, "expired SCEP challenges deleted")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune expired SCEP challenges"),
+                _ => {}
+            }
         }
     }
 }

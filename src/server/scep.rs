@@ -4,10 +4,12 @@
 //! pkiStatus FAILURE and a failInfo, so clients learn why.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openssl::memcmp;
@@ -17,14 +19,19 @@ use super::AppState;
 use crate::pki::CertInfo;
 use crate::pki::identity::Presented;
 use crate::pki::scep::{self, FailInfo, RequestKind, ScepRequest};
-use crate::store::NewActivity;
+use crate::store::{Issued, IssuedHow, NewActivity};
+use crate::timestamp::Timestamp;
 
 pub(crate) async fn endpoint(
     State(st): State<Arc<AppState>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = st.over_enroll_rate(client.map(|c| c.0.0.ip())) {
+        return r;
+    }
     let op = q.get("operation").map(String::as_str).unwrap_or("");
     match op {
         "GetCACaps" => ([(header::CONTENT_TYPE, "text/plain")], scep::ca_caps()).into_response(),
@@ -121,15 +128,17 @@ fn pki_operation(st: &AppState, der: &[u8]) -> Response {
         Ok(c) => c,
         Err(e) => return fail(e.fail_info(), &e.to_string()),
     };
-    // The one-time challenge used, to remember what was issued under it.
+    // The one-time challenge used, to remember what was issued under it; for a renewal, the
+    // device its signing identity identified.
     let mut one_time = None;
+    let mut renewed_device = None;
     let how = match csr.kind {
         RequestKind::PkcsReq => match check_challenge(st, csr.challenge_password.as_deref()) {
             Ok(Some(hash)) => {
                 one_time = Some(hash);
-                "one-time challenge"
+                IssuedHow::OneTime
             }
-            Ok(None) => "static challenge",
+            Ok(None) => IssuedHow::Static,
             Err(why) => return fail(FailInfo::BadRequest, &why),
         },
         RequestKind::RenewalReq => {
@@ -142,10 +151,14 @@ fn pki_operation(st: &AppState, der: &[u8]) -> Response {
                 chain: Vec::new(),
                 via: "SCEP RenewalReq",
             };
-            if let Err(e) = loaded.anchors.verify(&presented) {
-                return fail(FailInfo::BadCertId, &e.to_string());
+            match loaded.anchors.verify(&presented) {
+                Ok(v) => match st.store.read(|tx| tx.device_by_identity(&v.sha256)) {
+                    Ok(d) => renewed_device = d,
+                    Err(e) => return super::device::store_failure(e).into_response(),
+                },
+                Err(e) => return fail(FailInfo::BadCertId, &e.to_string()),
             }
-            "renewal"
+            IssuedHow::Renewal
         }
     };
     let issued = match scep::issue_certificate(&csr.csr, ca, key, st.config.scep_validity_days) {
@@ -157,28 +170,37 @@ fn pki_operation(st: &AppState, der: &[u8]) -> Response {
         Ok(der) => der,
         Err(e) => return fail(FailInfo::BadRequest, &e.to_string()),
     };
-    if let Ok(i) = info {
-        info!(subject = %i.subject, serial = %i.serial, how, "SCEP: issued an identity");
-        let recorded = st.store.write(|tx| {
-            if let Some(hash) = &one_time {
-                tx.set_challenge_issued(hash, &i.sha256)?;
-            }
-            tx.record_activity(&NewActivity {
-                actor: "serve".into(),
-                kind: "scep.issued".into(),
-                device_id: None,
-                summary: format!("issued an identity certificate to {} ({how})", i.subject),
-                details: serde_json::json!({ "subject": i.subject, "serial": i.serial, "sha256": i.sha256, "not_after": i.not_after, "how": how }),
-            })
-        });
-        if let Err(e) = recorded {
-            warn!(error = %e, "SCEP: cannot record the issued identity");
-            // A renewal is recognized by what its challenge issued: without the record the
-            // device could not use the certificate, so it asks again later.
-            if one_time.is_some() {
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
+    // What the certificate was issued under is what lets it bind to a device at Authenticate:
+    // without the record the device could not use it, so it is refused and asks again later.
+    let i = match info {
+        Ok(i) => i,
+        Err(e) => return fail(FailInfo::BadRequest, &e.to_string()),
+    };
+    let how_text = how.as_str();
+    info!(subject = %i.subject, serial = %i.serial, how = how_text, "SCEP: issued an identity");
+    let recorded = st.store.write(|tx| {
+        if let Some(hash) = &one_time {
+            tx.set_challenge_issued(hash, &i.sha256)?;
         }
+        tx.record_issued(&Issued {
+            sha256: i.sha256.clone(),
+            how,
+            challenge_sha256: one_time.clone(),
+            device_id: renewed_device.clone(),
+            issued_at: Timestamp::now(),
+            not_after: i.not_after,
+        })?;
+        tx.record_activity(&NewActivity {
+            actor: "serve".into(),
+            kind: "scep.issued".into(),
+            device_id: renewed_device.clone(),
+            summary: format!("issued an identity certificate to {} ({how_text})", i.subject),
+            details: serde_json::json!({ "subject": i.subject, "serial": i.serial, "sha256": i.sha256, "not_after": i.not_after, "how": how_text }),
+        })
+    });
+    if let Err(e) = recorded {
+        warn!(error = %e, "SCEP: cannot record the issued identity");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     pki_message(reply)
 }
@@ -196,10 +218,10 @@ fn check_challenge(st: &AppState, presented: Option<&str>) -> Result<Option<Stri
     {
         return Ok(None);
     }
-    let hash = hex::encode(openssl::sha::sha256(p.as_bytes()));
+    let hash = crate::secrets::credential_hash(p);
     match st.store.write(|tx| tx.use_scep_challenge(&hash)) {
-        Ok(true) => Ok(Some(hash)),
-        Ok(false) => Err("wrong, used or expired challenge".into()),
+        Ok(Some(_)) => Ok(Some(hash)),
+        Ok(None) => Err("wrong, used or expired challenge".into()),
         Err(e) => Err(format!("store: {e}")),
     }
 }

@@ -9,56 +9,77 @@ pub(crate) struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+    /// What an upgrade must tell the admin (a log warning and an activity), run after `sql`
+    /// on a store that existed before.
+    pub notice: Option<Notice>,
 }
 
+/// What an upgrade says to the admin, if anything.
+pub(crate) type Notice = fn(&mut dyn Conn) -> Result<Option<String>, StoreError>;
+
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 9;
+pub const LATEST_SCHEMA_VERSION: i64 = 10;
 
 const SQLITE: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
         sql: include_str!("migrations/sqlite/0001_init.sql"),
+        notice: None,
     },
     Migration {
         version: 2,
         name: "desired_state",
         sql: include_str!("migrations/sqlite/0002_desired_state.sql"),
+        notice: None,
     },
     Migration {
         version: 3,
         name: "import",
         sql: include_str!("migrations/sqlite/0003_import.sql"),
+        notice: None,
     },
     Migration {
         version: 4,
         name: "serve",
         sql: include_str!("migrations/sqlite/0004_serve.sql"),
+        notice: None,
     },
     Migration {
         version: 5,
         name: "reconcile",
         sql: include_str!("migrations/sqlite/0005_reconcile.sql"),
+        notice: None,
     },
     Migration {
         version: 6,
         name: "disk_encryption",
         sql: include_str!("migrations/sqlite/0006_disk_encryption.sql"),
+        notice: None,
     },
     Migration {
         version: 7,
         name: "declarations",
         sql: include_str!("migrations/sqlite/0007_declarations.sql"),
+        notice: None,
     },
     Migration {
         version: 8,
         name: "identity_renewal",
         sql: include_str!("migrations/sqlite/0008_identity_renewal.sql"),
+        notice: None,
     },
     Migration {
         version: 9,
         name: "device_facts",
         sql: include_str!("migrations/sqlite/0009_device_facts.sql"),
+        notice: None,
+    },
+    Migration {
+        version: 10,
+        name: "security",
+        sql: include_str!("migrations/sqlite/0010_security.sql"),
+        notice: Some(tokens_became_admin),
     },
 ];
 
@@ -67,48 +88,80 @@ const POSTGRES: &[Migration] = &[
         version: 1,
         name: "init",
         sql: include_str!("migrations/postgres/0001_init.sql"),
+        notice: None,
     },
     Migration {
         version: 2,
         name: "desired_state",
         sql: include_str!("migrations/postgres/0002_desired_state.sql"),
+        notice: None,
     },
     Migration {
         version: 3,
         name: "import",
         sql: include_str!("migrations/postgres/0003_import.sql"),
+        notice: None,
     },
     Migration {
         version: 4,
         name: "serve",
         sql: include_str!("migrations/postgres/0004_serve.sql"),
+        notice: None,
     },
     Migration {
         version: 5,
         name: "reconcile",
         sql: include_str!("migrations/postgres/0005_reconcile.sql"),
+        notice: None,
     },
     Migration {
         version: 6,
         name: "disk_encryption",
         sql: include_str!("migrations/postgres/0006_disk_encryption.sql"),
+        notice: None,
     },
     Migration {
         version: 7,
         name: "declarations",
         sql: include_str!("migrations/postgres/0007_declarations.sql"),
+        notice: None,
     },
     Migration {
         version: 8,
         name: "identity_renewal",
         sql: include_str!("migrations/postgres/0008_identity_renewal.sql"),
+        notice: None,
     },
     Migration {
         version: 9,
         name: "device_facts",
         sql: include_str!("migrations/postgres/0009_device_facts.sql"),
+        notice: None,
+    },
+    Migration {
+        version: 10,
+        name: "security",
+        sql: include_str!("migrations/postgres/0010_security.sql"),
+        notice: Some(tokens_became_admin),
     },
 ];
+
+/// Schema 10 gave API tokens roles; the tokens made before keep every right as `admin`.
+fn tokens_became_admin(conn: &mut dyn Conn) -> Result<Option<String>, StoreError> {
+    let n = conn
+        .query_one(
+            "SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL",
+            &[],
+        )?
+        .int(0)?;
+    Ok((n > 0).then(|| {
+        format!(
+            "schema 10: the {n} existing API token(s) became `admin` (tokens now have roles); \
+             give CI and read-only users narrower tokens (`mdmctl token create --role gitops|observer`) \
+             and revoke the old ones (`mdmctl token list`, `mdmctl token revoke`)"
+        )
+    }))
+}
 
 fn migrations(backend: Backend) -> &'static [Migration] {
     match backend {
@@ -182,11 +235,28 @@ pub(crate) fn upgrade(conn: &mut dyn Conn, location: &str) -> Result<Vec<i64>, S
         check_not_newer(location, *max)?;
     }
     let mut applied = Vec::new();
+    let existed = !done.is_empty();
     for m in migrations(conn.backend()) {
         if done.contains(&m.version) {
             continue;
         }
         conn.batch(m.sql)?;
+        if let Some(notice) = m.notice.filter(|_| existed)
+            && let Some(text) = notice(conn)?
+        {
+            tracing::warn!("{text}");
+            conn.execute(
+                "INSERT INTO activities (at, actor, kind, device_id, summary, details) VALUES (?, ?, ?, ?, ?, ?)",
+                &[
+                    Timestamp::now().into(),
+                    "mdmctl".into(),
+                    "store.upgraded".into(),
+                    None::<&str>.into(),
+                    text.as_str().into(),
+                    serde_json::json!({ "version": m.version }).to_string().as_str().into(),
+                ],
+            )?;
+        }
         conn.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             &[m.version.into(), m.name.into(), Timestamp::now().into()],

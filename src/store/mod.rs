@@ -18,6 +18,7 @@ mod declarations;
 mod desired;
 mod devices;
 mod disk_encryption;
+mod enrollment;
 mod imports;
 mod keys;
 mod location;
@@ -42,6 +43,7 @@ pub use devices::{
     TopicCount,
 };
 pub use disk_encryption::{DiskEncryption, DiskEncryptionState, FdeState};
+pub use enrollment::{EnrollSecret, EnrollmentTrust, Issued, IssuedHow};
 pub use imports::{ImportState, Imports};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
@@ -50,7 +52,7 @@ pub(crate) use postgres::describe as postgres_error_text;
 pub use profiles::{DeviceProfile, ProfileState, ProfileStatus, ProfileStatusCounts};
 pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand};
 pub use renewals::{Renewal, RenewalState, Renewals};
-pub use tokens::{ApiToken, Tokens};
+pub use tokens::{ApiToken, ChallengePurpose, ChallengeScope, Role, Tokens};
 
 use std::sync::Arc;
 
@@ -156,6 +158,7 @@ pub trait Tx:
     + DiskEncryptionState
     + Declarations
     + Renewals
+    + EnrollmentTrust
 {
 }
 impl<
@@ -170,7 +173,8 @@ impl<
         + ProfileStatus
         + DiskEncryptionState
         + Declarations
-        + Renewals,
+        + Renewals
+        + EnrollmentTrust,
 > Tx for T
 {
 }

@@ -198,3 +198,16 @@ fn init_and_generate_on_postgres() {
     );
     assert!(!contains(&dump, PASSPHRASE));
 }
+
+// See: issue 11 §8: `MDMCTL_NO_INPUT=1` was rejected (clap wanted `true`).
+#[test]
+fn no_input_takes_the_usual_truthy_values() {
+    let t = TestContext::new();
+    for v in ["1", "true", "yes", "on"] {
+        let r = t.run_with(&["init"], |c| {
+            c.env_remove("MDMCTL_PASSPHRASE").env("MDMCTL_NO_INPUT", v);
+        });
+        r.user_error().stderr_has("MDMCTL_PASSPHRASE");
+        assert!(!r.stderr.contains("invalid value"), "{v}: {}", r.stderr);
+    }
+}

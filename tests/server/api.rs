@@ -37,9 +37,18 @@ pub(crate) async fn mdmctl(s: &Server, token: Option<&str>, args: &[&str]) -> Ru
     .unwrap()
 }
 
-/// `mdmctl token create --name NAME`: the new token.
+/// `mdmctl token create --name NAME --role maintainer`: the new token.
 pub(crate) async fn token(s: &Server, name: &str) -> String {
-    let created = mdmctl(s, None, &["token", "create", "--name", name]).await;
+    token_as(s, name, "maintainer", None).await
+}
+
+/// `mdmctl token create --name NAME --role ROLE [--team TEAM]`: the new token.
+pub(crate) async fn token_as(s: &Server, name: &str, role: &str, team: Option<&str>) -> String {
+    let mut args = vec!["token", "create", "--name", name, "--role", role];
+    if let Some(t) = team {
+        args.extend(["--team", t]);
+    }
+    let created = mdmctl(s, None, &args).await;
     created.success();
     created.stdout.trim().to_string()
 }
@@ -67,7 +76,12 @@ async fn a_ci_pipeline_sends_commands_through_the_api() {
     let fleet = Fleet::new(macs.iter().cloned());
     let waker = fleet.wake_on_push(s.apns.subscribe());
 
-    let created = mdmctl(&s, None, &["token", "create", "--name", "ci"]).await;
+    let created = mdmctl(
+        &s,
+        None,
+        &["token", "create", "--name", "ci", "--role", "maintainer"],
+    )
+    .await;
     created.success();
     let token = created.stdout.trim().to_string();
     assert!(token.starts_with("mdmctl_") && token.len() > 40);
@@ -179,7 +193,9 @@ async fn api_answers_json_errors_with_hints() {
     let created = mdmctl(
         &s,
         None,
-        &["--format", "json", "token", "create", "--name", "admin"],
+        &[
+            "--format", "json", "token", "create", "--name", "admin", "--role", "admin",
+        ],
     )
     .await;
     let token = created.success().json()["token"]
@@ -278,7 +294,12 @@ async fn api_answers_json_errors_with_hints() {
 async fn get_devices_and_device_work_locally_and_through_the_api() {
     let s = Server::start(Options::default()).await;
     let mac = s.enroll(1, IdentityMode::Signature).await;
-    let created = mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
+    let created = mdmctl(
+        &s,
+        None,
+        &["token", "create", "--name", "ops", "--role", "maintainer"],
+    )
+    .await;
     let token = created.success().stdout.trim().to_string();
 
     for remote in [None, Some(token.as_str())] {
@@ -353,12 +374,16 @@ async fn get_devices_and_device_work_locally_and_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_works_through_the_api_validating_locally_first() {
     let s = Server::start(Options::default()).await;
-    let token = mdmctl(&s, None, &["token", "create", "--name", "gitops"])
-        .await
-        .success()
-        .stdout
-        .trim()
-        .to_string();
+    let token = mdmctl(
+        &s,
+        None,
+        &["token", "create", "--name", "gitops", "--role", "gitops"],
+    )
+    .await
+    .success()
+    .stdout
+    .trim()
+    .to_string();
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops");
     let teams = |s: &Server| s.store.read(|tx| tx.teams()).unwrap().len();
 

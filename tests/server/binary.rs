@@ -297,3 +297,34 @@ fn unsigned_bodies_are_not_read_and_memory_stays_flat() {
     let (code, _) = serve.term();
     assert_eq!(code, 0);
 }
+
+// See: issue 11 §8: a token sent in the query string was refused but logged in full at `-vv`.
+#[test]
+fn secrets_in_query_strings_are_never_logged() {
+    let t = TestContext::new();
+    store_with_assets(&t);
+    let serve = Serve::start(&t, &["-vv"]);
+    let get = |path: &str| {
+        let mut tcp = TcpStream::connect(serve.url.trim_start_matches("http://")).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        answer
+    };
+    let api = get("/api/v1/devices?token=mdmctl_QUERYTOKEN0123456789");
+    assert!(api.starts_with("HTTP/1.1 401"), "{api}");
+    let enroll = get("/enroll?token=mdmctl_enroll_QUERYSECRET987654");
+    assert!(enroll.starts_with("HTTP/1.1 401"), "{enroll}");
+    let (code, log) = serve.term();
+    assert_eq!(code, 0);
+    assert!(
+        log.contains("/api/v1/devices"),
+        "requests are traced at -vv: {log}"
+    );
+    assert!(!log.contains("QUERYTOKEN"), "{log}");
+    assert!(!log.contains("QUERYSECRET"), "{log}");
+}

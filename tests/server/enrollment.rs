@@ -92,7 +92,7 @@ async fn enrollment_needs_a_valid_challenge() {
     assert!(first.identity().is_some());
     let profile = s
         .http()
-        .get(format!("{}/enroll", s.url))
+        .get(s.enroll_url())
         .send()
         .await
         .unwrap()
@@ -155,7 +155,7 @@ async fn landing_page_health_and_scep_caps() {
             .unwrap(),
         s.ca.cert.to_der().unwrap()
     );
-    let r = http.get(format!("{}/enroll", s.url)).send().await.unwrap();
+    let r = http.get(s.enroll_url()).send().await.unwrap();
     assert_eq!(
         r.headers()["content-type"],
         "application/x-apple-aspen-config"

@@ -90,6 +90,8 @@ pub struct Options {
     pub scep_challenge: Option<String>,
     /// Identity renewal for migrated devices: `None` off (as with `--renew-before-days 0`).
     pub renew: Option<Renew>,
+    /// `serve --open-enrollment`.
+    pub open_enrollment: bool,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -109,6 +111,7 @@ impl Default for Options {
             allow_retro_association: false,
             scep_challenge: Some("static-challenge".into()),
             renew: None,
+            open_enrollment: false,
         }
     }
 }
@@ -125,6 +128,8 @@ pub struct Server {
     /// The private anchor the old MDM's enrollment profile installed (with
     /// [`Renew::OldProfile`]).
     pub old_anchor: Option<X509>,
+    /// An enrollment secret (`mdmctl enroll-secret create`), for `/enroll?token=`.
+    pub enroll_secret: String,
     pub pushes: Arc<PushService>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -165,6 +170,10 @@ impl Server {
             })
             .unwrap();
 
+        let (secret, hash) = mdmctl::secrets::new_credential("mdmctl_enroll_").unwrap();
+        store
+            .write(|tx| tx.create_enroll_secret("test", &hash, None, None, None, "test"))
+            .unwrap();
         let apns = ApnsStandIn::start(push_ca.certificate().clone(), StandInConfig::default())
             .await
             .unwrap();
@@ -192,6 +201,7 @@ impl Server {
         config.client_cert_header = opts.client_cert_header;
         config.allow_retro_association = opts.allow_retro_association;
         config.scep_challenge = opts.scep_challenge.map(Zeroizing::new);
+        config.open_enrollment = opts.open_enrollment;
         config.organization = "Test Org".into();
         // A slow body is cut off quickly (tests/server/hostile.rs sends one).
         config.body_timeout = std::time::Duration::from_secs(2);
@@ -238,6 +248,7 @@ impl Server {
             ca,
             tls_roots,
             old_anchor,
+            enroll_secret: secret.to_string(),
             pushes,
             shutdown: Some(tx),
             task: Some(task),
@@ -261,15 +272,15 @@ impl Server {
         self.enroll_os(n, "15.1", mode).await
     }
 
+    /// `/enroll` with the server's enrollment secret, as the link a user is given.
+    pub fn enroll_url(&self) -> String {
+        format!("{}/enroll?token={}", self.url, self.enroll_secret)
+    }
+
     /// [`Server::enroll`] for a Mac on macOS `os`.
     pub async fn enroll_os(&self, n: usize, os: &str, mode: IdentityMode) -> Arc<SimDevice> {
         let d = SimDevice::new(n, os, mode, self.http(), &self.tls_roots).unwrap();
-        let profile = self
-            .http()
-            .get(format!("{}/enroll", self.url))
-            .send()
-            .await
-            .unwrap();
+        let profile = self.http().get(self.enroll_url()).send().await.unwrap();
         assert_eq!(profile.status(), 200);
         d.enroll(&profile.bytes().await.unwrap())
             .await

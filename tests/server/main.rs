@@ -17,5 +17,6 @@ mod queue;
 mod reconcile;
 mod refusals;
 mod renewal;
+mod security;
 mod transport;
 mod updates;

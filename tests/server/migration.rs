@@ -304,9 +304,9 @@ async fn the_readme_cutover_moves_a_real_nanomdm_fleet_without_re_enrolling() {
         .json();
     assert_eq!(migrated.as_array().unwrap().len(), MACS);
 
-    // `mdmctl token create --name ci`, then a command through the server, by serial number.
+    // `mdmctl token create --name ci --role maintainer`, then a command through the server, by serial number.
     let token = t
-        .run(&["token", "create", "--name", "ci"])
+        .run(&["token", "create", "--name", "ci", "--role", "maintainer"])
         .success()
         .stdout
         .trim()

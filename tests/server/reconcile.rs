@@ -196,7 +196,12 @@ async fn applied_profiles_are_installed_verified_and_removed_but_the_old_mdms_ar
     );
 
     // The same through the admin API.
-    let (ok, token, err) = mdmctl(&s, None, &["token", "create", "--name", "ops"]).await;
+    let (ok, token, err) = mdmctl(
+        &s,
+        None,
+        &["token", "create", "--name", "ops", "--role", "observer"],
+    )
+    .await;
     assert!(ok, "{err}");
     let token = token.trim().to_string();
     let (ok, out, err) = mdmctl(

@@ -170,6 +170,8 @@ async fn a_migrated_mac_near_expiry_renews_through_scep_and_keeps_working() {
         .unwrap()
         .with_ids(&due.udid, &due.serial, due.token.clone(), &due.push_magic);
     assert_eq!(claimer.session().await.unwrap(), 403);
+    // Nor may it re-enroll as that Mac (see: issue 11 §2).
+    assert_eq!(claimer.authenticate().await.unwrap(), 403);
     assert_eq!(renewal(&s, &due.udid).unwrap().0, RenewalState::Renewed);
     let stored = s.store.read(|tx| tx.device(&due.udid)).unwrap().unwrap();
     assert_eq!(

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use mdmctl::store::{
-    ActivityQuery, AssetKind, AssetState, DeclarationStatus, DesiredProfile, DeviceProfile,
-    DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState, GlobalSettings,
-    LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey, ProfileKind, ProfileState, Renewal,
-    RenewalState, Settings, StoreError, Tx,
+    ActivityQuery, AssetKind, AssetState, ChallengePurpose, ChallengeScope, DeclarationStatus,
+    DesiredProfile, DeviceProfile, DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState,
+    GlobalSettings, Issued, IssuedHow, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey,
+    ProfileKind, ProfileState, Renewal, RenewalState, Role, Settings, StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -860,17 +860,25 @@ pub fn queueing_to_thousands_of_enrollments(s: &TestStore) {
 }
 
 pub fn api_tokens_and_scep_challenges(s: &TestStore) {
-    let id = w(s, |tx| tx.create_api_token("ci", &"a".repeat(64), "tester"));
+    let id = w(s, |tx| {
+        tx.create_api_token("ci", &"a".repeat(64), "tester", Role::Gitops, None)
+    });
     assert!(
         s.store
-            .write(|tx| tx.create_api_token("ci", &"b".repeat(64), "tester"))
+            .write(|tx| tx.create_api_token("ci", &"b".repeat(64), "tester", Role::Admin, None))
             .is_err(),
         "names are unique"
     );
     let t = r(s, |tx| tx.api_token_by_hash(&"a".repeat(64))).unwrap();
     assert_eq!(
-        (t.id, t.name.as_str(), t.created_by.as_str()),
-        (id, "ci", "tester")
+        (
+            t.id,
+            t.name.as_str(),
+            t.created_by.as_str(),
+            t.role,
+            t.team_id
+        ),
+        (id, "ci", "tester", Role::Gitops, None)
     );
     assert!(t.last_used_at.is_none());
     w(s, |tx| tx.touch_api_token(id));
@@ -882,27 +890,44 @@ pub fn api_tokens_and_scep_challenges(s: &TestStore) {
         r(s, |tx| tx.api_tokens())[0].revoked_at.is_some(),
         "kept for the record"
     );
-    w(s, |tx| tx.create_api_token("ci", &"c".repeat(64), "tester"));
+    // A team token carries its team's name.
+    let team = w(s, |tx| tx.put_team("Lab", &Default::default()));
+    w(s, |tx| {
+        tx.create_api_token("ci", &"c".repeat(64), "tester", Role::Observer, Some(team))
+    });
+    let t = r(s, |tx| tx.api_token_by_hash(&"c".repeat(64))).unwrap();
+    assert_eq!((t.role, t.team.as_deref()), (Role::Observer, Some("Lab")));
 
+    let enroll = ChallengeScope {
+        purpose: ChallengePurpose::Enroll,
+        device_id: Some("DEV-1".into()),
+        team_id: Some(team),
+        enroll_secret_id: Some(7),
+    };
     w(s, |tx| {
-        tx.add_scep_challenge(&"1".repeat(64), Timestamp::now().plus_days(1), "t")
+        tx.add_scep_challenge(&"1".repeat(64), Timestamp::now().plus_days(1), "t", &enroll)
     });
     w(s, |tx| {
-        tx.add_scep_challenge(&"2".repeat(64), Timestamp(1), "t")
+        tx.add_scep_challenge(&"2".repeat(64), Timestamp(1), "t", &ChallengeScope::api())
     });
-    assert!(w(s, |tx| tx.use_scep_challenge(&"1".repeat(64))));
+    assert_eq!(
+        w(s, |tx| tx.use_scep_challenge(&"1".repeat(64))),
+        Some(enroll.clone()),
+        "a challenge's scope comes back when it is used"
+    );
     assert!(
-        !w(s, |tx| tx.use_scep_challenge(&"1".repeat(64))),
+        w(s, |tx| tx.use_scep_challenge(&"1".repeat(64))).is_none(),
         "one time only"
     );
     assert!(
-        !w(s, |tx| tx.use_scep_challenge(&"2".repeat(64))),
+        w(s, |tx| tx.use_scep_challenge(&"2".repeat(64))).is_none(),
         "expired"
     );
     assert!(
-        !w(s, |tx| tx.use_scep_challenge(&"3".repeat(64))),
+        w(s, |tx| tx.use_scep_challenge(&"3".repeat(64))).is_none(),
         "unknown"
     );
+    assert_eq!(r(s, |tx| tx.challenge_scope(&"1".repeat(64))), Some(enroll));
     // What a one-time challenge issued is remembered (renewals are recognized by it).
     assert_eq!(r(s, |tx| tx.challenge_issued(&"1".repeat(64))), None);
     w(s, |tx| tx.set_challenge_issued(&"1".repeat(64), "certsha"));
@@ -911,6 +936,77 @@ pub fn api_tokens_and_scep_challenges(s: &TestStore) {
         Some("certsha".to_string())
     );
     assert_eq!(r(s, |tx| tx.challenge_issued(&"3".repeat(64))), None);
+    // Expired challenges are pruned; live ones stay.
+    assert_eq!(w(s, |tx| tx.prune_scep_challenges(Timestamp::now())), 1);
+    assert!(r(s, |tx| tx.challenge_scope(&"2".repeat(64))).is_none());
+    assert!(r(s, |tx| tx.challenge_scope(&"1".repeat(64))).is_some());
+}
+
+pub fn enrollment_secrets_issued_certificates_and_rebind_grants(s: &TestStore) {
+    let team = w(s, |tx| tx.put_team("Staff", &Default::default()));
+    let id = w(s, |tx| {
+        tx.create_enroll_secret("office", &"e".repeat(64), Some(team), None, None, "tester")
+    });
+    w(s, |tx| {
+        tx.create_enroll_secret(
+            "old",
+            &"f".repeat(64),
+            None,
+            Some("DEV-9"),
+            Some(Timestamp(5)),
+            "t",
+        )
+    });
+    assert!(
+        s.store
+            .write(|tx| tx.create_enroll_secret("office", &"0".repeat(64), None, None, None, "t"))
+            .is_err(),
+        "live names are unique"
+    );
+    let found = r(s, |tx| tx.enroll_secret_by_hash(&"e".repeat(64))).unwrap();
+    assert_eq!((found.id, found.team.as_deref()), (id, Some("Staff")));
+    assert!(
+        r(s, |tx| tx.enroll_secret_by_hash(&"f".repeat(64))).is_none(),
+        "expired"
+    );
+    w(s, |tx| tx.touch_enroll_secret(id));
+    assert!(w(s, |tx| tx.revoke_enroll_secret("office")));
+    assert!(r(s, |tx| tx.enroll_secret_by_hash(&"e".repeat(64))).is_none());
+    let all = r(s, |tx| tx.enroll_secrets());
+    assert_eq!(all.len(), 2);
+    assert!(
+        all.iter()
+            .any(|x| x.name == "office" && x.revoked_at.is_some() && x.last_used_at.is_some())
+    );
+    // The name is free again once revoked.
+    w(s, |tx| {
+        tx.create_enroll_secret("office", &"0".repeat(64), None, None, None, "t")
+    });
+
+    let issued = Issued {
+        sha256: "a1".repeat(32),
+        how: IssuedHow::Renewal,
+        challenge_sha256: None,
+        device_id: Some("DEV-1".into()),
+        issued_at: Timestamp(100),
+        not_after: Timestamp(200),
+    };
+    w(s, |tx| tx.record_issued(&issued));
+    w(s, |tx| tx.record_issued(&issued));
+    assert_eq!(r(s, |tx| tx.issued(&"a1".repeat(32))), Some(issued));
+    assert_eq!(r(s, |tx| tx.issued("nope")), None);
+
+    assert_eq!(w(s, |tx| tx.take_rebind("DEV-1")), None);
+    w(s, |tx| {
+        tx.grant_rebind("DEV-1", "admin@host", Timestamp::now().plus_days(1))
+    });
+    assert_eq!(
+        w(s, |tx| tx.take_rebind("DEV-1")),
+        Some("admin@host".into())
+    );
+    assert_eq!(w(s, |tx| tx.take_rebind("DEV-1")), None, "once");
+    w(s, |tx| tx.grant_rebind("DEV-2", "admin@host", Timestamp(1)));
+    assert_eq!(w(s, |tx| tx.take_rebind("DEV-2")), None, "expired");
 }
 
 pub fn checkin_primitives(s: &TestStore) {
@@ -1182,6 +1278,7 @@ pub fn devices_belong_to_teams(s: &TestStore) {
 /// A store made before schema 2 existed (main had 1 and 4) gets it when next opened.
 pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
     w(s, |tx| tx.put_device(&device("UDID-OLD", "SEROLD")));
+    s.raw_execute(UNDO_SCHEMA_10).expect("take schema 10 away");
     s.raw_execute(
         "DROP TABLE desired_profiles; DROP TABLE global_settings; DROP INDEX devices_team; \
          ALTER TABLE devices DROP COLUMN team_id; DROP TABLE teams; \
@@ -1197,6 +1294,46 @@ pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
         .expect("schema 2 is back");
     let counts = store.read(|tx| tx.device_counts_by_team()).unwrap();
     assert_eq!(counts, [(Some("Lab".to_string()), 1)]);
+}
+
+/// Schema 10 taken away again (its tables refer to `teams`, so schema 2 can only go after it).
+const UNDO_SCHEMA_10: &str = "DROP TABLE enroll_secrets; DROP TABLE scep_issued; DROP TABLE rebind_grants; \
+     DROP INDEX scep_challenges_expiry; \
+     ALTER TABLE scep_challenges DROP COLUMN purpose; ALTER TABLE scep_challenges DROP COLUMN device_id; \
+     ALTER TABLE scep_challenges DROP COLUMN team_id; ALTER TABLE scep_challenges DROP COLUMN enroll_secret_id; \
+     ALTER TABLE api_tokens DROP COLUMN team_id; ALTER TABLE api_tokens DROP COLUMN role; \
+     DELETE FROM schema_migrations WHERE version = 10";
+
+// See: issue 11 §6: tokens made before roles existed become `admin`, and the upgrade says so.
+pub fn tokens_become_admin_on_upgrade_and_it_is_recorded(s: &TestStore) {
+    w(s, |tx| {
+        tx.create_api_token("old-ci", &"d".repeat(64), "t", Role::Observer, None)
+    });
+    s.raw_execute(UNDO_SCHEMA_10).expect("take schema 10 away");
+    let store = s.reopen(PASSPHRASE).expect("reopen upgrades");
+    let t = store
+        .read(|tx| tx.api_token_by_hash(&"d".repeat(64)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        t.role,
+        Role::Admin,
+        "an existing token keeps every right it had"
+    );
+    let log = store
+        .read(|tx| {
+            tx.activities(&ActivityQuery {
+                kind: Some("store.upgraded".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert!(
+        log[0].summary.contains("became `admin`"),
+        "{}",
+        log[0].summary
+    );
 }
 
 pub fn import_fingerprints_state_and_user_channels(s: &TestStore) {

@@ -132,6 +132,8 @@ conformance!(
     commands_queue_per_enrollment_in_order,
     queueing_to_thousands_of_enrollments,
     api_tokens_and_scep_challenges,
+    enrollment_secrets_issued_certificates_and_rebind_grants,
+    tokens_become_admin_on_upgrade_and_it_is_recorded,
     checkin_primitives,
     desired_settings_and_teams_round_trip,
     desired_profiles_per_scope,
