@@ -88,7 +88,7 @@ fn write_repo(root: &Path, variant: &str) {
 
 fn load(root: &Path) -> (Config, Duration) {
     let start = Instant::now();
-    let (config, _) = gitops::load_config(&[root.join("repo")], false, &|_| None)
+    let (config, _) = gitops::load_config(&[root.join("repo")], &Default::default(), &|_| None)
         .unwrap_or_else(|issues| panic!("{issues:#?}"));
     (config, start.elapsed())
 }

@@ -111,6 +111,7 @@ fn as_diagnose<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn D
         crate::push::PushError,
         crate::mdm::api::ApiClientError,
         crate::gitops::GitopsError,
+        crate::input::InputError,
     );
     None
 }

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod error;
 pub mod gitops;
 pub mod import;
+pub mod input;
 pub mod mdm;
 pub mod pki;
 pub mod push;

@@ -22,6 +22,23 @@ pub struct ApplyArgs {
     /// Report unknown keys as warnings instead of errors.
     #[arg(long)]
     pub allow_unknown_keys: bool,
+    /// The largest profile read (units K, M, G); a larger one is a problem naming it.
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = super::files::parse_size)]
+    pub max_profile_size: usize,
+    /// Read profiles outside the repository (paths with `..`, absolute paths, symlinks leading
+    /// out of it). Off by default: a pull request must not make `apply` read the runner's files.
+    #[arg(long)]
+    pub allow_outside_repo: bool,
+}
+
+impl ApplyArgs {
+    fn options(&self) -> gitops::LoadOptions {
+        gitops::LoadOptions {
+            allow_unknown_keys: self.allow_unknown_keys,
+            max_profile_size: self.max_profile_size as u64,
+            allow_outside_repo: self.allow_outside_repo,
+        }
+    }
 }
 
 pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
@@ -29,7 +46,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
     if let Some(api) = ctx.remote()? {
         return remote(ctx, &api, &args, &env);
     }
-    let loaded = gitops::load(&args.files, args.allow_unknown_keys, &env);
+    let loaded = gitops::load(&args.files, &args.options(), &env);
     for w in &loaded.warnings {
         ctx.warn(&w.to_string());
     }
@@ -62,7 +79,7 @@ fn remote(
     args: &ApplyArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<()> {
-    let (loaded, bundle) = gitops::Bundle::record(&args.files, args.allow_unknown_keys, env);
+    let (loaded, bundle) = gitops::Bundle::record(&args.files, &args.options(), env);
     for w in &loaded.warnings {
         ctx.warn(&w.to_string());
     }

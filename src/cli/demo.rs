@@ -274,7 +274,11 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         }
         std::fs::write(&p, bytes)?;
     }
-    let loaded = crate::gitops::load(std::slice::from_ref(&gitops_dir), false, &|_| None);
+    let loaded = crate::gitops::load(
+        std::slice::from_ref(&gitops_dir),
+        &crate::gitops::LoadOptions::default(),
+        &|_| None,
+    );
     let applied = crate::gitops::run(store.as_ref(), loaded, false, &actor)?;
     // A third of the Macs go to the Workstations team (as `mdmctl transfer --team …` does):
     // FileVault on, macOS 15.2 at least.

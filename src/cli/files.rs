@@ -98,15 +98,19 @@ pub fn write_all(dir: &Path, files: &[OutputFile], force: bool) -> anyhow::Resul
     Ok(written)
 }
 
-/// Read a file an admin named on the command line, saying which flag it came from on failure.
+/// Read a file an admin named on the command line (a regular file of at most
+/// [`crate::input::MAX_SMALL`] bytes), saying which flag it came from on failure.
 pub fn read_input(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
-    fs::read(path).map_err(|e| {
-        UserError::new(format!(
-            "cannot read `{}` (given to `{flag}`): {e}",
-            path.display()
-        ))
-        .with_hint(format!("check the path given to `{flag}`"))
-        .into()
+    crate::input::read_limited(path, crate::input::MAX_SMALL).map_err(|e| {
+        let hint = match e {
+            crate::input::InputError::Io { .. } => format!("check the path given to `{flag}`"),
+            _ => format!(
+                "`{flag}` takes a regular file (a certificate, key or token), not a stream or device"
+            ),
+        };
+        UserError::new(format!("{e} (given to `{flag}`)"))
+            .with_hint(hint)
+            .into()
     })
 }
 
@@ -185,4 +189,31 @@ impl ScepKeyPassword {
         }
         Ok(self.scep_key_password.clone().map(Zeroizing::new))
     }
+}
+
+/// A size as flags take it: bytes, or a number with `K`, `M` or `G` (binary: `64M` is 64 MiB).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (write e.g. `64M`, `512K` or `1G`)"))?;
+    let mult: usize = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("`{s}`: the unit must be K, M or G")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("`{s}` is not a usable size"))
 }

@@ -43,6 +43,10 @@ pub struct ImportDevicesArgs {
     /// Write every skipped record and its reason to FILE as CSV.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// The largest row of a dump (or record of a CSV) read into memory: `64M` by default;
+    /// a source with a larger one is refused, naming it. Units: K, M, G.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::files::parse_size)]
+    pub max_row_size: usize,
     /// Print the CSV header and an example row, and exit.
     #[arg(long, conflicts_with_all = ["sources", "dry_run", "strict", "report"])]
     pub csv_template: bool,
@@ -100,6 +104,7 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
         strict: args.strict,
         actor: ctx.actor(),
         fleet_key,
+        max_row_size: args.max_row_size,
     };
     let total: u64 = sources.iter().filter_map(|s| s.size()).sum();
     let bar = ProgressBar::with_draw_target(

@@ -135,6 +135,8 @@ pub struct Document {
     /// 1-based position in its file.
     pub index: usize,
     pub root: Node,
+    /// The repository its profiles must stay inside (`None`: anywhere).
+    pub repository: Option<PathBuf>,
 }
 
 impl Document {
@@ -156,6 +158,14 @@ pub fn collect_files(paths: &[PathBuf], issues: &mut Vec<Issue>) -> Vec<PathBuf>
             walk(p, &mut out, issues);
         } else if p.is_file() {
             out.push(p.clone());
+        } else if p.exists() {
+            // A FIFO or a device: reading it would block or never end.
+            let e = crate::input::regular(p).err().map(|e| e.to_string());
+            issues.push(Issue::at_file(
+                p,
+                &e.unwrap_or_else(|| "not a regular file".into()),
+                "a YAML file or a directory of them",
+            ));
         } else {
             issues.push(Issue::at_file(
                 p,
@@ -317,6 +327,7 @@ pub fn parse_documents(file: &Path, text: &str, issues: &mut Vec<Issue>) -> Vec<
             .enumerate()
             .filter(|(_, n)| !matches!(n.value, Value::Null))
             .map(|(i, root)| Document {
+                repository: None,
                 file: file.to_path_buf(),
                 index: i + 1,
                 root,

@@ -21,8 +21,8 @@ pub use export::{Snapshot, snapshot, to_yaml};
 pub use load::Loc;
 pub use plan::{Change, Plan, plan};
 pub use validate::{
-    Bundle, Config, Disk, Files, Loaded, ScopeConfig, check_against_store, load, load_config,
-    load_with,
+    Bundle, Config, Disk, Files, LoadOptions, Loaded, ScopeConfig, check_against_store, load,
+    load_config, load_with,
 };
 
 /// Prefix of the identifiers of mdmctl's own profiles; refused in the admin's profiles.

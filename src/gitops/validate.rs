@@ -46,14 +46,42 @@ pub struct ProfileFile {
     pub label: String,
 }
 
+/// How `apply` reads a repository.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LoadOptions {
+    /// Report unknown keys as warnings (`--allow-unknown-keys`).
+    pub allow_unknown_keys: bool,
+    /// The largest profile read (`--max-profile-size`).
+    pub max_profile_size: u64,
+    /// Read profiles from outside the repository, symlinks out of it included
+    /// (`--allow-outside-repo`).
+    pub allow_outside_repo: bool,
+}
+
+/// The default largest profile: far above real ones (a few KB to a few hundred KB), far below
+/// what would strain a store or a device.
+pub const DEFAULT_MAX_PROFILE: u64 = 8 * 1024 * 1024;
+/// The largest YAML file read.
+pub const MAX_YAML: u64 = 16 * 1024 * 1024;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            allow_unknown_keys: false,
+            max_profile_size: DEFAULT_MAX_PROFILE,
+            allow_outside_repo: false,
+        }
+    }
+}
+
 /// Read and validate the files and directories named by `-f`. `Ok` carries the config and the
 /// warnings (unknown keys with `allow_unknown_keys`); `Err` carries every problem.
 pub fn load_config(
     paths: &[PathBuf],
-    allow_unknown_keys: bool,
+    opts: &LoadOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
-    let loaded = load(paths, allow_unknown_keys, env);
+    let loaded = load(paths, opts, env);
     if loaded.issues.is_empty() {
         Ok((loaded.config, loaded.warnings))
     } else {
@@ -71,12 +99,8 @@ pub struct Loaded {
 
 /// Like [`load_config`], but keeps the partial config beside the problems, so checks against
 /// the store ([`check_against_store`]) can add theirs and a run reports everything at once.
-pub fn load(
-    paths: &[PathBuf],
-    allow_unknown_keys: bool,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Loaded {
-    load_with(&Disk, paths, allow_unknown_keys, env)
+pub fn load(paths: &[PathBuf], opts: &LoadOptions, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
+    load_with(&Disk, paths, opts, env)
 }
 
 /// Where [`load`] reads YAML and profiles from: the disk, or a [`Bundle`] a remote `apply`
@@ -84,7 +108,13 @@ pub fn load(
 pub trait Files {
     /// A path as the validator should name and read it (canonical on disk).
     fn resolve(&self, path: &Path) -> PathBuf;
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    /// A whole file of at most `limit` bytes; regular files only.
+    fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, crate::input::InputError>;
+    /// The repository a YAML file belongs to (profiles must stay inside it), when known:
+    /// the nearest directory above it holding `.git`, else the `-f` argument it came from.
+    fn repository(&self, _yaml: &Path, _args: &[PathBuf]) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// The local filesystem.
@@ -94,8 +124,25 @@ impl Files for Disk {
     fn resolve(&self, path: &Path) -> PathBuf {
         std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
     }
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
+    fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, crate::input::InputError> {
+        crate::input::read_limited(path, limit)
+    }
+    fn repository(&self, yaml: &Path, args: &[PathBuf]) -> Option<PathBuf> {
+        let yaml = std::fs::canonicalize(yaml).ok()?;
+        if let Some(git) = yaml.ancestors().skip(1).find(|d| d.join(".git").exists()) {
+            return Some(git.to_path_buf());
+        }
+        args.iter()
+            .filter_map(|a| std::fs::canonicalize(a).ok())
+            .map(|a| {
+                if a.is_dir() {
+                    a
+                } else {
+                    a.parent().map(Path::to_path_buf).unwrap_or(a)
+                }
+            })
+            .filter(|root| yaml.starts_with(root))
+            .min_by_key(|root| root.components().count())
     }
 }
 
@@ -112,13 +159,20 @@ pub struct Bundle {
     #[serde(default)]
     pub resolved: BTreeMap<PathBuf, PathBuf>,
     pub allow_unknown_keys: bool,
+    /// The client's `--max-profile-size` (the server's body limit bounds it too).
+    #[serde(default = "default_max_profile")]
+    pub max_profile_size: u64,
+}
+
+fn default_max_profile() -> u64 {
+    DEFAULT_MAX_PROFILE
 }
 
 impl Bundle {
     /// Load from disk as [`load`] does, recording what was read.
     pub fn record(
         paths: &[PathBuf],
-        allow_unknown_keys: bool,
+        opts: &LoadOptions,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> (Loaded, Bundle) {
         let recorder = Recorder::default();
@@ -132,14 +186,7 @@ impl Bundle {
         };
         let mut issues = Vec::new();
         let yaml = collect_files(paths, &mut issues);
-        let loaded = load_files(
-            &recorder,
-            paths,
-            yaml.clone(),
-            issues,
-            allow_unknown_keys,
-            &recording_env,
-        );
+        let loaded = load_files(&recorder, paths, yaml.clone(), issues, opts, &recording_env);
         use base64::Engine as _;
         let resolved = recorder.resolved.into_inner();
         let files = recorder
@@ -156,7 +203,8 @@ impl Bundle {
             files,
             env: used.into_inner(),
             resolved,
-            allow_unknown_keys,
+            allow_unknown_keys: opts.allow_unknown_keys,
+            max_profile_size: opts.max_profile_size,
         };
         (loaded, bundle)
     }
@@ -164,14 +212,13 @@ impl Bundle {
     /// Validate the bundle as the client did: same code, same bytes, same environment.
     pub fn load(&self) -> Loaded {
         let env = |name: &str| self.env.get(name).cloned();
-        load_files(
-            self,
-            &self.yaml,
-            self.yaml.clone(),
-            Vec::new(),
-            self.allow_unknown_keys,
-            &env,
-        )
+        // Where the files came from was checked by the client, which read them.
+        let opts = LoadOptions {
+            allow_unknown_keys: self.allow_unknown_keys,
+            max_profile_size: self.max_profile_size,
+            allow_outside_repo: true,
+        };
+        load_files(self, &self.yaml, self.yaml.clone(), Vec::new(), &opts, &env)
     }
 }
 
@@ -183,17 +230,29 @@ impl Files for Bundle {
             .cloned()
             .unwrap_or_else(|| path.to_path_buf())
     }
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+    fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, crate::input::InputError> {
         use base64::Engine as _;
+        let io = |source| crate::input::InputError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let b64 = self.files.get(path).ok_or_else(|| {
-            std::io::Error::new(
+            io(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "not in the files the client sent",
-            )
+            ))
         })?;
-        base64::engine::general_purpose::STANDARD
+        let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        if bytes.len() as u64 > limit {
+            return Err(crate::input::InputError::TooLarge {
+                path: path.to_path_buf(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        Ok(bytes)
     }
 }
 
@@ -212,10 +271,13 @@ impl Files for Recorder {
             .insert(path.to_path_buf(), r.clone());
         r
     }
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        let b = std::fs::read(path)?;
+    fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, crate::input::InputError> {
+        let b = Disk.read(path, limit)?;
         self.read.borrow_mut().insert(path.to_path_buf(), b.clone());
         Ok(b)
+    }
+    fn repository(&self, yaml: &Path, args: &[PathBuf]) -> Option<PathBuf> {
+        Disk.repository(yaml, args)
     }
 }
 
@@ -223,12 +285,12 @@ impl Files for Recorder {
 pub fn load_with(
     files: &dyn Files,
     paths: &[PathBuf],
-    allow_unknown_keys: bool,
+    opts: &LoadOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Loaded {
     let mut issues = Vec::new();
     let yaml = collect_files(paths, &mut issues);
-    load_files(files, paths, yaml, issues, allow_unknown_keys, env)
+    load_files(files, paths, yaml, issues, opts, env)
 }
 
 fn load_files(
@@ -236,7 +298,7 @@ fn load_files(
     paths: &[PathBuf],
     files: Vec<PathBuf>,
     mut issues: Vec<Issue>,
-    allow_unknown_keys: bool,
+    opts: &LoadOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Loaded {
     if files.is_empty() && issues.is_empty() {
@@ -251,28 +313,40 @@ fn load_files(
     let mut docs = Vec::new();
     for f in &files {
         let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-        let text = match source
-            .read(&abs)
-            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
-        {
-            Ok(t) => t,
+        let text = match source.read(&abs, MAX_YAML).map(String::from_utf8) {
+            Ok(Ok(t)) => t,
+            Ok(Err(_)) => {
+                issues.push(Issue::at_file(
+                    &abs,
+                    "not UTF-8 text",
+                    "a readable UTF-8 YAML file",
+                ));
+                continue;
+            }
             Err(e) => {
                 issues.push(Issue::at_file(
                     &abs,
-                    &format!("cannot read: {e}"),
+                    &e.to_string(),
                     "a readable UTF-8 YAML file",
                 ));
                 continue;
             }
         };
         let expanded = expand_env(&abs, &text, env, &mut issues);
-        docs.extend(parse_documents(&abs, &expanded, &mut issues));
+        let repo = (!opts.allow_outside_repo)
+            .then(|| source.repository(&abs, paths))
+            .flatten();
+        for mut d in parse_documents(&abs, &expanded, &mut issues) {
+            d.repository = repo.clone();
+            docs.push(d);
+        }
     }
     let mut v = Validator {
         files: source,
         issues,
         warnings: Vec::new(),
-        allow_unknown_keys,
+        allow_unknown_keys: opts.allow_unknown_keys,
+        max_profile_size: opts.max_profile_size,
     };
     let mut config = Config::default();
     for doc in &docs {
@@ -321,6 +395,7 @@ struct Validator<'s> {
     issues: Vec<Issue>,
     warnings: Vec<Issue>,
     allow_unknown_keys: bool,
+    max_profile_size: u64,
 }
 
 /// A document and a key path inside it, for messages.
@@ -703,14 +778,40 @@ impl Validator<'_> {
             };
             let base = ci.doc.file.parent().unwrap_or(Path::new("."));
             let joined = base.join(&path);
+            // Resolved with symlinks followed: where the bytes really come from.
             let full = self.files.resolve(&joined);
-            let bytes = match self.files.read(&full) {
+            if let Some(repo) = &ci.doc.repository
+                && !full.starts_with(repo)
+            {
+                // A repository driven by pull requests must not read the runner's files.
+                self.issue(
+                    &ci,
+                    path_node,
+                    &format!(
+                        "`{path}` leads outside the repository `{}` (to `{}`)",
+                        repo.display(),
+                        full.display()
+                    ),
+                    "a profile inside the repository (`--allow-outside-repo` lifts this)",
+                );
+                continue;
+            }
+            let bytes = match self.files.read(&full, self.max_profile_size) {
                 Ok(b) => b,
+                Err(e @ crate::input::InputError::TooLarge { .. }) => {
+                    self.issue(
+                        &ci,
+                        path_node,
+                        &e.to_string(),
+                        "a profile no larger than `--max-profile-size`",
+                    );
+                    continue;
+                }
                 Err(e) => {
                     self.issue(
                         &ci,
                         path_node,
-                        &format!("cannot read `{}`: {e}", full.display()),
+                        &e.to_string(),
                         "a `.mobileconfig` path relative to this YAML file",
                     );
                     continue;

@@ -89,11 +89,41 @@ fn base64_col(v: &str) -> Option<Result<Vec<u8>, ()>> {
 }
 
 /// Read a CSV source into the importer; returns the bytes read.
+/// A reader that fails once more than `limit` bytes were read since the last [`mark`]: the
+/// CSV reader holds a whole record in memory, so one endless record (`/dev/zero`, a file with
+/// no line breaks) must stop it.
+struct RecordBound<R> {
+    inner: R,
+    since_mark: std::rc::Rc<std::cell::Cell<usize>>,
+    limit: usize,
+}
+
+impl<R: Read> Read for RecordBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since_mark.get() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "a record longer than {} MiB (raise the limit with `--max-row-size`)",
+                self.limit / (1024 * 1024)
+            )));
+        }
+        let n = self.inner.read(buf)?;
+        self.since_mark.set(self.since_mark.get() + n);
+        Ok(n)
+    }
+}
+
 pub fn read_csv(r: impl Read, path: &str, imp: &mut Importer<'_>) -> Result<u64, ImportError> {
+    let since_mark = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let bounded = RecordBound {
+        inner: r,
+        since_mark: since_mark.clone(),
+        // The CSV reader reads ahead in 8 KB blocks: a little slack for that.
+        limit: imp.max_row_size().saturating_add(64 * 1024),
+    };
     let mut rdr = ::csv::ReaderBuilder::new()
         .flexible(false)
         .trim(::csv::Trim::All)
-        .from_reader(r);
+        .from_reader(bounded);
     let err = |line: u64, reason: String| ImportError::Csv {
         path: path.to_string(),
         line,
@@ -126,6 +156,7 @@ pub fn read_csv(r: impl Read, path: &str, imp: &mut Importer<'_>) -> Result<u64,
         if !more {
             break;
         }
+        since_mark.set(0);
         let line = rec.position().map_or(0, |p| p.line());
         bytes = rec.position().map_or(bytes, |p| p.byte());
         let get = |name: &str| -> String {

@@ -67,10 +67,7 @@ impl Bolt {
     }
 
     fn open(path: &Path, label: &str) -> Result<Self, ImportError> {
-        let file = File::open(path).map_err(|e| ImportError::Read {
-            path: label.into(),
-            reason: e.to_string(),
-        })?;
+        let file = crate::input::open_regular(path)?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut b = Bolt {
             file,

@@ -44,6 +44,8 @@ pub enum ImportError {
     Dump { path: String, error: DumpError },
     #[error("cannot read `{path}`: {reason}")]
     Read { path: String, reason: String },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("`{path}` is a pg_dump custom-format archive (`-Fc`), not a plain SQL dump")]
     CustomFormat { path: String },
     #[error("cannot tell what `{path}` is: {reason}")]
@@ -99,6 +101,7 @@ impl crate::error::Diagnose for ImportError {
         Some(match self {
             ImportError::Dump { .. } => "re-create the dump (`mysqldump DB > dump.sql` or `pg_dump DB > dump.sql`) and check it copied completely; nothing was written".into(),
             ImportError::Read { .. } => "check the path and its permissions".into(),
+            ImportError::Input(e) => return e.hint(),
             ImportError::DamagedBolt { .. } => "copy `micromdm.db` again while MicroMDM is stopped, or take a consistent copy with MicroMDM's `GET /boltbackup`".into(),
             ImportError::CustomFormat { path } => format!("convert it to plain SQL with `pg_restore -f out.sql {path}`, then import `out.sql`"),
             ImportError::Unknown { .. } => "give a mysqldump or pg_dump file (plain or .gz), a `mysql://` or `postgres://` URL, or a CSV (`mdmctl import-devices --csv-template`); or say what it is with `--from`".into(),
@@ -276,13 +279,28 @@ impl Summary {
 // The writer.
 
 /// What the caller decided.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ImportOptions {
     pub dry_run: bool,
     pub strict: bool,
     pub actor: String,
     /// Fleet's `server.private_key`: its first 32 bytes decrypt `mdm_config_assets`.
     pub fleet_key: Option<Zeroizing<Vec<u8>>>,
+    /// The largest row (dump) or record (CSV) read into memory (`--max-row-size`).
+    pub max_row_size: usize,
+}
+
+impl Default for ImportOptions {
+    /// What an import does unless told otherwise.
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            strict: false,
+            actor: String::new(),
+            fleet_key: None,
+            max_row_size: sqldump::DEFAULT_MAX_ROW,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -393,6 +411,11 @@ impl<'t> Importer<'t> {
             detected: detected.to_string(),
             bytes: 0,
         });
+    }
+
+    /// The largest row a source reader may hold in memory.
+    pub fn max_row_size(&self) -> usize {
+        self.opts.max_row_size
     }
 
     /// The source turned out to be Fleet's database (its NanoMDM tables carry the `nano_`

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::identity::parse_sql_time;
@@ -72,9 +73,13 @@ fn by_id(files: BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeMap<String, 
     out
 }
 
-fn get(fields: &BTreeMap<String, PathBuf>, name: &str) -> Result<Option<Vec<u8>>, ImportError> {
+fn get(
+    fields: &BTreeMap<String, PathBuf>,
+    name: &str,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, ImportError> {
     match fields.get(name) {
-        Some(p) => fs::read(p).map(Some).map_err(|e| read_err(p, e)),
+        Some(p) => Ok(Some(crate::input::read_limited(p, limit)?)),
         None => Ok(None),
     }
 }
@@ -104,34 +109,35 @@ pub fn read(dir: &Path, label: &str, imp: &mut Importer<'_>) -> Result<(), Impor
 }
 
 fn read_filekv(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
+    let lim = imp.max_row_size() as u64;
     for (id, f) in by_id(files(&dir.join("cert_auth"))?) {
-        if let Some(h) = text(get(&f, "cert_hash")?) {
+        if let Some(h) = text(get(&f, "cert_hash", lim)?) {
             imp.cert_auth(id, h, None)?;
         }
     }
     for (id, f) in by_id(files(&dir.join("devices"))?) {
         imp.device(SrcDevice {
             id,
-            serial: text(get(&f, "serial")?),
-            identity_cert: get(&f, "cert")?,
-            authenticate_raw: get(&f, "auth")?,
-            token_update_raw: get(&f, "tok_upd")?,
+            serial: text(get(&f, "serial", lim)?),
+            identity_cert: get(&f, "cert", lim)?,
+            authenticate_raw: get(&f, "auth", lim)?,
+            token_update_raw: get(&f, "tok_upd", lim)?,
             ..SrcDevice::default()
         })?;
     }
     for (id, f) in by_id(files(&dir.join("enrollments"))?) {
         let device_id = id.split(':').next().unwrap_or(&id).to_string();
         let user_id = id.split_once(':').map(|(_, u)| u.to_string());
-        let unlock = get(&f, "unl_tok")?;
+        let unlock = get(&f, "unl_tok", lim)?;
         imp.enrollment(SrcEnrollment {
-            kind: text(get(&f, "type")?)
+            kind: text(get(&f, "type", lim)?)
                 .unwrap_or_else(|| if user_id.is_some() { "User" } else { "Device" }.into()),
-            topic: text(get(&f, "topic")?).unwrap_or_default(),
-            push_magic: text(get(&f, "push_magic")?),
-            token: get(&f, "token")?.filter(|t| !t.is_empty()),
+            topic: text(get(&f, "topic", lim)?).unwrap_or_default(),
+            push_magic: text(get(&f, "push_magic", lim)?),
+            token: get(&f, "token", lim)?.filter(|t| !t.is_empty()),
             unlock_token: unlock,
-            enabled: !disabled(get(&f, "disabled")?),
-            last_seen: get(&f, "last_seen_at")?.and_then(|v| parse_sql_time(v.trim_ascii())),
+            enabled: !disabled(get(&f, "disabled", lim)?),
+            last_seen: get(&f, "last_seen_at", lim)?.and_then(|v| parse_sql_time(v.trim_ascii())),
             id,
             device_id,
             user_id,
@@ -139,7 +145,7 @@ fn read_filekv(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
         })?;
     }
     for (_topic, f) in by_id(files(&dir.join("push_cert"))?) {
-        if let (Some(c), Some(k)) = (get(&f, "pem")?, get(&f, "key")?) {
+        if let (Some(c), Some(k)) = (get(&f, "pem", lim)?, get(&f, "key", lim)?) {
             imp.push_cert(c, k);
         }
     }
@@ -160,18 +166,37 @@ struct TokenUpdate {
 }
 
 fn read_file(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
+    let lim = imp.max_row_size() as u64;
     // Associations appended over time (certauth.go): a later line for an ID wins.
     let assoc = dir.join("CertAuth.txt");
-    match fs::read(&assoc) {
-        Ok(bytes) => {
-            for (n, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
-                if let Some((id, hash)) = line.trim().split_once(',') {
-                    imp.cert_auth(id.to_string(), hash.to_string(), Some(format!("{n:012}")))?;
-                }
+    if assoc.exists() {
+        // Streamed line by line (it has a line per association ever made): a line longer
+        // than any `ID,hash` is damage, not something to hold in memory.
+        use std::io::BufRead as _;
+        let mut r = std::io::BufReader::new(crate::input::open_regular(&assoc)?);
+        let mut line = Vec::new();
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            let got = (&mut r)
+                .take(4096)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| read_err(&assoc, e))?;
+            if got == 0 {
+                break;
+            }
+            n += 1;
+            if !line.ends_with(b"\n") && got == 4096 {
+                return Err(ImportError::Read {
+                    path: assoc.display().to_string(),
+                    reason: format!("line {n} is longer than an `ID,hash` association"),
+                });
+            }
+            let text = String::from_utf8_lossy(&line);
+            if let Some((id, hash)) = text.trim().split_once(',') {
+                imp.cert_auth(id.to_string(), hash.to_string(), Some(format!("{n:012}")))?;
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(read_err(&assoc, e)),
     }
     let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| read_err(dir, e))?
@@ -188,10 +213,14 @@ fn read_file(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
             .to_string();
         let rd = |name: &str| -> Result<Option<Vec<u8>>, ImportError> {
             let p = d.join(name);
-            match fs::read(&p) {
+            match crate::input::read_limited(&p, lim) {
                 Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(read_err(&p, e)),
+                Err(crate::input::InputError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
             }
         };
         let tu_raw = rd("TokenUpdate.plist")?;
@@ -221,7 +250,7 @@ fn read_file(dir: &Path, imp: &mut Importer<'_>) -> Result<(), ImportError> {
                 } else {
                     s.clone()
                 };
-                if let Ok(raw) = fs::read(&tu) {
+                if let Ok(raw) = crate::input::read_limited(&tu, lim) {
                     let uid = s
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -258,8 +287,8 @@ fn read_file_push_certs(dir: &Path, imp: &mut Importer<'_>) -> Result<(), Import
         if !key.is_file() {
             continue;
         }
-        let cert = fs::read(&pem).map_err(|e| read_err(&pem, e))?;
-        let key = fs::read(&key).map_err(|e| read_err(&key, e))?;
+        let cert = crate::input::read_limited(&pem, crate::input::MAX_SMALL)?;
+        let key = crate::input::read_limited(&key, crate::input::MAX_SMALL)?;
         imp.push_cert(cert, key);
     }
     Ok(())

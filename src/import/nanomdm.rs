@@ -138,6 +138,10 @@ impl RowSink for NanoSink<'_, '_, '_> {
         family == prefixed
     }
 
+    fn max_row_size(&self) -> usize {
+        self.imp.max_row_size()
+    }
+
     fn other_row(&mut self, table: &str) {
         match base_table(table) {
             "commands" => self.commands += 1,

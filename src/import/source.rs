@@ -58,10 +58,9 @@ pub struct Source {
 }
 
 fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, ImportError> {
-    let mut f = File::open(path).map_err(|e| ImportError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    // A FIFO or a device (`/dev/zero`) is refused before it is opened: either would hang or
+    // never end.
+    let mut f = crate::input::open_regular(path)?;
     let mut head = vec![0; n];
     let mut got = 0;
     while got < n {
@@ -81,10 +80,7 @@ fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, ImportError> {
 }
 
 fn gunzip_head(path: &Path, n: usize) -> Result<Vec<u8>, ImportError> {
-    let f = File::open(path).map_err(|e| ImportError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let f = crate::input::open_regular(path)?;
     let mut dec = flate2::read::MultiGzDecoder::new(f).take(n as u64);
     let mut out = Vec::new();
     dec.read_to_end(&mut out).map_err(|e| ImportError::Read {
@@ -417,7 +413,7 @@ impl Source {
                 std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).map_err(read_error)?;
                 f
             }
-            None => File::open(&self.path).map_err(read_error)?,
+            None => crate::input::open_regular(&self.path)?,
         };
         let gzip = matches!(self.kind, SourceKind::SqlDump { gzip: true, .. });
         Ok(if gzip {

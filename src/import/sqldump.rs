@@ -91,6 +91,11 @@ pub trait RowSink {
     ) -> Result<(), Self::Error>;
     /// A row of a table that is not wanted.
     fn other_row(&mut self, _table: &str) {}
+    /// The largest row (and so value) read into memory; a larger one is an error naming the
+    /// limit. Values of tables that are not wanted are skipped without being kept.
+    fn max_row_size(&self) -> usize {
+        DEFAULT_MAX_ROW
+    }
     /// Bytes read so far (called every few MB, for progress bars).
     fn progress(&mut self, _bytes: u64) {}
 }
@@ -111,6 +116,8 @@ struct TableInfo {
 }
 
 const BUF: usize = 256 * 1024;
+/// The default of [`RowSink::max_row_size`] (and `import-devices --max-row-size`).
+pub const DEFAULT_MAX_ROW: usize = 64 * 1024 * 1024;
 const PROGRESS_EVERY: u64 = 4 * 1024 * 1024;
 
 struct Scanner<R> {
@@ -124,11 +131,17 @@ struct Scanner<R> {
     line: u64,
     table: Option<String>,
     next_progress: u64,
+    /// Largest value or row kept in memory.
+    max: usize,
+    /// Skipping a statement: quoted values are passed over, not kept.
+    discard: bool,
 }
 
 impl<R: Read> Scanner<R> {
     fn new(r: R) -> Self {
         Self {
+            max: DEFAULT_MAX_ROW,
+            discard: false,
             r,
             buf: vec![0; BUF],
             pos: 0,
@@ -165,6 +178,13 @@ impl<R: Read> Scanner<R> {
             at: self.position(),
             excerpt: self.excerpt(),
         }
+    }
+
+    fn too_large(&self) -> DumpError {
+        self.err(format!(
+            "a row or value larger than {} MiB: not what an MDM database holds (raise the limit with `--max-row-size` if it is)",
+            self.max / (1024 * 1024)
+        ))
     }
 
     fn eof_err(&self, inside: &str) -> DumpError {
@@ -301,6 +321,9 @@ impl<R: Read> Scanner<R> {
     /// Read a quoted literal whose opening quote was consumed, unescaping into `out`.
     fn quoted(&mut self, quote: u8, backslash: bool, out: &mut Vec<u8>) -> Result<(), DumpError> {
         loop {
+            if out.len() > self.max {
+                return Err(self.too_large());
+            }
             if self.pos == self.len && !self.ensure(1)? {
                 return Err(self.eof_err("a quoted string"));
             }
@@ -311,13 +334,17 @@ impl<R: Read> Scanner<R> {
                 .position(|&b| b == quote || (backslash && b == b'\\'));
             match stop {
                 None => {
-                    out.extend_from_slice(slice);
+                    if !self.discard {
+                        out.extend_from_slice(slice);
+                    }
                     let end = self.len;
                     self.count_lines(start, end);
                     self.pos = end;
                 }
                 Some(i) => {
-                    out.extend_from_slice(&slice[..i]);
+                    if !self.discard {
+                        out.extend_from_slice(&slice[..i]);
+                    }
                     let c = slice[i];
                     self.count_lines(start, start + i);
                     self.pos = start + i + 1;
@@ -353,6 +380,9 @@ impl<R: Read> Scanner<R> {
         let mut w = String::new();
         while let Some(b) = self.peek()? {
             if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' {
+                if w.len() >= self.max {
+                    return Err(self.too_large());
+                }
                 w.push(b as char);
                 self.pos += 1;
             } else {
@@ -390,6 +420,17 @@ impl<R: Read> Scanner<R> {
     /// Skip the rest of a statement up to and including its delimiter, minding quotes,
     /// comments and PostgreSQL dollar quotes.
     fn skip_statement(&mut self, dialect: Dialect, delimiter: &[u8]) -> Result<(), DumpError> {
+        let discarding = std::mem::replace(&mut self.discard, true);
+        let r = self.skip_statement_inner(dialect, delimiter);
+        self.discard = discarding;
+        r
+    }
+
+    fn skip_statement_inner(
+        &mut self,
+        dialect: Dialect,
+        delimiter: &[u8],
+    ) -> Result<(), DumpError> {
         let mut scratch = Vec::new();
         loop {
             let Some(b) = self.peek()? else {
@@ -521,6 +562,7 @@ pub fn read_dump<R: Read, S: RowSink>(
     sink: &mut S,
 ) -> Result<DumpSummary, S::Error> {
     let mut sc = Scanner::new(input);
+    sc.max = sink.max_row_size();
     let mut tables: HashMap<String, TableInfo> = HashMap::new();
     let mut counts: Vec<(String, u64)> = Vec::new();
     let mut summary = DumpSummary::default();
@@ -829,9 +871,14 @@ fn insert<R: Read, S: RowSink>(
         sc.skip_ws()?;
         sc.expect_byte(b'(', "an `INSERT` row")?;
         values.clear();
+        let mut row_bytes = 0usize;
         loop {
             sc.skip_ws()?;
             let v = value(sc, dialect)?;
+            row_bytes += v.bytes().map_or(0, <[u8]>::len);
+            if row_bytes > sc.max {
+                return Err(sc.too_large().into());
+            }
             values.push(v);
             sc.skip_ws()?;
             match sc.bump()? {
@@ -1030,6 +1077,8 @@ fn copy<R: Read, S: RowSink>(
     let mut line = Vec::new();
     loop {
         line.clear();
+        // A line of an unwanted table is not kept whole: only whether it was cut matters.
+        let mut cut = false;
         let start_line = sc.line;
         // Read one data line.
         loop {
@@ -1045,12 +1094,19 @@ fn copy<R: Read, S: RowSink>(
                     break;
                 }
                 None => {
-                    line.extend_from_slice(slice);
+                    if wanted {
+                        line.extend_from_slice(slice);
+                    } else {
+                        cut = true;
+                    }
                     sc.pos = sc.len;
                 }
             }
+            if line.len() > sc.max {
+                return Err(sc.too_large().into());
+            }
         }
-        if line == b"\\." {
+        if line == b"\\." && !cut {
             return Ok(());
         }
         bump_count(counts, &table);

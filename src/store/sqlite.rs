@@ -37,6 +37,16 @@ fn connect(location: &Location, path: &Path, create: bool) -> Result<Connection,
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        // The store holds sealed secrets and the key envelope: readable by its owner only.
+        // SQLite gives the `-wal` and `-shm` files the main file's mode.
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| open_err(location, e))?;
     }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(location, e))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;

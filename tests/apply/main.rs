@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bounds;
 mod errors;
 mod own_profiles;
 mod plan;

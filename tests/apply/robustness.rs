@@ -23,7 +23,7 @@ fn corrupted_yaml_is_reported_not_a_crash() {
     let mut outcomes = 0;
     for end in 0..=src.len() {
         std::fs::write(&file, &src[..end]).unwrap();
-        let l = gitops::load(std::slice::from_ref(&file), false, &|_| None);
+        let l = gitops::load(std::slice::from_ref(&file), &Default::default(), &|_| None);
         outcomes += l.issues.len();
     }
     for i in (0..src.len()).step_by(3) {
@@ -31,7 +31,14 @@ fn corrupted_yaml_is_reported_not_a_crash() {
             let mut bytes = src.clone();
             bytes[i] = b;
             std::fs::write(&file, &bytes).unwrap();
-            let l = gitops::load(std::slice::from_ref(&file), true, &|_| None);
+            let l = gitops::load(
+                std::slice::from_ref(&file),
+                &gitops::LoadOptions {
+                    allow_unknown_keys: true,
+                    ..Default::default()
+                },
+                &|_| None,
+            );
             outcomes += l.issues.len();
         }
     }

@@ -211,3 +211,28 @@ fn no_input_takes_the_usual_truthy_values() {
         assert!(!r.stderr.contains("invalid value"), "{v}: {}", r.stderr);
     }
 }
+
+// See: issue 11 ("Files"): the store file and its WAL are created readable by the owner only.
+#[test]
+fn the_store_and_its_wal_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestContext::new();
+    t.init();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&t.db()), 0o600);
+    // With the store open (and written), its WAL and shared-memory files exist.
+    let store = mdmctl::store::open(
+        &mdmctl::store::Location::parse(&t.db().display().to_string()),
+        Box::new(mdmctl::secrets::FixedPassphrase(zeroize::Zeroizing::new(
+            crate::common::PASSPHRASE.to_string(),
+        ))),
+    )
+    .unwrap();
+    store
+        .write(|tx| tx.put_team("Lab", &Default::default()))
+        .unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", t.db().display()));
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}

@@ -1590,3 +1590,93 @@ fn damaged_stored_messages_and_text_are_reported_per_row_never_changed() {
         0
     );
 }
+
+/// Run `mdmctl ARGS` in `ctx` through Python, which reports the child's peak resident memory
+/// (`getrusage`): (exit code, stderr, peak RSS in KiB).
+fn run_measured(ctx: &TestContext, args: &[&str]) -> (i32, String, u64) {
+    let script = r#"
+import json, resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], capture_output=True)
+print(json.dumps({"code": p.returncode, "stderr": p.stderr.decode(errors="replace"),
+                  "rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"#;
+    let mut c = std::process::Command::new("python3");
+    c.arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_mdmctl"))
+        .args(args);
+    let probe = ctx.mdmctl();
+    c.current_dir(ctx.path(""))
+        .env_clear()
+        .envs(probe.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = c.output().expect("python3");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (
+        j["code"].as_i64().unwrap() as i32,
+        j["stderr"].as_str().unwrap().to_string(),
+        j["rss"].as_u64().unwrap(),
+    )
+}
+
+// See: issue 11 §5: `/dev/zero --from csv` grew to 5.9 GB, a FIFO hung, a 4.7 MB gzip dump
+// holding a 1 GiB quoted value took 1 GB of memory.
+#[test]
+fn endless_or_huge_inputs_are_refused_with_bounded_memory() {
+    let ctx = TestContext::new();
+    ctx.init();
+    let (code, err, _) = run_measured(&ctx, &["import-devices", "/dev/zero", "--from", "csv"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("character device, not a regular file"),
+        "{err}"
+    );
+    let fifo = ctx.path("pipe.sql");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, err, _) = run_measured(&ctx, &["import-devices", "pipe.sql"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("FIFO"), "{err}");
+
+    // A CSV whose one record never ends within the limit.
+    let mut csv = b"udid,topic\nA,".to_vec();
+    csv.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
+    ctx.write("long.csv", &csv);
+    let (code, err, _) = run_measured(
+        &ctx,
+        &["import-devices", "long.csv", "--max-row-size", "1M"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--max-row-size"), "{err}");
+
+    // A gzip dump of a few MB holding a 1 GiB quoted value: refused at the 64 MiB default.
+    {
+        use std::io::Write as _;
+        let f = std::fs::File::create(ctx.path("bomb.sql.gz")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        gz.write_all(b"-- MySQL dump 10.19\nCREATE TABLE `devices` (\n  `id` varchar(255) NOT NULL,\n  `serial_number` varchar(127)\n);\nLOCK TABLES `devices` WRITE;\nINSERT INTO `devices` VALUES ('x','")
+            .unwrap();
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..1024 {
+            gz.write_all(&block).unwrap();
+        }
+        gz.write_all(b"');\n").unwrap();
+        gz.finish().unwrap();
+    }
+    let size = std::fs::metadata(ctx.path("bomb.sql.gz")).unwrap().len();
+    assert!(size < 8 * 1024 * 1024, "{size}");
+    let (code, err, rss) = run_measured(&ctx, &["import-devices", "bomb.sql.gz"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("larger than 64 MiB") && err.contains("--max-row-size"),
+        "{err}"
+    );
+    eprintln!("import of the gzip bomb: peak RSS {rss} KiB");
+    assert!(rss < 300 * 1024, "peak RSS {rss} KiB");
+    assert_eq!(open_store(&ctx).read(|tx| tx.count_devices()).unwrap(), 0);
+}

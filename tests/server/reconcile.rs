@@ -24,7 +24,7 @@ pub(crate) fn apply(store: &dyn Store, dir: &Path, yaml: &str, profiles: &[&str]
     }
     let file = dir.join("fleet.yml");
     std::fs::write(&file, yaml).unwrap();
-    let loaded = gitops::load(std::slice::from_ref(&file), false, &|_| None);
+    let loaded = gitops::load(std::slice::from_ref(&file), &Default::default(), &|_| None);
     assert!(loaded.issues.is_empty(), "{:?}", loaded.issues);
     gitops::run(store, loaded, false, "test").unwrap();
 }
