@@ -20,6 +20,8 @@ pub mod apple;
 pub mod assets;
 pub mod cli;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gitops;
 pub mod import;
 pub mod input;
@@ -74,4 +76,44 @@ pub fn install_panic_hook() {
         );
         std::process::exit(2);
     }));
+}
+
+/// Property tests over the parsers of network and file input (issue 11): random and mutated
+/// inputs never panic and bounded parsers stay bounded; valid inputs round-trip.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    /// Cases per property: `MDMCTL_FUZZ_CASES` (10,000 or more for a long run), 256 by default
+    /// so `cargo test` stays quick. The long run: `MDMCTL_FUZZ_CASES=10000 cargo test --lib fuzz`.
+    pub fn config() -> proptest::test_runner::Config {
+        let cases = std::env::var("MDMCTL_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        proptest::test_runner::Config {
+            cases,
+            // Failures are reported with the shrunk input; nothing is written into the tree.
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        }
+    }
+
+    /// `base` with a few bytes flipped, inserted or removed at positions from `edits`.
+    pub fn mutate(base: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut out = base.to_vec();
+        for &(at, kind, byte) in edits {
+            if out.is_empty() {
+                out.push(byte);
+                continue;
+            }
+            let i = at % out.len();
+            match kind % 3 {
+                0 => out[i] ^= byte | 1,
+                1 => out.insert(i, byte),
+                _ => {
+                    out.remove(i);
+                }
+            }
+        }
+        out
+    }
 }

@@ -358,3 +358,121 @@ mod tests {
         assert_eq!(parse(&bin, Limits::default()).unwrap(), v);
     }
 }
+
+/// Property tests: no input panics or runs away; valid check-ins and reports round-trip.
+#[cfg(test)]
+mod props {
+    use plist::{Dictionary, Value};
+    use proptest::prelude::*;
+
+    use crate::apple::checkin::{self, CheckinMessage};
+    use crate::apple::command;
+    use crate::fuzz::{config, mutate};
+
+    /// Any text a device could send: every character but the controls XML cannot carry.
+    fn text() -> impl Strategy<Value = String> {
+        "[^\\p{Cc}]{0,40}"
+    }
+
+    fn authenticate(udid: &str, serial: &str, name: &str) -> Dictionary {
+        let mut d = Dictionary::new();
+        d.insert("MessageType".into(), "Authenticate".into());
+        d.insert("UDID".into(), udid.into());
+        d.insert("Topic".into(), "com.apple.mgmt.External.t".into());
+        d.insert("SerialNumber".into(), serial.into());
+        d.insert("DeviceName".into(), name.into());
+        d
+    }
+
+    fn encode(d: Dictionary, binary: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let v = Value::Dictionary(d);
+        if binary {
+            v.to_writer_binary(&mut out).unwrap();
+        } else {
+            v.to_writer_xml(&mut out).unwrap();
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = super::parse(&bytes, super::Limits::default());
+            let _ = checkin::parse(&bytes);
+            let _ = command::parse_report(&bytes);
+        }
+
+        #[test]
+        fn mutated_check_ins_never_panic(
+            binary in any::<bool>(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8),
+        ) {
+            let base = encode(authenticate("UDID-1", "C02X", "Mac"), binary);
+            let _ = checkin::parse(&mutate(&base, &edits));
+            let mut r = Dictionary::new();
+            r.insert("UDID".into(), "UDID-1".into());
+            r.insert("Status".into(), "Acknowledged".into());
+            r.insert("CommandUUID".into(), "C-1".into());
+            let _ = command::parse_report(&mutate(&encode(r, binary), &edits));
+        }
+
+        #[test]
+        fn valid_check_ins_round_trip(
+            udid in "[A-F0-9-]{1,40}",
+            serial in text(),
+            name in text(),
+            token in proptest::collection::vec(any::<u8>(), 1..64),
+            binary in any::<bool>(),
+        ) {
+            let msg = checkin::parse(&encode(authenticate(&udid, &serial, &name), binary)).unwrap();
+            prop_assert_eq!(msg.sender.udid.as_deref(), Some(udid.as_str()));
+            match msg.message {
+                CheckinMessage::Authenticate(a) => {
+                    prop_assert_eq!(a.serial_number.as_deref(), Some(serial.as_str()));
+                    prop_assert_eq!(a.device_name.as_deref(), Some(name.as_str()));
+                }
+                other => prop_assert!(false, "{:?}", other.name()),
+            }
+            let mut t = Dictionary::new();
+            t.insert("MessageType".into(), "TokenUpdate".into());
+            t.insert("UDID".into(), udid.as_str().into());
+            t.insert("Topic".into(), "com.apple.mgmt.External.t".into());
+            t.insert("Token".into(), Value::Data(token.clone()));
+            t.insert("PushMagic".into(), serial.as_str().into());
+            match checkin::parse(&encode(t, binary)).unwrap().message {
+                CheckinMessage::TokenUpdate(u) => {
+                    prop_assert_eq!(u.token, token);
+                    prop_assert_eq!(u.push_magic, serial);
+                }
+                other => prop_assert!(false, "{:?}", other.name()),
+            }
+        }
+
+        #[test]
+        fn nesting_is_accepted_exactly_up_to_the_limit(depth in 1usize..200, binary in any::<bool>()) {
+            let mut v = Value::Array(Vec::new());
+            for _ in 1..depth.min(60) {
+                v = Value::Array(vec![v]);
+            }
+            // Beyond what the writer can nest without recursing deeply: write XML by hand.
+            let bytes = if depth < 60 {
+                let mut out = Vec::new();
+                if binary { v.to_writer_binary(&mut out).unwrap() } else { v.to_writer_xml(&mut out).unwrap() }
+                out
+            } else {
+                format!(
+                    "<?xml version=\"1.0\"?><plist version=\"1.0\">{}{}</plist>",
+                    "<array>".repeat(depth),
+                    "</array>".repeat(depth)
+                )
+                .into_bytes()
+            };
+            let got = super::parse(&bytes, super::Limits::default());
+            let levels = if depth < 60 { depth.min(59) } else { depth };
+            prop_assert_eq!(got.is_ok(), levels <= super::MAX_DEPTH, "{} levels: {:?}", levels, got.err());
+        }
+    }
+}

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Requests to `/enroll` and `/scep` allowed per client address per minute (0: no limit).
     #[arg(long, default_value_t = 120, value_name = "N")]
     pub enroll_rate_limit: u32,
+    /// Behind a proxy or load balancer: the header it puts the client's address in
+    /// (`X-Forwarded-For`, whose last entry is used, or `X-Real-IP`), for the rate limits.
+    #[arg(long, env = "MDMCTL_CLIENT_IP_HEADER", value_name = "NAME")]
+    pub client_ip_header: Option<String>,
     /// Accept SCEP requests encrypted with single DES (OpenSSL's legacy provider). Only for old
     /// SCEP clients such as micromdm's `scepclient`; Apple devices use AES.
     #[arg(long)]
@@ -248,6 +252,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.challenge_ttl =
         std::time::Duration::from_secs(u64::from(args.challenge_ttl_minutes.max(1)) * 60);
     config.enroll_rate_per_minute = args.enroll_rate_limit;
+    config.client_ip_header = args.client_ip_header.clone();
     config.scep_validity_days = args.scep_validity_days;
     config.enroll_anchors = anchors;
     config.organization = args.org.clone();

@@ -318,10 +318,21 @@ fn substitute(
     }
 }
 
+/// The deepest YAML nesting read.
+pub const MAX_YAML_DEPTH: usize = 24;
+
 /// Parse every document of one (expanded) file. A syntax error is one issue with the line,
 /// column and offending line; the file's other documents are then not read.
 pub fn parse_documents(file: &Path, text: &str, issues: &mut Vec<Issue>) -> Vec<Document> {
-    match serde_saphyr::from_multiple::<Node>(text) {
+    // GitOps documents nest about eight levels (`spec.team.mdm.macos_settings.custom_settings
+    // [0].path`); each level costs the deserializer several kilobytes of stack, and `serve`
+    // validates a remote apply on a 2 MB blocking thread. Deeper input is refused, not followed.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_YAML_DEPTH;
+    budget.flow_nesting_limit = MAX_YAML_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    match serde_saphyr::from_multiple_with_options::<Node>(text, options) {
         Ok(nodes) => nodes
             .into_iter()
             .enumerate()
@@ -338,12 +349,21 @@ pub fn parse_documents(file: &Path, text: &str, issues: &mut Vec<Issue>) -> Vec<
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
-            let message = first_line(&e.without_snippet().to_string());
+            let mut message = first_line(&e.without_snippet().to_string());
+            if message.contains("budget breached: Depth") || message.contains("recursion limit") {
+                message = format!("it nests deeper than {MAX_YAML_DEPTH} levels");
+            }
             let offending = text
                 .lines()
                 .nth(line.saturating_sub(1) as usize)
                 .filter(|_| line > 0)
-                .map(|l| format!(" in `{}`", l.trim()))
+                .map(|l| {
+                    let l = l.trim();
+                    match l.char_indices().nth(60) {
+                        Some((i, _)) => format!(" in `{}…`", &l[..i]),
+                        None => format!(" in `{l}`"),
+                    }
+                })
                 .unwrap_or_default();
             issues.push(Issue::at(
                 Loc {

@@ -958,3 +958,102 @@ mod tests {
         assert!(!valid_date("01/12/2026"));
     }
 }
+
+/// Property tests: any text as a YAML file ends in a config or problems (never a panic, however
+/// deep it nests); configurations written as YAML read back as they were.
+#[cfg(test)]
+mod props {
+    use std::collections::BTreeMap;
+
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Load `yaml` as one file `/repo/default.yml`, as a remote apply's bundle does.
+    fn load_text(yaml: &[u8]) -> Loaded {
+        let path = PathBuf::from("/repo/default.yml");
+        let mut files = BTreeMap::new();
+        files.insert(
+            path.clone(),
+            base64::engine::general_purpose::STANDARD.encode(yaml),
+        );
+        Bundle {
+            yaml: vec![path],
+            files,
+            env: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            allow_unknown_keys: false,
+            max_profile_size: DEFAULT_MAX_PROFILE,
+        }
+        .load()
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn any_text_ends_in_a_config_or_problems(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = load_text(&bytes);
+            let mut doc = b"apiVersion: v1\nkind: team\nspec:\n  team:\n    name: x\n    ".to_vec();
+            doc.extend(&bytes);
+            let _ = load_text(&doc);
+        }
+
+        #[test]
+        fn deep_nesting_is_a_problem_not_a_crash(depth in 1usize..20_000, flow in any::<bool>()) {
+            let yaml = if flow {
+                format!("apiVersion: v1\nkind: config\nspec: {}{}\n", "[".repeat(depth), "]".repeat(depth))
+            } else {
+                let mut s = String::from("apiVersion: v1\nkind: config\nspec:\n");
+                for i in 0..depth.min(200) {
+                    s.push_str(&" ".repeat(2 * (i + 1)));
+                    s.push_str("k:\n");
+                }
+                s
+            };
+            let loaded = load_text(yaml.as_bytes());
+            // Past the limit it is a problem; within it, a problem of another kind (a list where
+            // a mapping belongs, an unknown key), but never a crash.
+            prop_assert!(!loaded.issues.is_empty());
+        }
+
+        #[test]
+        fn teams_round_trip(
+            teams in proptest::collection::btree_map(
+                "[A-Za-z][A-Za-z0-9 _-]{0,20}[A-Za-z0-9]",
+                (10u32..30, 0u32..10, 2026u32..2030, 1u32..13, 1u32..29, any::<bool>()),
+                1..5,
+            ),
+        ) {
+            let mut yaml = String::new();
+            for (name, (major, minor, y, m, d, fv)) in &teams {
+                yaml.push_str(&format!(
+                    "---\napiVersion: v1\nkind: team\nspec:\n  team:\n    name: \"{name}\"\n    mdm:\n      macos_updates:\n        minimum_version: \"{major}.{minor}\"\n        deadline: \"{y}-{m:02}-{d:02}\"\n      macos_settings:\n        enable_disk_encryption: {fv}\n"
+                ));
+            }
+            let loaded = load_text(yaml.as_bytes());
+            prop_assert!(loaded.issues.is_empty(), "{:?}", loaded.issues);
+            let got: BTreeMap<String, Settings> = loaded
+                .config
+                .teams
+                .into_iter()
+                .map(|t| (t.team.unwrap_or_default(), t.settings))
+                .collect();
+            let want: BTreeMap<String, Settings> = teams
+                .iter()
+                .map(|(name, (major, minor, y, m, d, fv))| {
+                    (
+                        name.clone(),
+                        Settings {
+                            minimum_version: Some(format!("{major}.{minor}")),
+                            deadline: Some(format!("{y}-{m:02}-{d:02}")),
+                            enable_disk_encryption: *fv,
+                        },
+                    )
+                })
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

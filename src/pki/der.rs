@@ -315,3 +315,98 @@ mod tests {
         assert!(ber_to_der(&ber).is_err());
     }
 }
+
+/// Property tests: DER passes through the normaliser unchanged, BER becomes that DER, and no
+/// input panics.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A DER element tree: primitives with random content, constructed ones around children.
+    #[derive(Clone, Debug)]
+    enum Node {
+        Prim(u8, Vec<u8>),
+        Cons(u8, Vec<Node>),
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        let leaf = (
+            prop::sample::select(vec![0x02u8, 0x05, 0x06, 0x0c, 0x13, 0x80, 0x81]),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        )
+            .prop_map(|(t, c)| Node::Prim(t, c));
+        leaf.prop_recursive(8, 64, 6, |inner| {
+            (
+                prop::sample::select(vec![0x30u8, 0x31, 0xa0, 0xa3]),
+                proptest::collection::vec(inner, 0..6),
+            )
+                .prop_map(|(t, c)| Node::Cons(t, c))
+        })
+    }
+
+    fn der(n: &Node) -> Vec<u8> {
+        let (tag, content) = match n {
+            Node::Prim(t, c) => (*t, c.clone()),
+            Node::Cons(t, kids) => (*t, kids.iter().flat_map(der).collect()),
+        };
+        let mut out = vec![tag];
+        write_length(&mut out, content.len());
+        out.extend(content);
+        out
+    }
+
+    /// The same tree in BER: constructed elements with indefinite lengths.
+    fn ber(n: &Node) -> Vec<u8> {
+        match n {
+            Node::Prim(..) => der(n),
+            Node::Cons(t, kids) => {
+                let mut out = vec![*t, 0x80];
+                for k in kids {
+                    out.extend(ber(k));
+                }
+                out.extend([0, 0]);
+                out
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn der_is_a_fixed_point_and_ber_normalises_to_it(n in node()) {
+            let d = der(&n);
+            prop_assert_eq!(ber_to_der(&d).unwrap(), d.clone());
+            prop_assert_eq!(ber_to_der(&ber(&n)).unwrap(), d.clone());
+            let top = Tlv::parse(&d).unwrap();
+            prop_assert_eq!(top.raw, &d[..]);
+        }
+
+        #[test]
+        fn random_and_mutated_input_never_panics(
+            n in node(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..6),
+        ) {
+            let _ = ber_to_der(&bytes);
+            let _ = Tlv::parse(&bytes).and_then(|t| t.children());
+            let m = crate::fuzz::mutate(&ber(&n), &edits);
+            let _ = ber_to_der(&m);
+            let _ = Tlv::parse(&m).and_then(|t| t.children());
+        }
+
+        #[test]
+        fn nesting_deeper_than_the_limit_is_refused(depth in 1usize..200) {
+            let mut v = vec![0x05, 0x00];
+            for _ in 0..depth {
+                let mut w = vec![0x30, 0x80];
+                w.extend(v);
+                w.extend([0, 0]);
+                v = w;
+            }
+            prop_assert_eq!(ber_to_der(&v).is_ok(), depth <= MAX_DEPTH);
+        }
+    }
+}

@@ -67,7 +67,7 @@ pub(crate) async fn profile(
     Query(q): Query<EnrollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = st.over_enroll_rate(client.map(|c| c.0.0.ip())) {
+    if let Some(r) = st.over_enroll_rate(st.client_ip(&headers, client.map(|c| c.0.0))) {
         return r;
     }
     let secret = presented_secret(&q, &headers);

@@ -72,6 +72,9 @@ pub struct ServeConfig {
     pub challenge_ttl: Duration,
     /// Requests to `/enroll` and `/scep` per client address per minute.
     pub enroll_rate_per_minute: u32,
+    /// The header a proxy puts the client's address in (`X-Forwarded-For`: its last entry);
+    /// without it the peer address is the client's.
+    pub client_ip_header: Option<String>,
     pub scep_validity_days: u32,
     /// Certificates the enrollment profile asks devices to trust (a private server CA).
     pub enroll_anchors: Vec<X509>,
@@ -97,6 +100,7 @@ impl ServeConfig {
             open_enrollment: false,
             challenge_ttl: Duration::from_secs(3600),
             enroll_rate_per_minute: 120,
+            client_ip_header: None,
             scep_validity_days: 365,
             enroll_anchors: Vec::new(),
             profile_signer: None,
@@ -148,6 +152,22 @@ impl AppState {
                 seen.insert(channel.to_string(), now);
                 true
             }
+        }
+    }
+
+    /// The client's address: from the proxy's header when one is configured, else the peer.
+    pub(crate) fn client_ip(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Option<std::net::IpAddr> {
+        match &self.config.client_ip_header {
+            Some(h) => headers
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok()),
+            None => peer.map(|p| p.ip()),
         }
     }
 

@@ -25,11 +25,12 @@ use crate::timestamp::Timestamp;
 pub(crate) async fn endpoint(
     State(st): State<Arc<AppState>>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: axum::http::HeaderMap,
     method: Method,
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = st.over_enroll_rate(client.map(|c| c.0.0.ip())) {
+    if let Some(r) = st.over_enroll_rate(st.client_ip(&headers, client.map(|c| c.0.0))) {
         return r;
     }
     let op = q.get("operation").map(String::as_str).unwrap_or("");

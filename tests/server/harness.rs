@@ -92,6 +92,8 @@ pub struct Options {
     pub renew: Option<Renew>,
     /// `serve --open-enrollment`.
     pub open_enrollment: bool,
+    /// `serve --client-ip-header`.
+    pub client_ip_header: Option<String>,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -112,6 +114,7 @@ impl Default for Options {
             scep_challenge: Some("static-challenge".into()),
             renew: None,
             open_enrollment: false,
+            client_ip_header: None,
         }
     }
 }
@@ -202,6 +205,7 @@ impl Server {
         config.allow_retro_association = opts.allow_retro_association;
         config.scep_challenge = opts.scep_challenge.map(Zeroizing::new);
         config.open_enrollment = opts.open_enrollment;
+        config.client_ip_header = opts.client_ip_header;
         config.organization = "Test Org".into();
         // A slow body is cut off quickly (tests/server/hostile.rs sends one).
         config.body_timeout = std::time::Duration::from_secs(2);

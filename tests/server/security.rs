@@ -290,6 +290,29 @@ async fn enroll_and_scep_are_rate_limited_per_client() {
     let mac = s.migrated(1, &old, IdentityMode::Signature);
     assert_eq!(mac.session().await.unwrap(), 200);
     s.stop().await;
+
+    // Behind a proxy, each client has its own budget (the proxy's header names it).
+    let s = Server::start(Options {
+        client_ip_header: Some("X-Forwarded-For".into()),
+        ..Options::default()
+    })
+    .await;
+    let caps = |ip: &'static str| {
+        s.http()
+            .get(format!("{}/scep?operation=GetCACaps", s.url))
+            .header("X-Forwarded-For", format!("203.0.113.9, {ip}"))
+            .send()
+    };
+    let mut last = 0;
+    for _ in 0..400 {
+        last = caps("198.51.100.1").await.unwrap().status().as_u16();
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429);
+    assert_eq!(caps("198.51.100.2").await.unwrap().status(), 200);
+    s.stop().await;
 }
 
 // See: issue 11 §6: every token could read FileVault keys, erase devices and apply.

@@ -836,3 +836,65 @@ mod tests {
         );
     }
 }
+
+/// Property tests: SCEP requests from the network (random, or a real PKCSReq with bytes
+/// flipped) never panic, and a real one still parses.
+#[cfg(test)]
+mod props {
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A real PKCSReq (made once: RSA keys are slow to generate).
+    fn request() -> &'static Vec<u8> {
+        static REQ: OnceLock<Vec<u8>> = OnceLock::new();
+        REQ.get_or_init(|| {
+            let (ca, _) = crate::pki::new_ca(&crate::pki::CaSpec {
+                common_name: "Fuzz CA".into(),
+                organization: "Test".into(),
+                country: "US".into(),
+                key_bits: 2048,
+                years: 1,
+            })
+            .unwrap();
+            let key = crate::pki::generate_rsa(2048).unwrap();
+            let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", "device").unwrap();
+            let csr = client::build_csr(&key, &name.build(), Some("challenge")).unwrap();
+            let signer = client::self_signed_signer(&csr, &key).unwrap();
+            client::pkcs_req(
+                &csr,
+                &key,
+                &signer,
+                &ca,
+                RequestKind::PkcsReq,
+                ContentCipher::Aes128Cbc,
+                DigestAlgorithm::Sha256,
+            )
+            .unwrap()
+            .der
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn scep_messages_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8),
+        ) {
+            let _ = ScepRequest::parse(&bytes);
+            let _ = ScepRequest::parse(&crate::fuzz::mutate(request(), &edits));
+            let _ = decode_get_message(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn the_real_request_parses() {
+        let r = ScepRequest::parse(request()).unwrap();
+        assert!(!r.transaction_id().is_empty());
+    }
+}
