@@ -525,10 +525,13 @@ pub fn read(path: &Path, label: &str, imp: &mut Importer<'_>) -> Result<u64, Imp
     Ok(db.len)
 }
 
+/// A bolt key and its value.
+pub(crate) type Record = (Vec<u8>, Vec<u8>);
+
 /// Every record of `mdm.Devices` in the BoltDB at `path`, each value's protobuf fields
 /// decoded (and dropped): the reading half of [`read`], for the property tests and the fuzz
 /// targets.
-pub(crate) fn device_records(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ImportError> {
+pub(crate) fn device_records(path: &Path) -> Result<Vec<Record>, ImportError> {
     let db = Bolt::open(path, &path.display().to_string())?;
     let _ = db.bucket_names()?;
     let Some(tree) = db.bucket("mdm.Devices")? else {
@@ -646,7 +649,7 @@ mod props {
     }
 
     /// Every record of `mdm.Devices`, as the importer reads them.
-    fn read_back(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ImportError> {
+    fn read_back(bytes: &[u8]) -> Result<Vec<Record>, ImportError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("micromdm.db");
         std::fs::write(&path, bytes).unwrap();
