@@ -312,7 +312,11 @@ mod tests {
                     if k % 2 == 0 {
                         continue;
                     }
-                    let first = span.split_whitespace().next().unwrap_or("");
+                    // The command, past any `VAR=value` before it.
+                    let first = span
+                        .split_whitespace()
+                        .find(|w| !w.contains('='))
+                        .unwrap_or("");
                     if FOREIGN.contains(&first) {
                         continue;
                     }

@@ -111,7 +111,10 @@ impl Caller {
         let names: Vec<String> = roles.iter().map(|r| format!("`{}`", r.as_str())).collect();
         Err(ApiError(
             StatusCode::FORBIDDEN,
-            format!("a `{}` token may not {what}", self.role.as_str()),
+            format!(
+                "a token with the role `{}` may not {what}",
+                self.role.as_str()
+            ),
             Some(format!(
                 "use a token with the role {} (`mdmctl token create --name NAME --role {}`)",
                 names.join(" or "),

@@ -299,7 +299,6 @@ fn authenticate(
         source: "enrolled".into(),
         ..Default::default()
     });
-
     update_facts(&mut d, a);
     d.authenticate_raw = Some(body.to_vec());
     d.enrolled_at = Some(now);
@@ -372,14 +371,10 @@ fn restart_checkin(
             "unknown device".into(),
         ));
     };
-    let now = Timestamp::now();
+    // A renewal is sent on a check-in, so its device has been seen (and counted as migrated).
     update_facts(&mut d, a);
     d.authenticate_raw = Some(body.to_vec());
-    d.last_seen_at = Some(now);
-    let first_contact = d.source.starts_with("imported") && d.migrated_at.is_none();
-    if first_contact {
-        d.migrated_at = Some(now);
-    }
+    d.last_seen_at = Some(Timestamp::now());
     tx.put_device(&d)?;
     tx.record_activity(&NewActivity {
         actor: "serve".into(),

@@ -2,8 +2,10 @@
 //!
 //! Owns: the HTTP surface ([`app`]: check-in and command channel on `/mdm` and the old servers'
 //! paths, SCEP, enrollment, declarative management, the admin API, `/healthz`), device
-//! authentication (which certificate, which CA, which enrollment), and the listener ([`serve`]:
-//! plain HTTP or TLS asking for a client certificate, graceful shutdown). Handlers run their
+//! authentication (which certificate, which CA, which enrollment, and which certificate may bind
+//! to which device), who may enroll (enrollment secrets, per-client rate limits), request bounds
+//! (sender and size checked before a body is read), and the listener ([`serve`]: plain HTTP or
+//! TLS asking for a client certificate, graceful shutdown). docs/security.md is the threat model. Handlers run their
 //! store and crypto work on blocking threads; devices only ever get a status, details go to
 //! the log. Must not import the CLI.
 
