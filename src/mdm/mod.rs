@@ -451,7 +451,9 @@ pub fn queue(
     targets: &[String],
     actor: &str,
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-    store.write(|tx| -> Result<_, StoreError> {
+    // INSERT … SELECT … ON CONFLICT DO NOTHING: correct at READ COMMITTED, so a fan-out does
+    // not conflict with the devices checking in meanwhile.
+    store.write_rows(|tx| -> Result<_, StoreError> {
         let (ids, unknown) = resolve_devices(tx, targets)?;
         if ids.is_empty() {
             return Ok((Vec::new(), unknown));

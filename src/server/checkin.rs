@@ -31,10 +31,17 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         Err(e) => return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let name = msg.message.name().to_string();
-    let result = st.store.write(|tx| -> Result<Reply, StoreError> {
-        if let CheckinMessage::Authenticate(a) = &msg.message {
-            return authenticate(st, tx, &channel, v, a, body);
-        }
+    // Authenticate decides which identity a device is bound to, an invariant over several rows
+    // (one device per certificate, rebind grants, challenges): SERIALIZABLE (Mode::Write). The
+    // other messages are single-row upserts and conditional updates of the device's own rows,
+    // correct at READ COMMITTED (Mode::WriteRows), where concurrent devices do not abort each other.
+    if let CheckinMessage::Authenticate(a) = &msg.message {
+        let result = st.store.write(|tx| -> Result<Reply, StoreError> {
+            authenticate(st, tx, &channel, v, a, body)
+        });
+        return finish(st, &channel, &msg, &name, result);
+    }
+    let result = st.store.write_rows(|tx| -> Result<Reply, StoreError> {
         let authz = match authorize(st, tx, &channel, v)? {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal),
@@ -43,6 +50,16 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         tx.touch(&channel.id, &channel.device_id)?;
         dispatch(st, tx, &channel, &msg, body)
     });
+    finish(st, &channel, &msg, &name, result)
+}
+
+fn finish(
+    st: &AppState,
+    channel: &checkin::ChannelId,
+    msg: &Checkin,
+    name: &str,
+    result: Result<Reply, StoreError>,
+) -> Reply {
     match result {
         Ok(reply) => {
             if matches!(reply, Reply::Refuse(..)) {

@@ -11,7 +11,7 @@ use super::device::{authorize, record, store_failure};
 use super::{AppState, Reply};
 use crate::apple::command::{self, Report, Status};
 use crate::pki::identity::Verified;
-use crate::store::{NewActivity, QueueStatus, StoreError, Tx};
+use crate::store::{NewActivity, QueueStatus, Recorded, StoreError, Tx};
 
 pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
     let report = match command::parse_report(body) {
@@ -46,35 +46,44 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         }
     }
 
-    let result = st.store.write(|tx| -> Result<Reply, StoreError> {
+    // Single-row writes and conditional updates: READ COMMITTED on PostgreSQL (Mode::WriteRows),
+    // so devices reporting at the same time do not abort each other.
+    let result = st.store.write_rows(|tx| -> Result<(Reply, Option<String>), StoreError> {
         let authz = match authorize(st, tx, &channel, v)? {
             Ok(a) => a,
-            Err(refusal) => return Ok(refusal),
+            Err(refusal) => return Ok((refusal, None)),
         };
         record(tx, &channel, v, &authz)?;
         tx.touch(&channel.id, &channel.device_id)?;
-        let include_not_now = match &report.status {
-            Status::Idle => true,
+        let (include_not_now, recorded) = match &report.status {
+            Status::Idle => (true, None),
             _ => {
-                store_result(tx, &st.config.reconcile, &channel.id, &channel.device_id, &report, body)?;
-                false
+                let r = store_result(tx, &st.config.reconcile, &channel.id, &channel.device_id, &report, body)?;
+                (false, r)
             }
         };
         // NotNow'd commands wait for the device's next Idle: not offered again this session.
         Ok(match tx.next_command(&channel.id, include_not_now)? {
             Some(c) => {
                 debug!(channel = %channel.id, command = %c.uuid, request = %c.request_type, "command sent");
-                Reply::Plist(c.plist.to_vec())
+                (Reply::Plist(c.plist.to_vec()), recorded)
             }
-            None => Reply::Empty,
+            None => (Reply::Empty, recorded),
         })
     });
     match result {
-        Ok(reply) => reply,
+        Ok((reply, recorded)) => {
+            // Logged once, after the commit (a transaction run again logs nothing twice).
+            if let (Some(request), Some(uuid)) = (recorded, report.command_uuid.as_deref()) {
+                info!(channel = %channel.id, command = uuid, %request, status = report.status.as_str(), "command result");
+            }
+            reply
+        }
         Err(e) => store_failure(e),
     }
 }
 
+/// Record the report's result; the request type when it was new (not a re-sent report).
 fn store_result(
     tx: &mut dyn Tx,
     policy: &crate::reconcile::Policy,
@@ -82,16 +91,16 @@ fn store_result(
     device: &str,
     report: &Report,
     body: &[u8],
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let Some(uuid) = report.command_uuid.as_deref() else {
-        return Ok(());
+        return Ok(None);
     };
     let status = match &report.status {
         Status::Acknowledged => QueueStatus::Acknowledged,
         Status::Error => QueueStatus::Error,
         Status::CommandFormatError => QueueStatus::FormatError,
         Status::NotNow => QueueStatus::NotNow,
-        Status::Idle => return Ok(()),
+        Status::Idle => return Ok(None),
         Status::Other(s) => {
             warn!(channel, status = %s, "unknown command status; recorded as an error");
             QueueStatus::Error
@@ -99,15 +108,23 @@ fn store_result(
     };
     let chain = (!report.error_chain.is_empty())
         .then(|| serde_json::to_value(&report.error_chain).unwrap_or_default());
-    let Some(request_type) = tx.record_result(channel, uuid, status, body, chain.as_ref())? else {
-        warn!(
-            channel,
-            command = uuid,
-            "a report for a command not queued for this channel; ignored"
-        );
-        return Ok(());
+    let request_type = match tx.record_result(channel, uuid, status, body, chain.as_ref())? {
+        Recorded::New(t) => t,
+        Recorded::Already(t) => {
+            // The device re-sent its report (it did not see our answer): it is answered as
+            // before, and nothing it triggers runs again.
+            debug!(channel, command = uuid, request = %t, "a report for a command already answered; nothing to do");
+            return Ok(None);
+        }
+        Recorded::Unknown => {
+            warn!(
+                channel,
+                command = uuid,
+                "a report for a command not queued for this channel; ignored"
+            );
+            return Ok(None);
+        }
     };
-    info!(channel, command = uuid, request = %request_type, status = status.as_str(), "command result");
     crate::reconcile::on_result(
         tx,
         policy,
@@ -142,7 +159,7 @@ fn store_result(
             }),
         })?;
     }
-    Ok(())
+    Ok(Some(request_type))
 }
 
 /// Keep the device's OS version, name and model current from DeviceInformation answers.

@@ -101,11 +101,31 @@ fn credential<'a>(st: &AppState, req: &'a MdmRequest) -> Result<Credential<'a>, 
     Err(IdentityError::Missing)
 }
 
+/// A device's request that the store could not serve. When the store is unreachable, busy or
+/// overloaded, 503 with `Retry-After`: the device comes back later and nothing about its
+/// enrollment changed. Anything else is a fault of ours: 500, logged as an error.
 pub(crate) fn store_failure(e: StoreError) -> Reply {
-    tracing::error!(error = %e, "store error while serving a device");
-    // A 5xx makes the device retry later; nothing about its enrollment changes.
-    Reply::Refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    match e {
+        StoreError::Unreachable(_)
+        | StoreError::Open { .. }
+        | StoreError::PoolExhausted { .. }
+        | StoreError::Busy
+        | StoreError::Contention { .. } => {
+            tracing::warn!(error = %e, "the store cannot serve a device now; asked it to retry");
+            Reply::Unavailable {
+                retry_after: RETRY_AFTER_SECONDS,
+                reason: e.to_string(),
+            }
+        }
+        e => {
+            tracing::error!(error = %e, "store error while serving a device");
+            Reply::Refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
 }
+
+/// What a 503 asks a device to wait, in seconds.
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 30;
 
 /// What authorizing a request found out, beyond "yes".
 #[derive(Default)]

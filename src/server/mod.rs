@@ -202,6 +202,12 @@ pub(crate) enum Reply {
     Json(Vec<u8>),
     /// A refusal: the status goes to the device, the reason only to the log.
     Refuse(StatusCode, String),
+    /// The store cannot be reached or is overloaded: 503 with `Retry-After` (seconds), so the
+    /// device comes back later; nothing about its enrollment changed.
+    Unavailable {
+        retry_after: u32,
+        reason: String,
+    },
 }
 
 impl IntoResponse for Reply {
@@ -219,6 +225,18 @@ impl IntoResponse for Reply {
                     status
                 };
                 (status, status.canonical_reason().unwrap_or("refused")).into_response()
+            }
+            Reply::Unavailable {
+                retry_after,
+                reason,
+            } => {
+                tracing::debug!(%reason, retry_after, "unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, retry_after.to_string())],
+                    "Service Unavailable",
+                )
+                    .into_response()
             }
         }
     }

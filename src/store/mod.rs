@@ -50,7 +50,7 @@ pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
 pub(crate) use postgres::describe as postgres_error_text;
 pub use profiles::{DeviceProfile, ProfileState, ProfileStatus, ProfileStatusCounts};
-pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand};
+pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand, Recorded};
 pub use renewals::{Renewal, RenewalState, Renewals};
 pub use tokens::{ApiToken, ChallengePurpose, ChallengeScope, Role, Tokens};
 
@@ -86,6 +86,13 @@ pub enum StoreError {
     Open { location: String, reason: String },
     #[error("the store is busy: another mdmctl holds a write lock")]
     Busy,
+    /// The database cannot be reached (connection refused or lost, server shutting down).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
+    #[error(
+        "the database aborted the transaction {attempts} times for concurrent updates (serialization failure or deadlock)"
+    )]
+    Contention { attempts: u32 },
     #[error("no database connection free after {waited_ms} ms ({max} in use)")]
     PoolExhausted { max: usize, waited_ms: u64 },
     #[error("{0}")]
@@ -117,6 +124,12 @@ impl crate::error::Diagnose for StoreError {
                 "check `--db` / `MDMCTL_DB`: a writable file path, or a reachable `postgres://user@host/db` URL".into(),
             ),
             StoreError::Busy => Some("wait for the other mdmctl to finish and retry".into()),
+            StoreError::Unreachable(_) => Some(
+                "check that the database is running and reachable at `--db` / `MDMCTL_DB`".into(),
+            ),
+            StoreError::Contention { .. } => {
+                Some("retry; if it persists, the database is overloaded".into())
+            }
             StoreError::PoolExhausted { .. } => {
                 Some("the database is overloaded or a query hangs; check the server".into())
             }
@@ -130,11 +143,18 @@ impl crate::error::Diagnose for StoreError {
     }
 }
 
-/// What a transaction may do.
+/// What a transaction may do, and how it is isolated from concurrent ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// A consistent snapshot (REPEATABLE READ on PostgreSQL).
     Read,
+    /// Writes that keep an invariant over several rows (a profile installed once per device,
+    /// an asset active once per kind): SERIALIZABLE on PostgreSQL, retried on conflict.
     Write,
+    /// Writes that are single-row upserts and conditional updates, correct at READ COMMITTED
+    /// (each statement sees committed data and locks the rows it changes): the check-in path,
+    /// where SERIALIZABLE's predicate locks make concurrent devices abort each other.
+    WriteRows,
 }
 
 /// Whether a transaction's work is kept.
@@ -207,6 +227,15 @@ impl dyn Store + '_ {
         f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         self.run(Mode::Write, f)
+    }
+
+    /// Run `f` in one write transaction of single-row upserts and conditional updates, which
+    /// are correct at READ COMMITTED (see [`Mode::WriteRows`]). On SQLite it is [`Self::write`].
+    pub fn write_rows<T, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::WriteRows, f)
     }
 
     /// Run `f` in one read transaction (a consistent snapshot).

@@ -48,6 +48,16 @@ impl<T> Pool<T> {
         s.idle.push(conn);
     }
 
+    /// Drop every idle connection (after one was found dead: its siblings most likely are).
+    pub fn discard_idle(&self) {
+        let mut s = self.lock();
+        let idle = std::mem::take(&mut s.idle);
+        s.open -= idle.len();
+        drop(s);
+        drop(idle);
+        self.available.notify_all();
+    }
+
     pub fn get(&self) -> Result<Pooled<'_, T>, StoreError> {
         let mut s = self.lock();
         loop {

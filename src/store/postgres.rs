@@ -34,8 +34,41 @@ pub(crate) struct PgStore {
 }
 
 struct PgClient {
-    client: Client,
+    /// Always `Some` until dropped (see the `Drop` below).
+    client: Option<Client>,
     statements: HashMap<String, Statement>,
+}
+
+impl PgClient {
+    fn parts(&mut self) -> (&mut Client, &mut HashMap<String, Statement>) {
+        let client = self
+            .client
+            .as_mut()
+            .expect("a PostgreSQL client until drop");
+        (client, &mut self.statements)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+}
+
+impl Drop for PgClient {
+    /// The synchronous client owns a small Tokio runtime and closes the connection by blocking
+    /// on it; dropped on an async worker thread (a store released inside `serve`'s runtime),
+    /// that panics. There, it is closed on a thread of its own instead.
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(client));
+        } else {
+            drop(client);
+        }
+    }
 }
 
 fn open_err(location: &Location, reason: impl std::fmt::Display) -> StoreError {
@@ -50,12 +83,16 @@ fn connect(location: &Location, url: &str) -> Result<PgClient, StoreError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
-    config.application_name("mdmctl");
+    // Named, so an operator sees mdmctl's sessions in pg_stat_activity; a URL's own
+    // `application_name` (one per instance, say) is kept.
+    if config.get_application_name().is_none() {
+        config.application_name("mdmctl");
+    }
     let client = config
         .connect(tls_connector(location)?)
         .map_err(|e| open_err(location, describe(&e)))?;
     Ok(PgClient {
-        client,
+        client: Some(client),
         statements: HashMap::new(),
     })
 }
@@ -144,7 +181,7 @@ fn with_tx<T>(
     mode: Mode,
     f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let PgClient { client, statements } = pg;
+    let (client, statements) = pg.parts();
     let mut tx = client
         .build_transaction()
         .read_only(mode == Mode::Read)
@@ -178,15 +215,33 @@ impl Store for PgStore {
         mode: Mode,
         f: &mut dyn FnMut(&mut dyn Tx) -> Result<Finish, StoreError>,
     ) -> Result<(), StoreError> {
-        let mut pooled = self.pool.get()?;
-        let result = {
-            let PgClient { client, statements } = &mut *pooled;
-            run(client, statements, mode, &self.keys, f)
-        };
-        if pooled.client.is_closed() {
-            pooled.mark_broken();
+        // A connection found dead (PostgreSQL restarted, the session terminated) fails before
+        // anything was committed: the work is run again on a fresh connection. One that fails
+        // while committing is not (its outcome is unknown); the caller sees `Unreachable`.
+        let mut fresh_tries = 2;
+        loop {
+            let mut pooled = self.pool.get().map_err(|e| match e {
+                StoreError::Open { reason, .. } => StoreError::Unreachable(reason),
+                other => other,
+            })?;
+            let mut committing = false;
+            let result = {
+                let (client, statements) = pooled.parts();
+                run(client, statements, mode, &self.keys, &mut committing, f)
+            };
+            if pooled.is_closed() || matches!(result, Err(StoreError::Unreachable(_))) {
+                pooled.mark_broken();
+                // The others idle beside it were most likely cut off too.
+                self.pool.discard_idle();
+            }
+            match result {
+                Err(StoreError::Unreachable(reason)) if !committing && fresh_tries > 0 => {
+                    fresh_tries -= 1;
+                    tracing::debug!(%reason, "the database connection was lost; trying a fresh one");
+                }
+                other => return other,
+            }
         }
-        result
     }
 
     fn unlock(&self) -> Result<(), StoreError> {
@@ -197,18 +252,23 @@ impl Store for PgStore {
     }
 }
 
-/// Write transactions are SERIALIZABLE, so they behave as SQLite's (which are serialized):
-/// no lost updates, no write skew. PostgreSQL may abort one of two conflicting transactions;
-/// it is then run again, up to [`MAX_ATTEMPTS`] times. Reads use a REPEATABLE READ snapshot.
+/// [`Mode::Write`] transactions are SERIALIZABLE, so they behave as SQLite's (which are
+/// serialized): no lost updates, no write skew, for the invariants that span rows.
+/// [`Mode::WriteRows`] transactions (the check-in path: single-row upserts and conditional
+/// updates) run at READ COMMITTED, where concurrent devices do not abort each other. Either
+/// may still be aborted (a serialization failure, a deadlock): it is then run again, up to
+/// [`MAX_ATTEMPTS`] times, each retry logged at debug. Reads use a REPEATABLE READ snapshot.
 fn run(
     client: &mut Client,
     statements: &mut HashMap<String, Statement>,
     mode: Mode,
     keys: &Keys,
+    committing: &mut bool,
     f: &mut dyn FnMut(&mut dyn Tx) -> Result<Finish, StoreError>,
 ) -> Result<(), StoreError> {
     let isolation = match mode {
         Mode::Write => IsolationLevel::Serializable,
+        Mode::WriteRows => IsolationLevel::ReadCommitted,
         Mode::Read => IsolationLevel::RepeatableRead,
     };
     let mut attempt: u32 = 0;
@@ -238,7 +298,16 @@ fn run(
                 let _ = tx.rollback();
                 Err(StoreError::Busy)
             }
-            Ok(Finish::Commit) => tx.commit().map_err(pg_err),
+            Ok(Finish::Commit) => {
+                *committing = true;
+                let r = tx.commit().map_err(pg_err);
+                if r.is_err() {
+                    // Aborted at commit (a serialization failure) is known not to have
+                    // committed: only a lost connection leaves the outcome unknown.
+                    *committing = matches!(r, Err(StoreError::Unreachable(_)));
+                }
+                r
+            }
             Ok(Finish::Rollback) => tx.rollback().map_err(pg_err),
             Err(e) => {
                 let _ = tx.rollback();
@@ -247,11 +316,17 @@ fn run(
         };
         match outcome {
             Err(StoreError::Busy) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    ?mode,
+                    "transaction aborted for a concurrent update; retrying"
+                );
                 // Jittered exponential backoff (1, 2, 4 … ms) so the retries do not collide again.
                 let base = 1u64 << attempt.min(7);
-                let jitter =
-                    u64::from(std::process::id().wrapping_mul(31).wrapping_add(attempt)) % base;
-                std::thread::sleep(Duration::from_millis(base + jitter));
+                std::thread::sleep(Duration::from_millis(base + jitter(base)));
+            }
+            Err(StoreError::Busy) => {
+                return Err(StoreError::Contention { attempts: attempt });
             }
             other => return other,
         }
@@ -282,8 +357,45 @@ pub(crate) fn describe(e: &postgres::Error) -> String {
     }
 }
 
+/// A pseudo-random number below `bound`, different per thread and call (for backoff jitter).
+fn jitter(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish() % bound.max(1)
+}
+
+/// Whether the error says the database cannot be reached: the connection is closed or broke
+/// (an I/O error), or the server is shutting down or refusing connections (SQLSTATE class 08,
+/// 57P01-57P03).
+fn unreachable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03");
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 fn pg_err(e: postgres::Error) -> StoreError {
     use postgres::error::SqlState;
+    if unreachable(&e) {
+        return StoreError::Unreachable(describe(&e));
+    }
     match e.code() {
         Some(c)
             if *c == SqlState::UNIQUE_VIOLATION

@@ -227,6 +227,10 @@ impl ProfileStatus for SqlTx<'_> {
     }
 
     fn mark_dirty(&mut self, device_ids: &[String]) -> Result<(), StoreError> {
+        // A mark already there is rewritten (same time, so its place in line is kept): a
+        // reconciler pass that read the old mark and is about to clear it then conflicts with
+        // this one and runs again, instead of clearing a change it never saw (the check-in
+        // path marks at READ COMMITTED, the reconciler runs SERIALIZABLE).
         let now = Timestamp::now();
         for chunk in device_ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(", ");
@@ -235,7 +239,7 @@ impl ProfileStatus for SqlTx<'_> {
             self.conn.execute(
                 &format!(
                     "INSERT INTO reconcile_dirty (device_id, marked_at) SELECT id, ? FROM devices \
-                     WHERE id IN ({marks}) ON CONFLICT (device_id) DO NOTHING"
+                     WHERE id IN ({marks}) ON CONFLICT (device_id) DO UPDATE SET marked_at = reconcile_dirty.marked_at"
                 ),
                 &params,
             )?;

@@ -73,6 +73,18 @@ pub struct NewCommand<'a> {
     pub created_by: &'a str,
 }
 
+/// What recording a device's answer did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The answer is recorded: the command (of this request type) was waiting for it.
+    New(String),
+    /// The command already has its answer (a device that re-sent its report, or two reports
+    /// racing): nothing changed, and nothing must run again.
+    Already(String),
+    /// The command is not queued for this enrollment (a stale or forged report).
+    Unknown,
+}
+
 /// The next command to hand a device.
 #[derive(Clone, Debug)]
 pub struct QueuedCommand {
@@ -119,8 +131,9 @@ pub trait CommandQueue {
         enrollment_id: &str,
         include_not_now: bool,
     ) -> Result<bool, StoreError>;
-    /// Record a device's answer. Returns the request type, or `None` when that command is not
-    /// queued for this enrollment (a stale or forged report).
+    /// Record a device's answer, once: an answer for a command that already has its final
+    /// answer changes nothing ([`Recorded::Already`]). Correct at READ COMMITTED: the update
+    /// is conditional on the entry still being open, and two racing reports serialize on its row.
     fn record_result(
         &mut self,
         enrollment_id: &str,
@@ -128,7 +141,7 @@ pub trait CommandQueue {
         status: QueueStatus,
         result: &[u8],
         error_chain: Option<&serde_json::Value>,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Recorded, StoreError>;
     /// Every enrollment's copy of one command.
     fn command_entries(&mut self, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError>;
     /// A device's commands (all its channels), newest first.
@@ -204,20 +217,27 @@ impl CommandQueue for SqlTx<'_> {
             "SELECT q.id, c.uuid, c.request_type, c.payload_sealed FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
              WHERE q.enrollment_id = ? AND q.status IN ('pending', 'sent') ORDER BY q.priority DESC, q.id LIMIT 1"
         };
-        let Some(r) = self.conn.query_opt(sql, &[enrollment_id.into()])? else {
-            return Ok(None);
-        };
-        let id = r.int(0)?;
-        let plist = self.open(PAYLOAD, &r.opt_blob(3)?.unwrap_or_default())?;
-        self.conn.execute(
-            "UPDATE command_queue SET status = 'sent', sent_at = ? WHERE id = ?",
-            &[Timestamp::now().into(), id.into()],
-        )?;
-        Ok(Some(QueuedCommand {
-            uuid: r.text(1)?,
-            request_type: r.text(2)?,
-            plist,
-        }))
+        // An entry answered between the SELECT and the UPDATE (a concurrent report) is not
+        // handed out: the UPDATE only takes an entry still open, else the next one is tried.
+        for _ in 0..8 {
+            let Some(r) = self.conn.query_opt(sql, &[enrollment_id.into()])? else {
+                return Ok(None);
+            };
+            let id = r.int(0)?;
+            let taken = self.conn.execute(
+                "UPDATE command_queue SET status = 'sent', sent_at = ? WHERE id = ? AND status IN ('pending', 'sent', 'notnow')",
+                &[Timestamp::now().into(), id.into()],
+            )?;
+            if taken == 1 {
+                let plist = self.open(PAYLOAD, &r.opt_blob(3)?.unwrap_or_default())?;
+                return Ok(Some(QueuedCommand {
+                    uuid: r.text(1)?,
+                    request_type: r.text(2)?,
+                    plist,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     fn has_open_command(
@@ -240,31 +260,38 @@ impl CommandQueue for SqlTx<'_> {
         status: QueueStatus,
         result: &[u8],
         error_chain: Option<&serde_json::Value>,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let Some(r) = self.conn.query_opt(
             "SELECT q.id, c.request_type FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
              WHERE q.enrollment_id = ? AND q.command_uuid = ?",
             &[enrollment_id.into(), command_uuid.into()],
         )?
         else {
-            return Ok(None);
+            return Ok(Recorded::Unknown);
         };
         let id = r.int(0)?;
+        let request_type = r.text(1)?;
         let sealed = self.seal(RESULT, result)?;
         let chain = error_chain.map(|c| c.to_string());
         let now = Timestamp::now();
-        if status == QueueStatus::NotNow {
+        let changed = if status == QueueStatus::NotNow {
             self.conn.execute(
-                "UPDATE command_queue SET status = 'notnow', not_now_count = not_now_count + 1, result_at = ?, result_sealed = ? WHERE id = ?",
+                "UPDATE command_queue SET status = 'notnow', not_now_count = not_now_count + 1, result_at = ?, result_sealed = ? \
+                 WHERE id = ? AND status IN ('pending', 'sent')",
                 &[now.into(), (&sealed).into(), id.into()],
-            )?;
+            )?
         } else {
             self.conn.execute(
-                "UPDATE command_queue SET status = ?, result_at = ?, result_sealed = ?, error_chain = ? WHERE id = ?",
+                "UPDATE command_queue SET status = ?, result_at = ?, result_sealed = ?, error_chain = ? \
+                 WHERE id = ? AND status IN ('pending', 'sent', 'notnow')",
                 &[status.as_str().into(), now.into(), (&sealed).into(), chain.as_deref().into(), id.into()],
-            )?;
-        }
-        Ok(Some(r.text(1)?))
+            )?
+        };
+        Ok(if changed == 1 {
+            Recorded::New(request_type)
+        } else {
+            Recorded::Already(request_type)
+        })
     }
 
     fn command_entries(&mut self, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError> {

@@ -180,7 +180,8 @@ impl Store for SqliteStore {
         f: &mut dyn FnMut(&mut dyn Tx) -> Result<Finish, StoreError>,
     ) -> Result<(), StoreError> {
         match mode {
-            Mode::Write => {
+            // One writer at a time: SQLite's writes are serialized whatever the mode.
+            Mode::Write | Mode::WriteRows => {
                 let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
                 run(&mut conn, TransactionBehavior::Immediate, &self.keys, f)
             }

@@ -6,7 +6,7 @@ use mdmctl::store::{
     ActivityQuery, AssetKind, AssetState, ChallengePurpose, ChallengeScope, DeclarationStatus,
     DesiredProfile, DeviceProfile, DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState,
     GlobalSettings, Issued, IssuedHow, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey,
-    ProfileKind, ProfileState, Renewal, RenewalState, Role, Settings, StoreError, Tx,
+    ProfileKind, ProfileState, Recorded, Renewal, RenewalState, Role, Settings, StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -742,9 +742,19 @@ pub fn commands_queue_per_enrollment_in_order(s: &TestStore) {
             QueueStatus::NotNow,
             b"<notnow/>",
             None
-        ))
-        .as_deref(),
-        Some("ProfileList")
+        )),
+        Recorded::New("ProfileList".into())
+    );
+    // The same NotNow again (the device did not see our answer) changes nothing.
+    assert_eq!(
+        w(s, |tx| tx.record_result(
+            "Q1",
+            "C-1",
+            QueueStatus::NotNow,
+            b"<notnow/>",
+            None
+        )),
+        Recorded::Already("ProfileList".into())
     );
     assert_eq!(w(s, |tx| tx.next_command("Q1", false)).unwrap().uuid, "C-2");
     let chain = serde_json::json!([{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain"}]);
@@ -756,16 +766,32 @@ pub fn commands_queue_per_enrollment_in_order(s: &TestStore) {
         "only the NotNow'd one is left"
     );
     assert_eq!(w(s, |tx| tx.next_command("Q1", true)).unwrap().uuid, "C-1");
-    w(s, |tx| {
-        tx.record_result(
-            "Q1",
-            "C-1",
-            QueueStatus::Acknowledged,
-            b"<ack>result</ack>",
-            None,
-        )
-    });
+    assert_eq!(
+        w(s, |tx| {
+            tx.record_result(
+                "Q1",
+                "C-1",
+                QueueStatus::Acknowledged,
+                b"<ack>result</ack>",
+                None,
+            )
+        }),
+        Recorded::New("ProfileList".into())
+    );
     assert!(w(s, |tx| tx.next_command("Q1", true)).is_none());
+    // A re-sent report, or an Error after the Acknowledged: recorded once, the first kept.
+    for status in [QueueStatus::Acknowledged, QueueStatus::Error] {
+        assert_eq!(
+            w(s, |tx| tx.record_result(
+                "Q1",
+                "C-1",
+                status,
+                b"<again/>",
+                None
+            )),
+            Recorded::Already("ProfileList".into())
+        );
+    }
 
     let entries = r(s, |tx| tx.command_entries("C-1"));
     let q1 = entries.iter().find(|e| e.enrollment_id == "Q1").unwrap();
@@ -791,15 +817,15 @@ pub fn commands_queue_per_enrollment_in_order(s: &TestStore) {
     assert_eq!(r(s, |tx| tx.device_commands("Q1", 1)).len(), 1);
 
     // A report for a command that is not queued for this enrollment is refused.
-    assert!(
+    assert_eq!(
         w(s, |tx| tx.record_result(
             "Q1:501",
             "C-2",
             QueueStatus::Acknowledged,
             b"x",
             None
-        ))
-        .is_none()
+        )),
+        Recorded::Unknown
     );
     // Re-enrollment drops open entries only.
     assert_eq!(w(s, |tx| tx.clear_queue("Q1:501")), 1);
