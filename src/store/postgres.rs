@@ -136,6 +136,10 @@ impl PgStore {
     }
 
     pub fn open(location: Location, url: &str, keys: Keys) -> Result<Self, StoreError> {
+        blocking(|| Self::open_here(location, url, keys))
+    }
+
+    fn open_here(location: Location, url: &str, keys: Keys) -> Result<Self, StoreError> {
         let mut first = connect(&location, url)?;
         let loc = location.to_string();
         let version = with_tx(&mut first, Mode::Read, |c| migrate::current_version(c))?;
@@ -153,6 +157,16 @@ impl PgStore {
     }
 
     pub fn create(
+        location: Location,
+        url: &str,
+        keys: Keys,
+        store_id: &str,
+        envelope: &KeyEnvelope,
+    ) -> Result<Self, StoreError> {
+        blocking(|| Self::create_here(location, url, keys, store_id, envelope))
+    }
+
+    fn create_here(
         location: Location,
         url: &str,
         keys: Keys,
@@ -215,6 +229,36 @@ impl Store for PgStore {
         mode: Mode,
         f: &mut dyn FnMut(&mut dyn Tx) -> Result<Finish, StoreError>,
     ) -> Result<(), StoreError> {
+        blocking(|| self.transact_here(mode, f))
+    }
+
+    fn unlock(&self) -> Result<(), StoreError> {
+        self.transact(Mode::Read, &mut |tx| {
+            tx.unlock_secrets()?;
+            Ok(Finish::Commit)
+        })
+    }
+}
+
+/// The synchronous client blocks on a runtime of its own, which panics on an async worker
+/// thread ("Cannot start a runtime from within a runtime"). `serve` calls the store from
+/// blocking threads; anything that calls it from an async task on a multi-threaded runtime
+/// gets the same effect through `block_in_place`.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl PgStore {
+    fn transact_here(
+        &self,
+        mode: Mode,
+        f: &mut dyn FnMut(&mut dyn Tx) -> Result<Finish, StoreError>,
+    ) -> Result<(), StoreError> {
         // A connection found dead (PostgreSQL restarted, the session terminated) fails before
         // anything was committed: the work is run again on a fresh connection. One that fails
         // while committing is not (its outcome is unknown); the caller sees `Unreachable`.
@@ -242,13 +286,6 @@ impl Store for PgStore {
                 other => return other,
             }
         }
-    }
-
-    fn unlock(&self) -> Result<(), StoreError> {
-        self.transact(Mode::Read, &mut |tx| {
-            tx.unlock_secrets()?;
-            Ok(Finish::Commit)
-        })
     }
 }
 

@@ -246,6 +246,10 @@ pub struct PgSchema {
 impl PgSchema {
     /// `None` (and a note on stderr) when `MDMCTL_TEST_POSTGRES_URL` is not set.
     pub fn create() -> Option<Self> {
+        blocking(Self::create_here)
+    }
+
+    fn create_here() -> Option<Self> {
         let Ok(base_url) = std::env::var("MDMCTL_TEST_POSTGRES_URL") else {
             eprintln!("skipping the PostgreSQL run: MDMCTL_TEST_POSTGRES_URL is not set");
             return None;
@@ -271,6 +275,8 @@ impl PgSchema {
         )
     }
 
+    /// A client on this schema (on a multi-threaded runtime's worker, call it in
+    /// `tokio::task::block_in_place`, as the synchronous client needs).
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url(), postgres::NoTls).expect("connect")
     }
@@ -298,9 +304,26 @@ impl PgSchema {
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
+        blocking(|| self.drop_schema());
+    }
+}
+
+impl PgSchema {
+    fn drop_schema(&self) {
         if let Ok(mut c) = postgres::Client::connect(&self.base_url, postgres::NoTls) {
             let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
         }
+    }
+}
+
+/// Run synchronous PostgreSQL client code from a test, async (multi-threaded runtime) or not:
+/// the client blocks on a runtime of its own, which must not nest in a worker's.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

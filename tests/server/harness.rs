@@ -41,10 +41,15 @@ impl Ca {
 
     /// A device identity this CA issued, valid `from..to` days from now.
     pub fn issue(&self, cn: &str, from_days: i64, to_days: i64) -> (X509, PKey<Private>) {
+        let key = pki::generate_rsa(2048).expect("key");
+        (self.issue_for(&key, cn, from_days, to_days), key)
+    }
+
+    /// [`Ca::issue`] for a given key (many devices can share one: their certificates differ).
+    pub fn issue_for(&self, key: &PKey<Private>, cn: &str, from_days: i64, to_days: i64) -> X509 {
         use openssl::asn1::Asn1Time;
         use openssl::hash::MessageDigest;
         use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage};
-        let key = pki::generate_rsa(2048).expect("key");
         let mut n = openssl::x509::X509NameBuilder::new().unwrap();
         n.append_entry_by_text("CN", cn).unwrap();
         let n = n.build();
@@ -55,7 +60,7 @@ impl Ca {
             .unwrap();
         b.set_subject_name(&n).unwrap();
         b.set_issuer_name(self.cert.subject_name()).unwrap();
-        b.set_pubkey(&key).unwrap();
+        b.set_pubkey(key).unwrap();
         b.set_not_before(
             Asn1Time::from_unix(now + from_days * 86_400)
                 .unwrap()
@@ -79,7 +84,7 @@ impl Ca {
         b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
             .unwrap();
         b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        (b.build(), key)
+        b.build()
     }
 }
 
@@ -94,6 +99,8 @@ pub struct Options {
     pub open_enrollment: bool,
     /// `serve --client-ip-header`.
     pub client_ip_header: Option<String>,
+    /// A PostgreSQL store in this schema instead of a SQLite file.
+    pub postgres: Option<crate::common::PgSchema>,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -115,6 +122,7 @@ impl Default for Options {
             renew: None,
             open_enrollment: false,
             client_ip_header: None,
+            postgres: None,
         }
     }
 }
@@ -134,6 +142,8 @@ pub struct Server {
     /// An enrollment secret (`mdmctl enroll-secret create`), for `/enroll?token=`.
     pub enroll_secret: String,
     pub pushes: Arc<PushService>,
+    /// The PostgreSQL schema holding the store, dropped after it.
+    pub postgres: Option<crate::common::PgSchema>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -141,9 +151,13 @@ pub struct Server {
 pub const PASSPHRASE: &str = "server test passphrase";
 
 impl Server {
-    pub async fn start(opts: Options) -> Self {
+    pub async fn start(mut opts: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let location = Location::Sqlite(dir.path().join("mdmctl.db"));
+        let postgres = opts.postgres.take();
+        let location = match &postgres {
+            Some(schema) => Location::parse(&schema.url()),
+            None => Location::Sqlite(dir.path().join("mdmctl.db")),
+        };
         let (store, _) = store::create(
             &location,
             NewKey::Passphrase(Zeroizing::new(PASSPHRASE.into())),
@@ -254,6 +268,7 @@ impl Server {
             old_anchor,
             enroll_secret: secret.to_string(),
             pushes,
+            postgres,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -307,7 +322,31 @@ impl Server {
         days_left: i64,
     ) -> Arc<SimDevice> {
         let (cert, key) = old_ca.issue(&format!("old device {n}"), -30, days_left);
-        let d = SimDevice::new(n, "14.6", mode, self.http(), &self.tls_roots)
+        self.import(n, cert, key, mode, self.http())
+    }
+
+    /// Many migrated devices sharing one key (a load test's fleet, made quickly).
+    pub fn migrated_fleet(&self, n: usize, old_ca: &Ca, mode: IdentityMode) -> Vec<Arc<SimDevice>> {
+        let key = pki::generate_rsa(2048).expect("key");
+        let http = self.http();
+        (0..n)
+            .map(|i| {
+                let cert = old_ca.issue_for(&key, &format!("old device {i}"), -30, 335);
+                self.import(i, cert, key.clone(), mode.clone(), http.clone())
+            })
+            .collect()
+    }
+
+    /// A device the old MDM enrolled with this identity, recorded as an import leaves it.
+    fn import(
+        &self,
+        n: usize,
+        cert: X509,
+        key: PKey<Private>,
+        mode: IdentityMode,
+        http: reqwest::Client,
+    ) -> Arc<SimDevice> {
+        let d = SimDevice::with_key(n, "14.6", mode, http, &self.tls_roots, key.clone())
             .unwrap()
             .with_identity(cert, key, self.endpoint())
             .unwrap();

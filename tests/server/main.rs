@@ -9,6 +9,7 @@ mod hostile;
 mod api;
 mod binary;
 mod checkins;
+mod concurrency;
 mod cutover;
 mod enrollment;
 mod filevault;
