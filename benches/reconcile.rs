@@ -155,7 +155,7 @@ fn run(runtime: &tokio::runtime::Runtime, name: &str, location: Location) {
     let policy = Policy::default();
     // Team membership marked every device; the first pass finds no profile to send.
     runtime
-        .block_on(reconcile::tick(store.clone(), &pushes, &policy, true))
+        .block_on(reconcile::tick(store.clone(), &pushes, &policy))
         .unwrap();
 
     // 1. The reconciler alone: a profile applied, every device's commands queued.
@@ -175,7 +175,7 @@ fn run(runtime: &tokio::runtime::Runtime, name: &str, location: Location) {
     apply(store.as_ref(), "com.example.second");
     let (t0, c0) = (Instant::now(), cpu());
     let s = runtime
-        .block_on(reconcile::tick(store.clone(), &pushes, &policy, true))
+        .block_on(reconcile::tick(store.clone(), &pushes, &policy))
         .unwrap();
     let (wall, cpu_used) = (t0.elapsed(), cpu() - c0);
     assert_eq!((s.installs, s.pushed), (DEVICES, DEVICES));
@@ -188,7 +188,7 @@ fn run(runtime: &tokio::runtime::Runtime, name: &str, location: Location) {
     // 3. A pass with nothing marked.
     let t0 = Instant::now();
     let s = runtime
-        .block_on(reconcile::tick(store.clone(), &pushes, &policy, true))
+        .block_on(reconcile::tick(store.clone(), &pushes, &policy))
         .unwrap();
     assert_eq!(s.devices, 0);
     println!(

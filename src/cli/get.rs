@@ -102,6 +102,10 @@ pub enum GetCommand {
         #[arg(long, value_name = "SERIAL", conflicts_with = "udid")]
         serial: Option<String>,
     },
+    /// The `serve` instances sharing the store (version, last heartbeat, the background jobs
+    /// each runs) and every job's holder and last run.
+    #[command(alias = "status")]
+    Servers,
     /// Profile delivery summed up: how many device profiles are verified, pending, failed.
     ProfileStatus {
         /// Only this team's devices.
@@ -158,6 +162,7 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
         } => profile_status::device_profiles(ctx, &udid),
         GetCommand::Profiles { team, udid: None } => desired::profiles(ctx, team),
         GetCommand::ProfileStatus { team } => profile_status::summary(ctx, team),
+        GetCommand::Servers => servers(ctx),
         GetCommand::DiskEncryptionKey { udid, serial } => {
             disk_encryption_key(ctx, udid.or(serial).unwrap_or_default())
         }
@@ -372,6 +377,83 @@ fn commands(
         &["QUEUED", "CHANNEL", "REQUEST", "STATUS", "UUID", "ERROR"],
         &rows,
     ))
+}
+
+fn servers(ctx: &Ctx) -> anyhow::Result<()> {
+    let view = match ctx.remote()? {
+        Some(api) => api.servers()?,
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| crate::mdm::instances(tx))?
+        }
+    };
+    if ctx.json() {
+        return print_json(&view);
+    }
+    if view.servers.is_empty() {
+        eprintln!("No `mdmctl serve` instance has run on this store (or none is running).");
+    }
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    let mut lines = Vec::new();
+    if !view.servers.is_empty() {
+        let rows: Vec<Vec<String>> = view
+            .servers
+            .iter()
+            .map(|s| {
+                vec![
+                    short(&s.instance.id),
+                    format!("{}:{}", s.instance.hostname, s.instance.pid),
+                    s.instance.version.clone(),
+                    if s.alive {
+                        "up".into()
+                    } else {
+                        "not seen".into()
+                    },
+                    s.instance.seen_at.to_string(),
+                    s.instance.started_at.to_string(),
+                    if s.jobs.is_empty() {
+                        "-".into()
+                    } else {
+                        s.jobs.join(",")
+                    },
+                ]
+            })
+            .collect();
+        lines.extend(table(
+            &[
+                "INSTANCE", "HOST:PID", "VERSION", "STATE", "SEEN", "STARTED", "JOBS",
+            ],
+            &rows,
+        ));
+    }
+    if !view.jobs.is_empty() {
+        if !lines.is_empty() {
+            lines.push(String::new());
+        }
+        let rows: Vec<Vec<String>> = view
+            .jobs
+            .iter()
+            .map(|j| {
+                let run = j.last_run.as_ref();
+                vec![
+                    j.name.clone(),
+                    j.holder.as_deref().map(short).unwrap_or_else(|| "-".into()),
+                    j.lease_expires_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    run.map(|r| r.finished_at.to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    run.map(|r| format!("{}{}", if r.ok { "" } else { "FAILED: " }, r.summary))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        lines.extend(table(
+            &["JOB", "HOLDER", "LEASE UNTIL", "LAST RUN", "OUTCOME"],
+            &rows,
+        ));
+    }
+    print_lines(&lines)
 }
 
 fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {

@@ -113,6 +113,16 @@ pub struct ServeArgs {
     /// Renew migrated devices' identities this many days before they expire (0: never).
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub renew_before_days: u32,
+    /// How long a background job's lease lasts unrenewed (renewed every third of it). With
+    /// several instances on one store, one runs each job; when it dies, another takes the
+    /// job over within this time.
+    #[arg(
+        long,
+        env = "MDMCTL_LEASE_SECONDS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub lease_seconds: u32,
 }
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
@@ -256,6 +266,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.scep_validity_days = args.scep_validity_days;
     config.enroll_anchors = anchors;
     config.organization = args.org.clone();
+    config.lease = std::time::Duration::from_secs(u64::from(args.lease_seconds.max(3)));
     if let Some((certs, key)) = &tls {
         config.profile_signer = Some((certs[0].clone(), key.clone()));
     }
@@ -288,14 +299,17 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%bound, url = %url, tls = acceptor.is_some(), "serving");
         let pushes = Arc::new(PushService::new(store.clone(), apns));
         let state = AppState::new(store, config, pushes);
-        server::serve(
+        let served = server::serve(
             listener,
             acceptor,
-            server::app(state),
+            server::app(state.clone()),
             args.max_connections,
             shutdown_signal(),
         )
-        .await?;
+        .await;
+        // Another instance takes this one's jobs at once, rather than after the lease lapses.
+        server::jobs::stop(&state).await;
+        served?;
         Ok::<_, anyhow::Error>(())
     });
     drop(runtime);

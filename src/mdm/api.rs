@@ -285,6 +285,11 @@ impl ApiClient {
         self.call(req)
     }
 
+    /// The `serve` instances sharing the store and their jobs.
+    pub fn servers(&self) -> Result<super::Instances, ApiClientError> {
+        self.call(self.http.get(format!("{}/servers", self.base)))
+    }
+
     pub fn send_command(&self, req: &CommandRequest) -> Result<Sent, ApiClientError> {
         self.call(self.http.post(format!("{}/commands", self.base)).json(req))
     }

@@ -4,6 +4,9 @@
 //! Must not import the server or the CLI: both call in.
 
 pub mod api;
+mod instances;
+
+pub use instances::{InstanceView, Instances, JobView, instances};
 
 use serde::{Deserialize, Serialize};
 
@@ -433,7 +436,17 @@ pub async fn send(
                 })
             }
         },
-        _ => None,
+        Some(_) => None,
+        None => {
+            // `--no-push`: the devices get it at their next check-in; no `serve` pushes it.
+            let (store, q) = (store.clone(), queued.clone());
+            tokio::task::spawn_blocking(move || {
+                store.write_rows(|tx| tx.clear_push_outbox(&q, Timestamp(i64::MAX)))
+            })
+            .await
+            .map_err(|e| StoreError::Decode(e.to_string()))??;
+            None
+        }
     };
     Ok(Sent {
         command_uuid: command.uuid.clone(),

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::{ApnsClient, ApnsConfig, DeviceToken, PushIdentity, PushOutcome, PushTarget, Pusher};
 use crate::pki;
 use crate::store::{AssetKind, NewActivity, PushCreds, Store, StoreError};
+use crate::timestamp::Timestamp;
 
 /// What a push round did, per outcome.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -128,8 +129,38 @@ impl PushService {
         Ok(client)
     }
 
-    /// Push to these channels and record what APNs answered.
+    /// Push to these channels, record what APNs answered, and take them out of the push
+    /// outbox (those whose push failed for a reason that may pass stay in it, for the `push`
+    /// job to try again later).
     pub async fn push(&self, enrollment_ids: &[String]) -> Result<PushSummary, PushError> {
+        let started = Timestamp::now();
+        let result = self.push_now(enrollment_ids).await;
+        let retry: Vec<String> = match &result {
+            Ok(s) => s.failed.iter().map(|(id, _)| id.clone()).collect(),
+            Err(_) => enrollment_ids.to_vec(),
+        };
+        let again: std::collections::HashSet<&str> = retry.iter().map(String::as_str).collect();
+        let done: Vec<String> = enrollment_ids
+            .iter()
+            .filter(|id| !again.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let store = self.store.clone();
+        let outbox = tokio::task::spawn_blocking(move || {
+            store.write_rows(|tx| -> Result<(), StoreError> {
+                tx.clear_push_outbox(&done, started)?;
+                tx.retry_push_outbox(&retry, Timestamp::now())
+            })
+        })
+        .await;
+        if let Ok(Err(e)) = outbox {
+            // The worst that follows is a second push of the same channels by the `push` job.
+            tracing::debug!(error = %e, "cannot update the push outbox");
+        }
+        result
+    }
+
+    async fn push_now(&self, enrollment_ids: &[String]) -> Result<PushSummary, PushError> {
         let mut summary = PushSummary {
             requested: enrollment_ids.len(),
             ..Default::default()

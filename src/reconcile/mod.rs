@@ -671,14 +671,14 @@ pub fn reconcile_devices(
     Ok((summary, push))
 }
 
-/// One incremental pass: dirty devices and due retries, `policy.batch` devices at a time (each
-/// batch pushed as soon as it is queued) until no device is left marked; FileVault checks due;
-/// with `housekeeping`, also identity renewals and DeviceInformation due.
+/// The `reconcile` job's pass: dirty devices and due retries, `policy.batch` devices at a time
+/// (each batch pushed as soon as it is queued) until no device is left marked, and the
+/// FileVault checks due. With several instances on one store, only the holder of the job's
+/// lease runs it (`server::jobs`).
 pub async fn tick(
     store: Arc<dyn Store>,
     pushes: &PushService,
     policy: &Policy,
-    housekeeping: bool,
 ) -> Result<TickSummary, StoreError> {
     let batch = policy.batch.max(1);
     let mut total = TickSummary::default();
@@ -687,8 +687,6 @@ pub async fn tick(
     for _ in 0..MAX_ROUNDS {
         let work = store.clone();
         let with_retries = first;
-        let renewal = policy.renewal.clone();
-        let facts_interval = policy.facts_interval;
         let (found, summary, push) = tokio::task::spawn_blocking(move || {
             let (ids, dirty) = work.read(|tx| -> Result<(Vec<String>, usize), StoreError> {
                 let mut ids = tx.dirty_devices(batch)?;
@@ -710,17 +708,6 @@ pub async fn tick(
             } else {
                 reconcile_devices(work.as_ref(), &ids)?
             };
-            let daily = with_retries && housekeeping;
-            if let (true, Some(r)) = (daily, &renewal) {
-                let sent = work.write(|tx| renewal::queue_due(tx, r))?;
-                summary.renewals += sent.len();
-                push.extend(sent);
-            }
-            if daily {
-                let asked = work.write(|tx| ask_facts(tx, facts_interval, batch))?;
-                summary.facts += asked.len();
-                push.extend(asked);
-            }
             if with_retries {
                 let due = work.read(|tx| tx.due_disk_encryption_checks(Timestamp::now(), batch))?;
                 if !due.is_empty() {
@@ -739,8 +726,6 @@ pub async fn tick(
         total.removals += summary.removals;
         total.declarations += summary.declarations;
         total.filevault_checks += summary.filevault_checks;
-        total.renewals += summary.renewals;
-        total.facts += summary.facts;
         if !push.is_empty() {
             info!(
                 devices = summary.devices,
@@ -749,12 +734,7 @@ pub async fn tick(
                 declarations = summary.declarations,
                 "profiles queued"
             );
-            match pushes.push(&push).await {
-                Ok(p) => total.pushed += p.requested,
-                Err(e) => {
-                    warn!(error = %e, "push after reconciling failed; devices get their profiles on their next check-in")
-                }
-            }
+            total.pushed += push_queued(pushes, &push, "profiles").await;
         }
         // A full batch of marked devices: more may be waiting.
         if found < batch as usize {
@@ -762,4 +742,59 @@ pub async fn tick(
         }
     }
     Ok(total)
+}
+
+/// The `renewals` job's pass: migrated identities nearing expiry get their renewal (when
+/// `policy.renewal` is set), and are pushed.
+pub async fn renew_due(
+    store: Arc<dyn Store>,
+    pushes: &PushService,
+    policy: &Policy,
+) -> Result<TickSummary, StoreError> {
+    let Some(r) = policy.renewal.clone() else {
+        return Ok(TickSummary::default());
+    };
+    let sent = tokio::task::spawn_blocking(move || store.write(|tx| renewal::queue_due(tx, &r)))
+        .await
+        .map_err(|e| StoreError::Decode(format!("renewal task failed: {e}")))??;
+    let pushed = push_queued(pushes, &sent, "identity renewals").await;
+    Ok(TickSummary {
+        renewals: sent.len(),
+        pushed,
+        ..Default::default()
+    })
+}
+
+/// The `device-facts` job's pass: devices under macOS update enforcement not asked within
+/// `policy.facts_interval` get DeviceInformation, and are pushed.
+pub async fn ask_facts_due(
+    store: Arc<dyn Store>,
+    pushes: &PushService,
+    policy: &Policy,
+) -> Result<TickSummary, StoreError> {
+    let (interval, batch) = (policy.facts_interval, policy.batch.max(1));
+    let asked =
+        tokio::task::spawn_blocking(move || store.write(|tx| ask_facts(tx, interval, batch)))
+            .await
+            .map_err(|e| StoreError::Decode(format!("device facts task failed: {e}")))??;
+    let pushed = push_queued(pushes, &asked, "DeviceInformation").await;
+    Ok(TickSummary {
+        facts: asked.len(),
+        pushed,
+        ..Default::default()
+    })
+}
+
+/// Push the channels a pass queued commands for; how many pushes were requested.
+async fn push_queued(pushes: &PushService, channels: &[String], what: &str) -> usize {
+    if channels.is_empty() {
+        return 0;
+    }
+    match pushes.push(channels).await {
+        Ok(p) => p.requested,
+        Err(e) => {
+            warn!(error = %e, what, "push after queueing failed; devices get their commands on their next check-in");
+            0
+        }
+    }
 }

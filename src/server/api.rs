@@ -5,7 +5,7 @@
 //!
 //! | endpoint | observer | gitops | maintainer | admin |
 //! |---|---|---|---|---|
-//! | read devices, commands, profiles, status, activities | yes | | yes | yes |
+//! | read devices, commands, profiles, status, activities, server instances | yes | | yes | yes |
 //! | push credentials (`?secrets=true`), FileVault keys (audited) | | | yes | yes |
 //! | commands, pushes, transfers | | | yes | yes |
 //! | apply (and its dry run) | | yes | yes | yes |
@@ -51,6 +51,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/scep/challenges", post(challenge))
         .route("/apply", post(apply))
         .route("/activities", get(activities))
+        .route("/servers", get(servers))
 }
 
 /// An API error: status, message, hint.
@@ -386,6 +387,14 @@ async fn profile_status(
             "list teams with `mdmctl get teams`",
         )
     })
+}
+
+/// The instances sharing the store and their jobs (`mdmctl get servers --server`).
+async fn servers(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.may(READERS, "read the server instances")?;
+    let store = st.store.clone();
+    let out = blocking(move || store.read(|tx| crate::mdm::instances(tx))).await?;
+    Ok(Json(out).into_response())
 }
 
 /// Build the command a request describes (named, or a raw plist).

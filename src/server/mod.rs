@@ -15,6 +15,7 @@ mod commands;
 mod ddm;
 mod device;
 mod enroll;
+pub mod jobs;
 mod limit;
 mod listen;
 mod scep;
@@ -89,6 +90,9 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Profile delivery: how often to reconcile, retry backoff.
     pub reconcile: crate::reconcile::Policy,
+    /// How long a background job's lease lasts unrenewed: when an instance dies, another takes
+    /// its jobs over within this time (`--lease-seconds`).
+    pub lease: Duration,
 }
 
 impl ServeConfig {
@@ -110,6 +114,7 @@ impl ServeConfig {
             max_body: 8 * 1024 * 1024,
             body_timeout: Duration::from_secs(20),
             reconcile: crate::reconcile::Policy::default(),
+            lease: jobs::DEFAULT_LEASE,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct AppState {
     pub config: ServeConfig,
     pub trust: Trust,
     pub pushes: Arc<PushService>,
+    /// This process among the instances sharing the store, and the job leases it holds.
+    pub instance: jobs::Instance,
     /// Requests to `/enroll` and `/scep` per client address.
     enroll_limit: limit::RateLimit,
     /// When this process last wrote each channel's `last_seen_at` (Unix seconds): Idle
@@ -133,6 +140,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServeConfig, pushes: Arc<PushService>) -> Arc<Self> {
         Arc::new(Self {
             store,
+            instance: jobs::Instance::new(&config.url, config.lease),
             enroll_limit: limit::RateLimit::new(config.enroll_rate_per_minute),
             config,
             trust: Trust::new(),
@@ -242,11 +250,11 @@ impl IntoResponse for Reply {
     }
 }
 
-/// The HTTP application. Inside a Tokio runtime, it also starts the profile reconciler, which
-/// runs as long as the application does.
+/// The HTTP application. Inside a Tokio runtime, it also starts the background jobs (the
+/// reconciler among them, see [`jobs`]), which run as long as the application does.
 pub fn app(state: Arc<AppState>) -> Router {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(reconcile_loop(Arc::downgrade(&state)));
+        jobs::start(&state, &runtime);
     }
     let mut router = Router::new();
     for path in &state.config.mdm_paths {
@@ -282,52 +290,6 @@ pub fn app(state: Arc<AppState>) -> Router {
             ),
         )
         .with_state(state)
-}
-
-/// Every `interval`: reconcile the devices marked dirty (by an apply here or in another process,
-/// a team transfer, an enrollment, a first contact) and those with a retry due, then push them.
-async fn reconcile_loop(state: std::sync::Weak<AppState>) {
-    let mut last_housekeeping: Option<std::time::Instant> = None;
-    loop {
-        let Some(interval) = state.upgrade().map(|s| s.config.reconcile.interval) else {
-            return;
-        };
-        tokio::time::sleep(interval).await;
-        let Some(st) = state.upgrade() else {
-            return;
-        };
-        let housekeeping =
-            last_housekeeping.is_none_or(|t| t.elapsed() >= st.config.reconcile.housekeeping);
-        if housekeeping {
-            last_housekeeping = Some(std::time::Instant::now());
-        }
-        if let Err(e) = crate::reconcile::tick(
-            st.store.clone(),
-            &st.pushes,
-            &st.config.reconcile,
-            housekeeping,
-        )
-        .await
-        {
-            tracing::error!(error = %e, "reconciling profiles failed; retrying");
-        }
-        if housekeeping {
-            // One-time challenges nobody used, and used ones past their time: what they issued
-            // is kept in `scep_issued`.
-            let store = st.store.clone();
-            let pruned = tokio::task::spawn_blocking(move || {
-                store.write(|tx| tx.prune_scep_challenges(crate::timestamp::Timestamp::now()))
-            })
-            .await;
-            match pruned {
-                Ok(Ok(n)) if n > 0 => {
-                    tracing::debug!(pruned = n, "expired SCEP challenges deleted")
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune expired SCEP challenges"),
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Read a request body into memory, at most `limit` bytes, within `timeout`: 413 past the

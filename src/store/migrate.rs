@@ -18,7 +18,7 @@ pub(crate) struct Migration {
 pub(crate) type Notice = fn(&mut dyn Conn) -> Result<Option<String>, StoreError>;
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 10;
+pub const LATEST_SCHEMA_VERSION: i64 = 11;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -80,6 +80,12 @@ const SQLITE: &[Migration] = &[
         name: "security",
         sql: include_str!("migrations/sqlite/0010_security.sql"),
         notice: Some(tokens_became_admin),
+    },
+    Migration {
+        version: 11,
+        name: "instances",
+        sql: include_str!("migrations/sqlite/0011_instances.sql"),
+        notice: None,
     },
 ];
 
@@ -143,6 +149,12 @@ const POSTGRES: &[Migration] = &[
         name: "security",
         sql: include_str!("migrations/postgres/0010_security.sql"),
         notice: Some(tokens_became_admin),
+    },
+    Migration {
+        version: 11,
+        name: "instances",
+        sql: include_str!("migrations/postgres/0011_instances.sql"),
+        notice: None,
     },
 ];
 

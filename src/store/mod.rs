@@ -21,6 +21,7 @@ mod disk_encryption;
 mod enrollment;
 mod imports;
 mod keys;
+mod leases;
 mod location;
 mod meta;
 mod migrate;
@@ -45,6 +46,7 @@ pub use devices::{
 pub use disk_encryption::{DiskEncryption, DiskEncryptionState, FdeState};
 pub use enrollment::{EnrollSecret, EnrollmentTrust, Issued, IssuedHow};
 pub use imports::{ImportState, Imports};
+pub use leases::{JobRun, Lease, Leases, ServerInstance};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -179,6 +181,7 @@ pub trait Tx:
     + Declarations
     + Renewals
     + EnrollmentTrust
+    + Leases
 {
 }
 impl<
@@ -194,7 +197,8 @@ impl<
         + DiskEncryptionState
         + Declarations
         + Renewals
-        + EnrollmentTrust,
+        + EnrollmentTrust
+        + Leases,
 > Tx for T
 {
 }

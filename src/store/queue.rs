@@ -158,6 +158,23 @@ pub trait CommandQueue {
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
     /// Drop an enrollment's open entries (on re-enrollment); returns how many.
     fn clear_queue(&mut self, enrollment_id: &str) -> Result<u64, StoreError>;
+    /// The channels [`enqueue`](Self::enqueue) put in the push outbox before `before` and
+    /// nobody has pushed since (their queuer died before pushing), oldest first.
+    fn push_outbox_due(&mut self, before: Timestamp, limit: u32)
+    -> Result<Vec<String>, StoreError>;
+    /// Take channels out of the push outbox (pushed, or not pushable), those put in at or
+    /// before `upto` (a command queued since still needs its push).
+    fn clear_push_outbox(
+        &mut self,
+        enrollment_ids: &[String],
+        upto: Timestamp,
+    ) -> Result<u64, StoreError>;
+    /// Try these channels again later: their push failed for a reason that may pass.
+    fn retry_push_outbox(
+        &mut self,
+        enrollment_ids: &[String],
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
 }
 
 const ENTRY_COLUMNS: &str = "q.enrollment_id, q.command_uuid, c.request_type, q.status, q.created_at, q.sent_at, q.result_at, q.not_now_count, q.error_chain";
@@ -201,6 +218,16 @@ impl CommandQueue for SqlTx<'_> {
             for r in self.conn.query(&sql, &params)? {
                 queued.push(r.text(0)?);
             }
+            // In the same transaction: the channel waits in the outbox until pushed, so a push
+            // lost to a crash after the commit is still sent (by the `push` job).
+            let sql = format!(
+                "INSERT INTO push_outbox (enrollment_id, queued_at) \
+                 SELECT e.id, ? FROM enrollments e WHERE e.id IN ({marks}) \
+                 ON CONFLICT (enrollment_id) DO NOTHING"
+            );
+            let mut params: Vec<Val<'_>> = vec![now.into()];
+            params.extend(chunk.iter().map(|id| Val::Text(id)));
+            self.conn.execute(&sql, &params)?;
         }
         Ok(queued)
     }
@@ -229,6 +256,11 @@ impl CommandQueue for SqlTx<'_> {
                 &[Timestamp::now().into(), id.into()],
             )?;
             if taken == 1 {
+                // The device is here for its commands: no push needed any more.
+                self.conn.execute(
+                    "DELETE FROM push_outbox WHERE enrollment_id = ?",
+                    &[enrollment_id.into()],
+                )?;
                 let plist = self.open(PAYLOAD, &r.opt_blob(3)?.unwrap_or_default())?;
                 return Ok(Some(QueuedCommand {
                     uuid: r.text(1)?,
@@ -343,5 +375,59 @@ impl CommandQueue for SqlTx<'_> {
             "DELETE FROM command_queue WHERE enrollment_id = ? AND status IN ('pending', 'sent', 'notnow')",
             &[enrollment_id.into()],
         )
+    }
+
+    fn push_outbox_due(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .query(
+                &format!(
+                    "SELECT enrollment_id FROM push_outbox WHERE queued_at < ? ORDER BY queued_at LIMIT {limit}"
+                ),
+                &[before.into()],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    }
+
+    fn clear_push_outbox(
+        &mut self,
+        enrollment_ids: &[String],
+        upto: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for chunk in enrollment_ids.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut params: Vec<Val<'_>> = vec![upto.into()];
+            params.extend(chunk.iter().map(|id| Val::Text(id)));
+            n += self.conn.execute(
+                &format!(
+                    "DELETE FROM push_outbox WHERE queued_at <= ? AND enrollment_id IN ({marks})"
+                ),
+                &params,
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn retry_push_outbox(
+        &mut self,
+        enrollment_ids: &[String],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        for chunk in enrollment_ids.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut params: Vec<Val<'_>> = vec![at.into()];
+            params.extend(chunk.iter().map(|id| Val::Text(id)));
+            self.conn.execute(
+                &format!("UPDATE push_outbox SET queued_at = ? WHERE enrollment_id IN ({marks})"),
+                &params,
+            )?;
+        }
+        Ok(())
     }
 }

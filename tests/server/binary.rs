@@ -64,6 +64,24 @@ impl Serve {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGKILL: the process dies at once (a crash, an OOM kill); its log so far.
+    pub(crate) fn kill(mut self) -> (i32, String) {
+        let _ = self.child.kill();
+        let code = self.child.wait().unwrap().code().unwrap_or(-9);
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.stderr.lock().unwrap().clone();
+        (code, log)
+    }
+
     pub(crate) fn term(mut self) -> (i32, String) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -13,6 +13,7 @@ mod concurrency;
 mod cutover;
 mod enrollment;
 mod filevault;
+mod instances;
 mod migration;
 mod queue;
 mod reconcile;

@@ -29,7 +29,7 @@ pub(crate) fn apply(store: &dyn Store, dir: &Path, yaml: &str, profiles: &[&str]
     gitops::run(store, loaded, false, "test").unwrap();
 }
 
-fn global(ids: &[&str]) -> String {
+pub(crate) fn global(ids: &[&str]) -> String {
     let list: Vec<String> = ids
         .iter()
         .map(|id| format!("        - path: profiles/{id}.mobileconfig\n"))

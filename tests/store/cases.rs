@@ -1922,3 +1922,100 @@ pub fn devices_under_update_enforcement_are_asked_for_facts_daily(s: &TestStore)
     assert!(due(s, 49).is_empty());
     assert_eq!(due(s, 50).len(), 2);
 }
+
+// See: issue 12 §2: one instance at a time holds a job's lease; it lapses and is taken over.
+pub fn job_leases_have_one_holder_and_lapse(s: &TestStore) {
+    use mdmctl::store::{JobRun, ServerInstance};
+    // Free: taken. Held: renewed by its holder, refused to anyone else.
+    assert!(w(s, |tx| tx.take_lease("reconcile", "A", 30)));
+    assert!(w(s, |tx| tx.take_lease("reconcile", "A", 30)));
+    assert!(!w(s, |tx| tx.take_lease("reconcile", "B", 30)));
+    assert!(
+        w(s, |tx| tx.take_lease("renewals", "B", 30)),
+        "leases are per job"
+    );
+    let leases = r(s, |tx| tx.leases());
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.name.as_str(), l.owner.as_str()))
+            .collect::<Vec<_>>(),
+        [("reconcile", "A"), ("renewals", "B")]
+    );
+    // Lapsed (its holder stopped renewing): the next instance takes it.
+    s.raw_execute("UPDATE leases SET expires_at = expires_at - 3600 WHERE name = 'reconcile'")
+        .unwrap();
+    assert!(w(s, |tx| tx.take_lease("reconcile", "B", 30)));
+    assert!(!w(s, |tx| tx.take_lease("reconcile", "A", 30)), "A lost it");
+    let l = r(s, |tx| tx.leases()).remove(0);
+    assert_eq!(l.owner, "B");
+    assert!(l.acquired_at == l.renewed_at && l.expires_at.0 >= l.renewed_at.0 + 30);
+    // Released on shutdown: free for anyone at once; releasing another's lease does nothing.
+    w(s, |tx| tx.release_lease("reconcile", "A"));
+    assert!(!w(s, |tx| tx.take_lease("reconcile", "C", 30)));
+    w(s, |tx| tx.release_lease("reconcile", "B"));
+    assert!(w(s, |tx| tx.take_lease("reconcile", "C", 30)));
+
+    // Many instances racing for one free lease, each on its own connection: one wins.
+    let winners = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let store = Arc::clone(&s.store);
+            let winners = &winners;
+            scope.spawn(move || {
+                let mine = store
+                    .write_rows(|tx| tx.take_lease("race", &format!("I-{i}"), 30))
+                    .expect("take_lease");
+                if mine {
+                    winners.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(winners.into_inner(), 1);
+
+    // Heartbeats and job runs.
+    let me = ServerInstance {
+        id: "A".into(),
+        hostname: "host-a".into(),
+        pid: 42,
+        version: "0.1.0".into(),
+        url: "https://mdm.example.com".into(),
+        lease_seconds: 30,
+        started_at: Timestamp(1_000),
+        seen_at: Timestamp(1_000),
+    };
+    w(s, |tx| tx.heartbeat(&me));
+    w(s, |tx| tx.heartbeat(&me));
+    let servers = r(s, |tx| tx.servers());
+    assert_eq!(servers.len(), 1);
+    assert!(servers[0].seen_at.0 >= Timestamp::now().0 - 5, "seen now");
+    let run = JobRun {
+        name: "reconcile".into(),
+        owner: "A".into(),
+        started_at: Timestamp(2_000),
+        finished_at: Timestamp(2_001),
+        ok: false,
+        summary: "the database cannot be reached".into(),
+    };
+    w(s, |tx| tx.record_job_run(&run));
+    let again = JobRun {
+        ok: true,
+        summary: "3 device(s)".into(),
+        ..run
+    };
+    w(s, |tx| tx.record_job_run(&again));
+    assert_eq!(r(s, |tx| tx.job_runs()), [again]);
+    let view = r(s, |tx| mdmctl::mdm::instances(tx));
+    assert_eq!(view.servers.len(), 1);
+    assert!(view.servers[0].alive);
+    assert!(
+        view.jobs
+            .iter()
+            .any(|j| j.name == "reconcile" && j.holder.as_deref() == Some("C"))
+    );
+    // Gone for good: forgotten by housekeeping; on shutdown by its own id.
+    assert_eq!(w(s, |tx| tx.forget_servers(None, Timestamp(0))), 0);
+    assert_eq!(w(s, |tx| tx.forget_servers(Some("A"), Timestamp(0))), 1);
+    assert!(r(s, |tx| tx.servers()).is_empty());
+}

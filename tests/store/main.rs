@@ -146,4 +146,5 @@ conformance!(
     reconcile_reads_many_devices_at_once,
     identity_renewals_come_due_once_per_identity,
     devices_under_update_enforcement_are_asked_for_facts_daily,
+    job_leases_have_one_holder_and_lapse,
 );
