@@ -11,6 +11,9 @@
 //! - [`secrets`]: the master key and encryption of secrets at rest.
 //! - [`pki`]: keys, certificates, CSRs and CMS, on OpenSSL.
 //! - [`reconcile`]: profile delivery: desired profiles to InstallProfile/RemoveProfile, verified.
+//! - [`server`]: `serve`: the MDM endpoints, SCEP, the admin API, and the background jobs
+//!   (one instance runs each when several share a store).
+//! - [`metrics`]: the Prometheus figures `serve` exposes on `/metrics`.
 //! - [`error`]: how failures reach the user (message, hint, exit code).
 //!
 //! Arrows point down: `cli` uses everything, `assets` uses `store` and `pki`, `store` uses
@@ -26,6 +29,7 @@ pub mod gitops;
 pub mod import;
 pub mod input;
 pub mod mdm;
+pub mod metrics;
 pub mod pki;
 pub mod push;
 pub mod reconcile;

@@ -123,6 +123,11 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub lease_seconds: u32,
+    /// Also serve `/metrics`, `/livez` and `/readyz` on this address, plain HTTP and without
+    /// a token (for a local Prometheus or a private network). Without it, `/metrics` on the
+    /// main address needs an API token.
+    #[arg(long, env = "MDMCTL_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
@@ -269,6 +274,9 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.lease = std::time::Duration::from_secs(u64::from(args.lease_seconds.max(3)));
     if let Some((certs, key)) = &tls {
         config.profile_signer = Some((certs[0].clone(), key.clone()));
+        config.tls_not_after = crate::pki::CertInfo::of(&certs[0])
+            .ok()
+            .map(|i| i.not_after);
     }
     let mut apns = if apns_roots.is_empty() {
         ApnsConfig::production()
@@ -299,6 +307,19 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%bound, url = %url, tls = acceptor.is_some(), "serving");
         let pushes = Arc::new(PushService::new(store.clone(), apns));
         let state = AppState::new(store, config, pushes);
+        if let Some(addr) = &args.metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                UserError::new(format!("cannot listen on `{addr}` for metrics: {e}"))
+                    .with_hint("pick a free address with `--metrics-listen`")
+            })?;
+            tracing::info!(addr = %metrics.local_addr()?, "serving /metrics, /livez and /readyz");
+            let app = server::metrics_app(state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(metrics, app).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+        }
         let served = server::serve(
             listener,
             acceptor,

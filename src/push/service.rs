@@ -181,6 +181,7 @@ impl PushService {
             .filter(|id| !pushable.contains(id.as_str()))
             .cloned()
             .collect();
+        crate::metrics::push("not_pushable", summary.not_pushable.len() as u64);
         if creds.is_empty() {
             return Ok(summary);
         }
@@ -202,6 +203,7 @@ impl PushService {
                     .push((c.enrollment_id.clone(), e.to_string())),
             }
         }
+        crate::metrics::push("wrong_topic", summary.wrong_topic.len() as u64);
         if !summary.wrong_topic.is_empty() {
             warn!(count = summary.wrong_topic.len(), topic = %pusher.topic(), "channels on another topic than the push certificate's were not pushed");
         }
@@ -209,6 +211,7 @@ impl PushService {
         let mut unregistered = Vec::new();
         let mut bad = Vec::new();
         for (c, outcome) in sent.iter().zip(outcomes) {
+            crate::metrics::push(metric_label(&outcome), 1);
             match outcome {
                 PushOutcome::Delivered { .. } => summary.delivered += 1,
                 PushOutcome::Unregistered { .. } => unregistered.push(c.enrollment_id.clone()),
@@ -262,5 +265,16 @@ impl PushService {
         summary.unregistered = unregistered;
         summary.bad_token = bad.into_iter().map(|(id, _)| id).collect();
         Ok(summary)
+    }
+}
+
+/// How a push's outcome is counted in `/metrics`: `delivered`, or APNs's reason.
+fn metric_label(o: &PushOutcome) -> &str {
+    match o {
+        PushOutcome::Delivered { .. } => "delivered",
+        PushOutcome::Unregistered { .. } => "Unregistered",
+        PushOutcome::BadToken { reason } | PushOutcome::Rejected { reason, .. } => reason,
+        PushOutcome::CertificateRefused { .. } => "certificate_refused",
+        PushOutcome::Failed { .. } => "network",
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | endpoint | observer | gitops | maintainer | admin |
 //! |---|---|---|---|---|
-//! | read devices, commands, profiles, status, activities, server instances | yes | | yes | yes |
+//! | read devices, commands, profiles, status, activities, server instances, `/metrics` | yes | | yes | yes |
 //! | push credentials (`?secrets=true`), FileVault keys (audited) | | | yes | yes |
 //! | commands, pushes, transfers | | | yes | yes |
 //! | apply (and its dry run) | | yes | yes | yes |
@@ -387,6 +387,16 @@ async fn profile_status(
             "list teams with `mdmctl get teams`",
         )
     })
+}
+
+/// `/metrics` (mounted at the root, beside the API): any reader's token for the whole fleet.
+pub(crate) async fn metrics(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.may(READERS, "read metrics")?;
+    caller.whole_fleet("read metrics")?;
+    Ok(super::metrics_text(&st).await)
 }
 
 /// The instances sharing the store and their jobs (`mdmctl get servers --server`).

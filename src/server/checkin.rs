@@ -23,6 +23,7 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "refused a check-in that does not parse");
+            crate::metrics::request(false, "unparsed", crate::metrics::Outcome::Refused);
             return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
@@ -54,6 +55,18 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
 }
 
 fn finish(
+    st: &AppState,
+    channel: &checkin::ChannelId,
+    msg: &Checkin,
+    name: &str,
+    result: Result<Reply, StoreError>,
+) -> Reply {
+    let reply = finish_reply(st, channel, msg, name, result);
+    crate::metrics::request(false, name, super::device::outcome(&reply));
+    reply
+}
+
+fn finish_reply(
     st: &AppState,
     channel: &checkin::ChannelId,
     msg: &Checkin,

@@ -18,9 +18,16 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "refused a command report that does not parse");
+            crate::metrics::request(true, "unparsed", crate::metrics::Outcome::Refused);
             return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    let reply = respond(st, v, body, &report);
+    crate::metrics::request(true, report.status.as_str(), super::device::outcome(&reply));
+    reply
+}
+
+fn respond(st: &AppState, v: &Verified, body: &[u8], report: &Report) -> Reply {
     let channel = match report.sender.channel() {
         Ok(c) => c,
         Err(e) => return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string()),
@@ -58,7 +65,7 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         let (include_not_now, recorded) = match &report.status {
             Status::Idle => (true, None),
             _ => {
-                let r = store_result(tx, &st.config.reconcile, &channel.id, &channel.device_id, &report, body)?;
+                let r = store_result(tx, &st.config.reconcile, &channel.id, &channel.device_id, report, body)?;
                 (false, r)
             }
         };
@@ -76,10 +83,21 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
             // Logged once, after the commit (a transaction run again logs nothing twice).
             if let (Some(request), Some(uuid)) = (recorded, report.command_uuid.as_deref()) {
                 info!(channel = %channel.id, command = uuid, %request, status = report.status.as_str(), "command result");
+                crate::metrics::command_result(queue_status(&report.status).as_str());
             }
             reply
         }
         Err(e) => store_failure(e),
+    }
+}
+
+/// How a report's status is kept (an unknown one as an error).
+fn queue_status(status: &Status) -> QueueStatus {
+    match status {
+        Status::Acknowledged => QueueStatus::Acknowledged,
+        Status::CommandFormatError => QueueStatus::FormatError,
+        Status::NotNow => QueueStatus::NotNow,
+        Status::Error | Status::Idle | Status::Other(_) => QueueStatus::Error,
     }
 }
 
@@ -95,17 +113,13 @@ fn store_result(
     let Some(uuid) = report.command_uuid.as_deref() else {
         return Ok(None);
     };
-    let status = match &report.status {
-        Status::Acknowledged => QueueStatus::Acknowledged,
-        Status::Error => QueueStatus::Error,
-        Status::CommandFormatError => QueueStatus::FormatError,
-        Status::NotNow => QueueStatus::NotNow,
-        Status::Idle => return Ok(None),
-        Status::Other(s) => {
-            warn!(channel, status = %s, "unknown command status; recorded as an error");
-            QueueStatus::Error
-        }
-    };
+    if report.status == Status::Idle {
+        return Ok(None);
+    }
+    if let Status::Other(s) = &report.status {
+        warn!(channel, status = %s, "unknown command status; recorded as an error");
+    }
+    let status = queue_status(&report.status);
     let chain = (!report.error_chain.is_empty())
         .then(|| serde_json::to_value(&report.error_chain).unwrap_or_default());
     let request_type = match tx.record_result(channel, uuid, status, body, chain.as_ref())? {

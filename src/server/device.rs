@@ -48,13 +48,17 @@ fn refusal(e: VerifyError) -> Reply {
         VerifyError::Identity(e) => {
             // A body that does not match its signature, or a malformed one, is a bad request;
             // a certificate we do not accept is forbidden.
-            let status = match e {
-                IdentityError::SignatureMismatch
-                | IdentityError::BadSignatureEncoding(_)
-                | IdentityError::BadHeader(_)
-                | IdentityError::Missing => StatusCode::BAD_REQUEST,
-                _ => StatusCode::FORBIDDEN,
+            let (status, reason) = match e {
+                IdentityError::SignatureMismatch => (StatusCode::BAD_REQUEST, "signature_mismatch"),
+                IdentityError::BadSignatureEncoding(_) => {
+                    (StatusCode::BAD_REQUEST, "bad_signature_encoding")
+                }
+                IdentityError::BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_certificate_header"),
+                IdentityError::Missing => (StatusCode::BAD_REQUEST, "no_identity"),
+                IdentityError::Untrusted { .. } => (StatusCode::FORBIDDEN, "untrusted"),
+                IdentityError::OpenSsl(_) => (StatusCode::FORBIDDEN, "crypto_error"),
             };
+            crate::metrics::refused(reason);
             warn!(reason = %e, %status, "refused a request: identity not accepted");
             Reply::Refuse(status, e.to_string())
         }
@@ -67,6 +71,7 @@ pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
         Ok(c) => c,
         Err(e) => {
             warn!(reason = %e, "refused a request: no usable identity");
+            crate::metrics::refused("no_identity");
             return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
@@ -124,6 +129,17 @@ pub(crate) fn store_failure(e: StoreError) -> Reply {
     }
 }
 
+/// How a reply counts in `/metrics`.
+pub(crate) fn outcome(reply: &Reply) -> crate::metrics::Outcome {
+    use crate::metrics::Outcome;
+    match reply {
+        Reply::Empty | Reply::Plist(_) | Reply::Json(_) => Outcome::Ok,
+        Reply::Unavailable { .. } => Outcome::Unavailable,
+        Reply::Refuse(s, _) if s.is_server_error() => Outcome::Error,
+        Reply::Refuse(..) => Outcome::Refused,
+    }
+}
+
 /// What a 503 asks a device to wait, in seconds.
 pub(crate) const RETRY_AFTER_SECONDS: u32 = 30;
 
@@ -156,6 +172,7 @@ pub(crate) fn authorize(
 ) -> Result<Result<Authorized, Reply>, StoreError> {
     let Some(auth) = tx.device_auth(&channel.device_id, Some(&channel.id))? else {
         warn!(device = %channel.device_id, "refused: unknown device (neither enrolled here nor imported)");
+        crate::metrics::refused("unknown_device");
         return Ok(Err(Reply::Refuse(
             StatusCode::FORBIDDEN,
             "unknown device".into(),
@@ -181,6 +198,7 @@ pub(crate) fn authorize(
                 recorded = %&h[..h.len().min(16)],
                 "refused: the identity certificate is not the one recorded for this device"
             );
+            crate::metrics::refused("identity_mismatch");
             return Ok(Err(Reply::Refuse(
                 StatusCode::FORBIDDEN,
                 "identity mismatch".into(),
@@ -192,6 +210,7 @@ pub(crate) fn authorize(
                     device = %channel.device_id,
                     "refused: no identity recorded for this device (import its certificate hash, or run with --allow-retro-association)"
                 );
+                crate::metrics::refused("no_recorded_identity");
                 return Ok(Err(Reply::Refuse(
                     StatusCode::FORBIDDEN,
                     "no recorded identity".into(),
@@ -199,6 +218,7 @@ pub(crate) fn authorize(
             }
             if let Some(other) = tx.device_by_identity(&v.sha256)? {
                 warn!(device = %channel.device_id, other = %other, "refused: the certificate is bound to another device");
+                crate::metrics::refused("bound_to_another_device");
                 return Ok(Err(Reply::Refuse(
                     StatusCode::FORBIDDEN,
                     "certificate bound to another device".into(),

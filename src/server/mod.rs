@@ -90,6 +90,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Profile delivery: how often to reconcile, retry backoff.
     pub reconcile: crate::reconcile::Policy,
+    /// When the TLS certificate `serve` presents expires (for `/metrics`).
+    pub tls_not_after: Option<crate::timestamp::Timestamp>,
     /// How long a background job's lease lasts unrenewed: when an instance dies, another takes
     /// its jobs over within this time (`--lease-seconds`).
     pub lease: Duration,
@@ -115,6 +117,7 @@ impl ServeConfig {
             body_timeout: Duration::from_secs(20),
             reconcile: crate::reconcile::Policy::default(),
             lease: jobs::DEFAULT_LEASE,
+            tls_not_after: None,
         }
     }
 }
@@ -273,7 +276,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     router
         .route("/enroll", get(enroll::profile))
         .route("/", get(enroll::landing))
-        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(readyz))
+        .route("/metrics", get(api::metrics))
         .nest("/api/v1", api::router())
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -318,16 +324,65 @@ pub(crate) async fn read_body(
     }
 }
 
-async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+/// `/livez`: the process answers (no store access: a database outage must not get every
+/// instance restarted).
+async fn livez() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// `/readyz` (and `/healthz`): the store answers a `SELECT 1`; 503 otherwise, so a load
+/// balancer sends devices to an instance that can serve them.
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     let store = st.store.clone();
-    let ok = tokio::task::spawn_blocking(move || store.read(|tx| tx.count_devices()).is_ok())
+    let ok = tokio::task::spawn_blocking(move || store.read(|tx| tx.ping()))
         .await
+        .map(|r| r.is_ok())
         .unwrap_or(false);
     if ok {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
     }
+}
+
+/// The Prometheus text exposition: this process's counters and the store's gauges (with
+/// `mdmctl_store_up 0` and no gauges when the store does not answer).
+pub(crate) async fn metrics_text(st: &Arc<AppState>) -> Response {
+    let store = st.store.clone();
+    let tls = st.config.tls_not_after;
+    let snapshot =
+        tokio::task::spawn_blocking(move || store.read(|tx| crate::metrics::snapshot(tx, tls)))
+            .await;
+    let snapshot = match snapshot {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: the store did not answer");
+            crate::metrics::Snapshot::default()
+        }
+        Err(_) => crate::metrics::Snapshot::default(),
+    };
+    let text = crate::metrics::render(&snapshot, crate::timestamp::Timestamp::now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// What `serve --metrics-listen ADDR` serves on its own address, without a token:
+/// `/metrics`, `/livez`, `/readyz`. For a local or private address only.
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(st): State<Arc<AppState>>| async move { metrics_text(&st).await }),
+        )
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 /// The request as the MDM handlers see it.

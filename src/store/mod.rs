@@ -32,6 +32,7 @@ mod queue;
 mod renewals;
 mod sql;
 mod sqlite;
+mod stats;
 mod tokens;
 mod tx;
 
@@ -54,6 +55,7 @@ pub(crate) use postgres::describe as postgres_error_text;
 pub use profiles::{DeviceProfile, ProfileState, ProfileStatus, ProfileStatusCounts};
 pub use queue::{CommandQueue, NewCommand, QueueEntry, QueueStatus, QueuedCommand, Recorded};
 pub use renewals::{Renewal, RenewalState, Renewals};
+pub use stats::{FleetCounts, Stats};
 pub use tokens::{ApiToken, ChallengePurpose, ChallengeScope, Role, Tokens};
 
 use std::sync::Arc;
@@ -182,6 +184,7 @@ pub trait Tx:
     + Renewals
     + EnrollmentTrust
     + Leases
+    + Stats
 {
 }
 impl<
@@ -198,7 +201,8 @@ impl<
         + Declarations
         + Renewals
         + EnrollmentTrust
-        + Leases,
+        + Leases
+        + Stats,
 > Tx for T
 {
 }

@@ -346,3 +346,39 @@ fn secrets_in_query_strings_are_never_logged() {
     assert!(!log.contains("QUERYTOKEN"), "{log}");
     assert!(!log.contains("QUERYSECRET"), "{log}");
 }
+
+/// `serve --metrics-listen`: `/metrics`, `/livez` and `/readyz` on their own address, without
+/// a token; the main address still wants one for `/metrics`.
+#[test]
+fn metrics_listen_serves_metrics_without_a_token() {
+    let t = TestContext::new();
+    store_with_assets(&t);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let serve = Serve::start(&t, &["--metrics-listen", &addr]);
+    let get = |url: String| reqwest::blocking::get(url).unwrap();
+    let mut metrics = None;
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::blocking::get(format!("http://{addr}/metrics")) {
+            metrics = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = metrics.expect("the metrics address answers");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().unwrap();
+    assert!(text.contains("mdmctl_store_up 1"), "{text}");
+    assert!(
+        text.contains(r#"mdmctl_certificate_expiry_days{certificate="apns"}"#),
+        "{text}"
+    );
+    assert_eq!(get(format!("http://{addr}/readyz")).status(), 200);
+    assert_eq!(get(format!("http://{addr}/livez")).status(), 200);
+    assert_eq!(get(format!("{}/metrics", serve.url)).status(), 401);
+    let (code, log) = serve.term();
+    assert_eq!(code, 0, "{log}");
+}

@@ -323,10 +323,15 @@ async fn serve_rides_out_terminated_sessions_and_a_database_outage() {
         "answered in {:?}",
         started.elapsed()
     );
+    // The probes: alive, not ready (a load balancer stops sending devices here).
+    let probe = |path: &str| s.http().get(format!("{}{path}", s.url)).send();
+    assert_eq!(probe("/livez").await.unwrap().status(), 200);
+    assert_eq!(probe("/readyz").await.unwrap().status(), 503);
 
     // 3. Back: the device's next session works, without restarting serve.
     relay.restore();
     assert_eq!(mac.session().await.unwrap(), 200, "after the outage");
+    assert_eq!(probe("/readyz").await.unwrap().status(), 200);
     s.stop().await;
     drop(schema);
 }

@@ -15,6 +15,7 @@ mod enrollment;
 mod filevault;
 mod instances;
 mod migration;
+mod operations;
 mod queue;
 mod reconcile;
 mod refusals;
