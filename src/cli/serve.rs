@@ -130,6 +130,9 @@ pub struct ServeArgs {
     pub metrics_listen: Option<String>,
 }
 
+/// Threads for store and crypto work (twice the PostgreSQL pool).
+const MAX_BLOCKING_THREADS: usize = 32;
+
 pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     let url = args.url.trim_end_matches('/').to_string();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -285,8 +288,11 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     };
     apns.base_url = args.apns_url.trim_end_matches('/').to_string();
 
+    // Store and crypto work runs on blocking threads; more of them than the database has
+    // connections only adds memory (each thread its stack and malloc arena).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()?;
     // The store outlives the runtime: PostgreSQL's blocking client shuts its connections down
     // with a runtime of its own, which must not happen on one of this runtime's threads.

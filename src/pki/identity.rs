@@ -197,9 +197,14 @@ impl ParsedSignature {
 }
 
 fn decode_header(header: &str) -> Result<Vec<u8>, IdentityError> {
-    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    // Headers normally carry no whitespace: copy only when they do.
+    let compact: std::borrow::Cow<'_, str> = if header.bytes().any(|b| b.is_ascii_whitespace()) {
+        header.split_ascii_whitespace().collect::<String>().into()
+    } else {
+        header.into()
+    };
     STANDARD
-        .decode(&compact)
+        .decode(compact.as_bytes())
         .or_else(|_| STANDARD_NO_PAD.decode(compact.trim_end_matches('=')))
         .map_err(|e| IdentityError::BadSignatureEncoding(e.to_string()))
 }

@@ -152,6 +152,9 @@ impl crate::error::Diagnose for StoreError {
 pub enum Mode {
     /// A consistent snapshot (REPEATABLE READ on PostgreSQL).
     Read,
+    /// Reads that need no snapshot across statements: each sees the latest committed data
+    /// (autocommit on PostgreSQL: no BEGIN and COMMIT round trips). The Idle check-in's path.
+    Glance,
     /// Writes that keep an invariant over several rows (a profile installed once per device,
     /// an asset active once per kind): SERIALIZABLE on PostgreSQL, retried on conflict.
     Write,
@@ -244,6 +247,15 @@ impl dyn Store + '_ {
         f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         self.run(Mode::WriteRows, f)
+    }
+
+    /// Run `f`'s reads without a snapshot across them (see [`Mode::Glance`]); on SQLite it is
+    /// [`Self::read`].
+    pub fn glance<T, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::Glance, f)
     }
 
     /// Run `f` in one read transaction (a consistent snapshot).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, IsolationLevel, Statement, Transaction};
+use postgres::{Client, GenericClient, IsolationLevel, Statement};
 use postgres_openssl::MakeTlsConnector;
 
 use super::keys::Keys;
@@ -201,11 +201,11 @@ fn with_tx<T>(
         .read_only(mode == Mode::Read)
         .start()
         .map_err(pg_err)?;
-    let mut conflict = false;
+    let mut aborted = Aborted::default();
     let result = f(&mut PgConn {
         tx: &mut tx,
         statements,
-        conflict: &mut conflict,
+        aborted: &mut aborted,
     });
     match result {
         Ok(v) => {
@@ -307,6 +307,27 @@ fn run(
         Mode::Write => IsolationLevel::Serializable,
         Mode::WriteRows => IsolationLevel::ReadCommitted,
         Mode::Read => IsolationLevel::RepeatableRead,
+        Mode::Glance => {
+            // No BEGIN/COMMIT: two round trips fewer for the Idle check-in's reads.
+            let mut aborted = Aborted::default();
+            let mut conn = PgConn {
+                tx: client,
+                statements,
+                aborted: &mut aborted,
+            };
+            let mut sql_tx = SqlTx {
+                conn: &mut conn,
+                keys,
+            };
+            let finish = f(&mut sql_tx);
+            // `f` may have kept a lost connection's error to itself (as its own result): with
+            // no ROLLBACK to fail on, the loss is reported here, so the work runs again on a
+            // fresh connection.
+            if let Some(reason) = aborted.lost {
+                return Err(StoreError::Unreachable(reason));
+            }
+            return finish.map(|_| ());
+        }
     };
     let mut attempt: u32 = 0;
     loop {
@@ -317,12 +338,12 @@ fn run(
             .read_only(mode == Mode::Read)
             .start()
             .map_err(pg_err)?;
-        let mut conflict = false;
+        let mut aborted = Aborted::default();
         let finish = {
             let mut conn = PgConn {
                 tx: &mut tx,
                 statements,
-                conflict: &mut conflict,
+                aborted: &mut aborted,
             };
             let mut sql_tx = SqlTx {
                 conn: &mut conn,
@@ -331,7 +352,7 @@ fn run(
             f(&mut sql_tx)
         };
         let outcome = match finish {
-            _ if conflict => {
+            _ if aborted.conflict => {
                 let _ = tx.rollback();
                 Err(StoreError::Busy)
             }
@@ -452,15 +473,24 @@ fn pg_err(e: postgres::Error) -> StoreError {
     }
 }
 
-struct PgConn<'t, 'c> {
-    tx: &'t mut Transaction<'c>,
+/// Statements on a transaction, or on the bare client (autocommit, for [`Mode::Glance`]).
+struct PgConn<'t, C: GenericClient> {
+    tx: &'t mut C,
     statements: &'t mut HashMap<String, Statement>,
-    /// Set when PostgreSQL aborted the transaction for a conflict: the caller's error (whatever
-    /// it wrapped this in) must not end the transaction's retries.
-    conflict: &'t mut bool,
+    aborted: &'t mut Aborted,
 }
 
-impl PgConn<'_, '_> {
+/// What a statement's failure means for the whole unit of work, whatever the caller wrapped
+/// the error in.
+#[derive(Default)]
+struct Aborted {
+    /// PostgreSQL aborted the transaction for a conflict: it is run again.
+    conflict: bool,
+    /// The connection was lost: the work is run again on a fresh one, if nothing was committed.
+    lost: Option<String>,
+}
+
+impl<C: GenericClient> PgConn<'_, C> {
     fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
@@ -473,8 +503,10 @@ impl PgConn<'_, '_> {
 
     fn fail(&mut self, e: postgres::Error) -> StoreError {
         let err = pg_err(e);
-        if matches!(err, StoreError::Busy) {
-            *self.conflict = true;
+        match &err {
+            StoreError::Busy => self.aborted.conflict = true,
+            StoreError::Unreachable(reason) => self.aborted.lost = Some(reason.clone()),
+            _ => {}
         }
         err
     }
@@ -553,7 +585,7 @@ fn row_cells(row: &postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(cells))
 }
 
-impl Conn for PgConn<'_, '_> {
+impl<C: GenericClient> Conn for PgConn<'_, C> {
     fn backend(&self) -> Backend {
         Backend::Postgres
     }

@@ -169,7 +169,8 @@ pub trait CommandQueue {
         enrollment_ids: &[String],
         upto: Timestamp,
     ) -> Result<u64, StoreError>;
-    /// Try these channels again later: their push failed for a reason that may pass.
+    /// Move these channels' outbox time to `at`: claimed by a push under way, or to be tried
+    /// again later (their push failed for a reason that may pass).
     fn retry_push_outbox(
         &mut self,
         enrollment_ids: &[String],
