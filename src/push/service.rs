@@ -134,6 +134,17 @@ impl PushService {
     /// job to try again later).
     pub async fn push(&self, enrollment_ids: &[String]) -> Result<PushSummary, PushError> {
         let started = Timestamp::now();
+        // Claimed first (their outbox time moved to now): the `push` job leaves them alone
+        // while this push is under way, however long a large one takes.
+        let store = self.store.clone();
+        let ids = enrollment_ids.to_vec();
+        let claimed = tokio::task::spawn_blocking(move || {
+            store.write_rows(|tx| tx.retry_push_outbox(&ids, started))
+        })
+        .await;
+        if let Ok(Err(e)) = claimed {
+            tracing::debug!(error = %e, "cannot claim the push outbox rows");
+        }
         let result = self.push_now(enrollment_ids).await;
         let retry: Vec<String> = match &result {
             Ok(s) => s.failed.iter().map(|(id, _)| id.clone()).collect(),

@@ -63,7 +63,7 @@ impl Job {
     fn every(self, policy: &crate::reconcile::Policy) -> Duration {
         match self {
             Job::Reconcile => policy.interval,
-            Job::Push => policy.interval.max(Duration::from_secs(5)).min(PUSH_GRACE),
+            Job::Push => policy.interval.max(Duration::from_secs(2)),
             // Their queries scan the devices: not every reconcile interval.
             _ => policy.housekeeping.max(policy.interval),
         }
@@ -73,9 +73,13 @@ impl Job {
 /// How long a lease lasts when not renewed (`serve --lease-seconds`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// How long a channel waits in the push outbox before the `push` job pushes it (its queuer
-/// pushes it at once; this is for the queuer that died first).
-const PUSH_GRACE: Duration = Duration::from_secs(15);
+/// How long a channel waits in the push outbox (since it was queued, or since a push of it
+/// started) before the `push` job pushes it: two lease periods (a minute by default), as the
+/// time after which a dead instance's work is taken over. Its queuer pushes it at once; this
+/// is for the queuer that died first.
+fn push_grace(lease: Duration) -> Duration {
+    (lease * 2).max(Duration::from_secs(5))
+}
 
 /// Instances not seen for this long are dropped from `servers`.
 const FORGET_AFTER_SECS: i64 = 24 * 3600;
@@ -295,7 +299,7 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<String, StoreError> {
     let store = st.store.clone();
     match job {
         Job::Push => {
-            let grace = i64::try_from(PUSH_GRACE.as_secs()).unwrap_or(15);
+            let grace = i64::try_from(push_grace(st.config.lease).as_secs()).unwrap_or(60);
             let due = tokio::task::spawn_blocking(move || {
                 store.read(|tx| tx.push_outbox_due(Timestamp(Timestamp::now().0 - grace), 5000))
             })
