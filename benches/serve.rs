@@ -1,9 +1,13 @@
 //! `serve` under load: the real `mdmctl serve` binary in its own process (its CPU time and peak
 //! RSS read from /proc), simulated Macs and the APNs stand-in in this one.
 //!
-//! - Idle check-ins per second and p50/p99 latency at 16 and 256 concurrent devices, each
+//! - a device's first contact after the cutover (1,000 migrated devices, 16 at a time), and
+//!   Idle check-ins per second and p50/p99 latency at 16 and 256 concurrent devices, each
 //!   request carrying an RSA-2048 `Mdm-Signature` (verified by the server every time), and the
-//!   server's CPU time per check-in;
+//!   server's CPU time per check-in (and, on PostgreSQL, the database backends' CPU time). Two
+//!   client styles: `keep-alive` (connections reused, each device's Idle signed once) and
+//!   `independent` (as real Macs and other simulators send: a new TCP connection per request
+//!   and a fresh `Mdm-Signature`, CMS with the certificate, on every request);
 //! - a command sent to 1,000 and 10,000 devices: from the API call until every device has
 //!   acknowledged it (push through the stand-in, each device's Idle, command, acknowledgement);
 //! - the server's peak RSS, with 100,000 enrolled devices in the store.
@@ -120,8 +124,9 @@ fn make_devices(
     let shared = pki::generate_rsa(2048).unwrap();
     let placeholder = "http://127.0.0.1:1/mdm";
     let mut sig = Vec::new();
+    // One key for all (the server's work per request is the same: each certificate differs).
+    let key = pki::generate_rsa(2048).unwrap();
     for i in 0..signed {
-        let key = pki::generate_rsa(2048).unwrap();
         let cert = issue(ca, &key, &format!("signed-{i}"));
         sig.push(Arc::new(
             SimDevice::with_key(
@@ -133,7 +138,7 @@ fn make_devices(
                 key.clone(),
             )
             .unwrap()
-            .with_identity(cert, key, endpoint(placeholder))
+            .with_identity(cert, key.clone(), endpoint(placeholder))
             .unwrap(),
         ));
     }
@@ -258,10 +263,18 @@ impl Server {
     }
 
     fn peak_rss_mb(&self) -> f64 {
+        self.status_mb("VmHWM")
+    }
+
+    fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS")
+    }
+
+    fn status_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
         let kb: f64 = status
             .lines()
-            .find(|l| l.starts_with("VmHWM"))
+            .find(|l| l.starts_with(field))
             .unwrap()
             .split_whitespace()
             .nth(1)
@@ -353,7 +366,7 @@ fn setup_and_run(name: &str, location: Location, total: usize, pg_url: Option<St
     std::fs::write(ca_file.path(), apns.server_ca_pem().unwrap()).unwrap();
 
     let http = http_client(&[]).unwrap();
-    let (signed, fanout) = make_devices(&store, &ca, &minted.topic, total, 256, 10_000, &http);
+    let (signed, fanout) = make_devices(&store, &ca, &minted.topic, total, 1_000, 10_000, &http);
     let db = match &pg_url {
         Some(u) => u.clone(),
         None => match &location {
@@ -363,6 +376,10 @@ fn setup_and_run(name: &str, location: Location, total: usize, pg_url: Option<St
     };
     let server = Server::start(&db, &apns.base_url(), ca_file.path());
     println!("  server pid {}", server.pid);
+    let database = pg_url.as_ref().map(|u| Database {
+        url: u.clone(),
+        server_pid: server.pid,
+    });
     let mdm_url = format!("{}/mdm", server.url);
     let rebind = |d: &Arc<SimDevice>| {
         Arc::new(
@@ -391,13 +408,30 @@ fn setup_and_run(name: &str, location: Location, total: usize, pg_url: Option<St
     let signed: Vec<Arc<SimDevice>> = signed.iter().map(rebind).collect();
 
     if only.is_empty() || only == "idle" {
+        let stranger = stranger_client();
+        handle.block_on(first_contact(
+            &server,
+            database.as_ref(),
+            &signed,
+            &stranger,
+        ));
         for concurrency in [16usize, 256] {
-            handle.block_on(idle(
-                &server,
-                &signed[..concurrency],
-                Duration::from_secs(8),
-            ));
+            for style in [Style::KeepAlive, Style::Independent] {
+                handle.block_on(idle(
+                    &server,
+                    database.as_ref(),
+                    &signed[..concurrency],
+                    style,
+                    &stranger,
+                    Duration::from_secs(8),
+                ));
+            }
         }
+        println!(
+            "  server RSS after the Idle runs: {:.0} MB (peak {:.0} MB) with {total} enrolled devices",
+            server.rss_mb(),
+            server.peak_rss_mb()
+        );
     }
 
     let fanout: Vec<Arc<SimDevice>> = fanout
@@ -444,34 +478,210 @@ fn setup_and_run(name: &str, location: Location, total: usize, pg_url: Option<St
     handle.block_on(apns.shutdown());
 }
 
-/// A device, its Idle body and the identity headers signing it.
-type SignedIdle = (Arc<SimDevice>, Vec<u8>, Vec<(String, String)>);
+/// How the load generator talks to the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// Connections reused; each device's Idle signed once and sent again.
+    KeepAlive,
+    /// As real Macs and other simulators: a new TCP connection for every request and a fresh
+    /// `Mdm-Signature` (CMS with the certificate) on every request.
+    Independent,
+}
 
-async fn idle(server: &Server, devices: &[Arc<SimDevice>], duration: Duration) {
-    // Each device signs its Idle once; the server verifies the signature on every request.
-    let prepared: Vec<SignedIdle> = devices
+impl Style {
+    fn name(self) -> &'static str {
+        match self {
+            Style::KeepAlive => "keep-alive",
+            Style::Independent => "independent",
+        }
+    }
+}
+
+/// A client that opens a new connection for every request.
+fn stranger_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// The PostgreSQL backends serving the server, for their CPU time.
+struct Database {
+    url: String,
+    server_pid: u32,
+}
+
+impl Database {
+    /// utime + stime of the backends whose client is the server process (its connections, by
+    /// the client port in `pg_stat_activity` matched to the server's sockets), in seconds.
+    fn cpu(&self) -> f64 {
+        let mut c = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
+        let ports = server_ports(self.server_pid);
+        let rows = c
+            .query(
+                "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = 'mdmctl'",
+                &[],
+            )
+            .unwrap();
+        rows.iter()
+            .filter(|r| ports.contains(&r.get::<_, Option<i32>>(1).unwrap_or(-1)))
+            .map(|r| proc_cpu(r.get::<_, i32>(0) as u32))
+            .sum()
+    }
+}
+
+/// The local TCP ports of a process's sockets (from /proc/net/tcp and its fds).
+fn server_ports(pid: u32) -> Vec<i32> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().to_string();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9
+                && inodes.contains(f[9])
+                && let Some(port) = f[1].rsplit(':').next()
+            {
+                ports.push(i32::from_str_radix(port, 16).unwrap_or(-1));
+            }
+        }
+    }
+    ports
+}
+
+/// utime + stime of a process, in seconds.
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// One Idle as `style` sends it.
+/// An Idle body and the identity headers that sign it.
+type Signed = (Vec<u8>, Vec<(String, String)>);
+
+async fn send_idle(
+    d: &SimDevice,
+    style: Style,
+    stranger: &reqwest::Client,
+    url: &str,
+    presigned: &Signed,
+) -> u16 {
+    match style {
+        Style::KeepAlive => {
+            let (body, h) = presigned;
+            d.send_with(false, body.clone(), h.clone()).await.unwrap().0
+        }
+        Style::Independent => {
+            let body = d.idle_body();
+            let mut req = stranger
+                .put(url)
+                .header("Content-Type", "application/x-apple-aspen-mdm")
+                .body(body.clone());
+            for (k, v) in d.identity_headers(&body).unwrap() {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    }
+}
+
+/// Every migrated device's first contact (16 at a time, independent-style): marks it migrated,
+/// logs it, and hands it to the reconciler.
+async fn first_contact(
+    server: &Server,
+    db: Option<&Database>,
+    devices: &[Arc<SimDevice>],
+    stranger: &reqwest::Client,
+) {
+    let url = format!("{}/mdm", server.url);
+    let cpu0 = server.cpu();
+    let db0 = db.map(|d| tokio::task::block_in_place(|| d.cpu()));
+    let start = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for d in devices {
+        let (d, gate, stranger, url) = (d.clone(), gate.clone(), stranger.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = gate.acquire_owned().await.unwrap();
+            let none = (Vec::new(), Vec::new());
+            send_idle(&d, Style::Independent, &stranger, &url, &none).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // What the first contacts set off (the reconciler's pass over the new devices) is part
+    // of their cost: wait for it to settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu = server.cpu() - cpu0;
+    let db_cpu = db.map(|d| tokio::task::block_in_place(|| d.cpu()) - db0.unwrap_or(0.0));
+    println!(
+        "  first contact, {} devices (independent, 16 at a time): {:.2} s, server CPU {:.0} µs per device{}",
+        devices.len(),
+        elapsed,
+        cpu * 1e6 / devices.len() as f64,
+        db_cpu
+            .map(|c| format!(
+                ", database CPU {:.0} µs per device",
+                c * 1e6 / devices.len() as f64
+            ))
+            .unwrap_or_default()
+    );
+}
+
+async fn idle(
+    server: &Server,
+    db: Option<&Database>,
+    devices: &[Arc<SimDevice>],
+    style: Style,
+    stranger: &reqwest::Client,
+    duration: Duration,
+) {
+    let url = format!("{}/mdm", server.url);
+    // Keep-alive devices sign their Idle once; the server verifies the signature every time.
+    let prepared: Vec<(Arc<SimDevice>, Signed)> = devices
         .iter()
         .map(|d| {
             let body = d.idle_body();
             let headers = d.identity_headers(&body).unwrap();
-            (d.clone(), body, headers)
+            (d.clone(), (body, headers))
         })
         .collect();
-    // Warm up (first contact marks each device migrated: a write).
-    for (d, body, h) in &prepared {
-        let (s, _) = d.send_with(false, body.clone(), h.clone()).await.unwrap();
-        assert_eq!(s, 200);
+    // Warm up: every device has been seen (its first contact is measured apart).
+    for (d, p) in &prepared {
+        assert_eq!(send_idle(d, Style::KeepAlive, stranger, &url, p).await, 200);
     }
     let cpu0 = server.cpu();
+    let db0 = db.map(|d| tokio::task::block_in_place(|| d.cpu()));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (d, body, h) in prepared {
+    for (d, p) in prepared {
+        let (stranger, url) = (stranger.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while start.elapsed() < duration {
                 let t = Instant::now();
-                let (s, _) = d.send_with(false, body.clone(), h.clone()).await.unwrap();
-                assert_eq!(s, 200);
+                assert_eq!(send_idle(&d, style, &stranger, &url, &p).await, 200);
                 lat.push(t.elapsed());
             }
             lat
@@ -483,17 +693,23 @@ async fn idle(server: &Server, devices: &[Arc<SimDevice>], duration: Duration) {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = server.cpu() - cpu0;
+    let db_cpu = db.map(|d| tokio::task::block_in_place(|| d.cpu()) - db0.unwrap_or(0.0));
     all.sort();
     let pct =
         |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e3;
     println!(
-        "  Idle, {:>3} concurrent devices: {:>6.0} check-ins/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.0} µs per check-in ({} check-ins)",
+        "  Idle, {:>3} concurrent, {:<11}: {:>6.0} check-ins/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.0} µs per check-in{} ({} check-ins, server RSS {:.0} MB)",
         devices.len(),
+        style.name(),
         all.len() as f64 / elapsed,
         pct(0.50),
         pct(0.99),
         cpu * 1e6 / all.len() as f64,
-        all.len()
+        db_cpu
+            .map(|c| format!(", database CPU {:.0} µs", c * 1e6 / all.len() as f64))
+            .unwrap_or_default(),
+        all.len(),
+        server.rss_mb()
     );
 }
 
