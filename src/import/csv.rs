@@ -290,8 +290,10 @@ mod props {
             let r = read_csv(bytes, "t.csv", &mut imp).map_err(|e| e.to_string());
             out = Some(r.map(|_| {
                 let mut devices = Vec::new();
-                for (id, _) in imp.seen.iter() {
-                    if let Ok(Some(d)) = imp.tx.device(id) {
+                let ids: Vec<String> = imp.seen.keys().cloned().collect();
+                for id in ids {
+                    // Through `tx()`, which writes the pending batch first.
+                    if let Ok(Some(d)) = imp.tx().and_then(|tx| Ok(tx.device(&id)?)) {
                         devices.push((d.id, d.serial));
                     }
                 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::StoreError;
-use super::sql::{Row, Val};
+use super::sql::{Row, Val, insert_rows, rows_per_statement};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -129,8 +129,12 @@ pub struct TopicCount {
 pub trait Devices {
     /// Insert or replace a device record.
     fn put_device(&mut self, device: &DeviceRecord) -> Result<(), StoreError>;
+    /// [`Self::put_device`] for many, in multi-row statements; their IDs must be distinct.
+    fn put_devices(&mut self, devices: &[DeviceRecord]) -> Result<(), StoreError>;
     /// Insert or replace an enrollment; its device must exist.
     fn put_enrollment(&mut self, enrollment: &EnrollmentRecord) -> Result<(), StoreError>;
+    /// [`Self::put_enrollment`] for many, in multi-row statements; their IDs must be distinct.
+    fn put_enrollments(&mut self, enrollments: &[EnrollmentRecord]) -> Result<(), StoreError>;
     /// A device by ID (UDID/EnrollmentID) or, failing that, by serial number.
     fn device(&mut self, id_or_serial: &str) -> Result<Option<DeviceRecord>, StoreError>;
     fn enrollments_of(&mut self, device_id: &str) -> Result<Vec<EnrollmentRecord>, StoreError>;
@@ -252,90 +256,124 @@ impl SqlTx<'_> {
 
 impl Devices for SqlTx<'_> {
     fn put_device(&mut self, d: &DeviceRecord) -> Result<(), StoreError> {
-        let token_update =
-            self.seal_opt(TOKEN_UPDATE, d.token_update_raw.as_deref().map(|v| &v[..]))?;
-        let unlock = self.seal_opt(UNLOCK_TOKEN, d.unlock_token.as_deref().map(|v| &v[..]))?;
-        let bootstrap = self.seal_opt(
-            BOOTSTRAP_TOKEN,
-            d.bootstrap_token.as_deref().map(|v| &v[..]),
-        )?;
-        let now = Timestamp::now();
-        self.conn.execute(
-            "INSERT INTO devices (id, serial, model, model_name, product_name, os_version, build_version, device_name, source, \
-                imported_at, enrolled_at, migrated_at, last_seen_at, authenticate_raw, token_update_raw_sealed, \
-                unlock_token_sealed, bootstrap_token_sealed, identity_sha256, identity_not_after, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET serial = excluded.serial, model = excluded.model, \
-                model_name = excluded.model_name, product_name = excluded.product_name, \
-                os_version = excluded.os_version, build_version = excluded.build_version, \
-                device_name = excluded.device_name, source = excluded.source, imported_at = excluded.imported_at, \
-                enrolled_at = excluded.enrolled_at, migrated_at = excluded.migrated_at, \
-                last_seen_at = excluded.last_seen_at, authenticate_raw = excluded.authenticate_raw, \
-                token_update_raw_sealed = excluded.token_update_raw_sealed, \
-                unlock_token_sealed = excluded.unlock_token_sealed, \
-                bootstrap_token_sealed = excluded.bootstrap_token_sealed, \
-                identity_sha256 = excluded.identity_sha256, identity_not_after = excluded.identity_not_after, \
-                updated_at = excluded.updated_at",
-            &[
-                d.id.as_str().into(),
-                d.serial.as_deref().into(),
-                d.model.as_deref().into(),
-                d.model_name.as_deref().into(),
-                d.product_name.as_deref().into(),
-                d.os_version.as_deref().into(),
-                d.build_version.as_deref().into(),
-                d.device_name.as_deref().into(),
-                d.source.as_str().into(),
-                d.imported_at.into(),
-                d.enrolled_at.into(),
-                d.migrated_at.into(),
-                d.last_seen_at.into(),
-                d.authenticate_raw.as_ref().into(),
-                token_update.as_ref().into(),
-                unlock.as_ref().into(),
-                bootstrap.as_ref().into(),
-                d.identity_sha256.as_deref().into(),
-                d.identity_not_after.into(),
-                now.into(),
-                now.into(),
-            ],
-        )?;
+        self.put_devices(std::slice::from_ref(d))
+    }
+
+    fn put_devices(&mut self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
+        const WIDTH: usize = 21;
+        for chunk in devices.chunks(rows_per_statement(WIDTH)) {
+            let mut sealed = Vec::with_capacity(chunk.len());
+            for d in chunk {
+                sealed.push([
+                    self.seal_opt(TOKEN_UPDATE, d.token_update_raw.as_deref().map(|v| &v[..]))?,
+                    self.seal_opt(UNLOCK_TOKEN, d.unlock_token.as_deref().map(|v| &v[..]))?,
+                    self.seal_opt(
+                        BOOTSTRAP_TOKEN,
+                        d.bootstrap_token.as_deref().map(|v| &v[..]),
+                    )?,
+                ]);
+            }
+            let now = Timestamp::now();
+            let mut params: Vec<Val<'_>> = Vec::with_capacity(chunk.len() * WIDTH);
+            for (d, [token_update, unlock, bootstrap]) in chunk.iter().zip(&sealed) {
+                let row: [Val<'_>; WIDTH] = [
+                    d.id.as_str().into(),
+                    d.serial.as_deref().into(),
+                    d.model.as_deref().into(),
+                    d.model_name.as_deref().into(),
+                    d.product_name.as_deref().into(),
+                    d.os_version.as_deref().into(),
+                    d.build_version.as_deref().into(),
+                    d.device_name.as_deref().into(),
+                    d.source.as_str().into(),
+                    d.imported_at.into(),
+                    d.enrolled_at.into(),
+                    d.migrated_at.into(),
+                    d.last_seen_at.into(),
+                    d.authenticate_raw.as_ref().into(),
+                    token_update.as_ref().into(),
+                    unlock.as_ref().into(),
+                    bootstrap.as_ref().into(),
+                    d.identity_sha256.as_deref().into(),
+                    d.identity_not_after.into(),
+                    now.into(),
+                    now.into(),
+                ];
+                params.extend(row);
+            }
+            let sql = insert_rows(
+                "INSERT INTO devices (id, serial, model, model_name, product_name, os_version, build_version, device_name, source, \
+                    imported_at, enrolled_at, migrated_at, last_seen_at, authenticate_raw, token_update_raw_sealed, \
+                    unlock_token_sealed, bootstrap_token_sealed, identity_sha256, identity_not_after, created_at, updated_at)",
+                WIDTH,
+                chunk.len(),
+                "ON CONFLICT (id) DO UPDATE SET serial = excluded.serial, model = excluded.model, \
+                    model_name = excluded.model_name, product_name = excluded.product_name, \
+                    os_version = excluded.os_version, build_version = excluded.build_version, \
+                    device_name = excluded.device_name, source = excluded.source, imported_at = excluded.imported_at, \
+                    enrolled_at = excluded.enrolled_at, migrated_at = excluded.migrated_at, \
+                    last_seen_at = excluded.last_seen_at, authenticate_raw = excluded.authenticate_raw, \
+                    token_update_raw_sealed = excluded.token_update_raw_sealed, \
+                    unlock_token_sealed = excluded.unlock_token_sealed, \
+                    bootstrap_token_sealed = excluded.bootstrap_token_sealed, \
+                    identity_sha256 = excluded.identity_sha256, identity_not_after = excluded.identity_not_after, \
+                    updated_at = excluded.updated_at",
+            );
+            self.conn.execute(&sql, &params)?;
+        }
         Ok(())
     }
 
     fn put_enrollment(&mut self, e: &EnrollmentRecord) -> Result<(), StoreError> {
-        let magic = self.seal_opt(PUSH_MAGIC, e.push_magic.as_deref().map(|m| m.as_bytes()))?;
-        let token = self.seal_opt(PUSH_TOKEN, e.token.as_deref().map(|t| &t[..]))?;
-        let token_update =
-            self.seal_opt(TOKEN_UPDATE, e.token_update_raw.as_deref().map(|v| &v[..]))?;
-        let now = Timestamp::now();
-        self.conn.execute(
-            "INSERT INTO enrollments (id, device_id, type, user_id, user_short_name, user_long_name, topic, \
-                push_magic_sealed, token_sealed, token_update_raw_sealed, enabled, last_seen_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, type = excluded.type, \
-                user_id = excluded.user_id, user_short_name = excluded.user_short_name, \
-                user_long_name = excluded.user_long_name, topic = excluded.topic, \
-                push_magic_sealed = excluded.push_magic_sealed, token_sealed = excluded.token_sealed, \
-                token_update_raw_sealed = excluded.token_update_raw_sealed, enabled = excluded.enabled, \
-                last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at",
-            &[
-                e.id.as_str().into(),
-                e.device_id.as_str().into(),
-                e.kind.as_str().into(),
-                e.user_id.as_deref().into(),
-                e.user_short_name.as_deref().into(),
-                e.user_long_name.as_deref().into(),
-                e.topic.as_str().into(),
-                magic.as_ref().into(),
-                token.as_ref().into(),
-                token_update.as_ref().into(),
-                e.enabled.into(),
-                e.last_seen_at.into(),
-                now.into(),
-                now.into(),
-            ],
-        )?;
+        self.put_enrollments(std::slice::from_ref(e))
+    }
+
+    fn put_enrollments(&mut self, enrollments: &[EnrollmentRecord]) -> Result<(), StoreError> {
+        const WIDTH: usize = 14;
+        for chunk in enrollments.chunks(rows_per_statement(WIDTH)) {
+            let mut sealed = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                sealed.push([
+                    self.seal_opt(PUSH_MAGIC, e.push_magic.as_deref().map(|m| m.as_bytes()))?,
+                    self.seal_opt(PUSH_TOKEN, e.token.as_deref().map(|t| &t[..]))?,
+                    self.seal_opt(TOKEN_UPDATE, e.token_update_raw.as_deref().map(|v| &v[..]))?,
+                ]);
+            }
+            let now = Timestamp::now();
+            let mut params: Vec<Val<'_>> = Vec::with_capacity(chunk.len() * WIDTH);
+            for (e, [magic, token, token_update]) in chunk.iter().zip(&sealed) {
+                let row: [Val<'_>; WIDTH] = [
+                    e.id.as_str().into(),
+                    e.device_id.as_str().into(),
+                    e.kind.as_str().into(),
+                    e.user_id.as_deref().into(),
+                    e.user_short_name.as_deref().into(),
+                    e.user_long_name.as_deref().into(),
+                    e.topic.as_str().into(),
+                    magic.as_ref().into(),
+                    token.as_ref().into(),
+                    token_update.as_ref().into(),
+                    e.enabled.into(),
+                    e.last_seen_at.into(),
+                    now.into(),
+                    now.into(),
+                ];
+                params.extend(row);
+            }
+            let sql = insert_rows(
+                "INSERT INTO enrollments (id, device_id, type, user_id, user_short_name, user_long_name, topic, \
+                    push_magic_sealed, token_sealed, token_update_raw_sealed, enabled, last_seen_at, created_at, updated_at)",
+                WIDTH,
+                chunk.len(),
+                "ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, type = excluded.type, \
+                    user_id = excluded.user_id, user_short_name = excluded.user_short_name, \
+                    user_long_name = excluded.user_long_name, topic = excluded.topic, \
+                    push_magic_sealed = excluded.push_magic_sealed, token_sealed = excluded.token_sealed, \
+                    token_update_raw_sealed = excluded.token_update_raw_sealed, enabled = excluded.enabled, \
+                    last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at",
+            );
+            self.conn.execute(&sql, &params)?;
+        }
         Ok(())
     }
 

@@ -4,8 +4,13 @@
 //! names and TokenUpdate when the source lists users after their enrollments.
 
 use super::StoreError;
+use super::sql::{Val, insert_rows, rows_per_statement};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
+
+const FINGERPRINT_HEAD: &str = "INSERT INTO import_rows (kind, id, sha256, source, imported_at)";
+const FINGERPRINT_TAIL: &str = "ON CONFLICT (kind, id) DO UPDATE SET sha256 = excluded.sha256, \
+     source = excluded.source, imported_at = excluded.imported_at";
 
 /// The same purpose string as `devices.rs` uses for raw TokenUpdate messages.
 const TOKEN_UPDATE: &str = "token-update";
@@ -20,18 +25,40 @@ pub struct ImportState {
     pub fingerprint: Option<String>,
 }
 
+/// One record's fingerprint, as [`Imports::set_import_fingerprints`] writes it.
+#[derive(Clone, Debug)]
+pub struct ImportRow {
+    /// `device`, `enrollment` or `user`.
+    pub kind: &'static str,
+    pub id: String,
+    pub sha256: String,
+    /// The source it came from.
+    pub source: String,
+}
+
 pub trait Imports {
     /// The device's origin, check-in times and last imported fingerprint; `None` if unknown.
     fn import_state(&mut self, device_id: &str) -> Result<Option<ImportState>, StoreError>;
     /// The last imported fingerprint of a record (`kind` = `device`, `enrollment`, `user`).
     fn import_fingerprint(&mut self, kind: &str, id: &str) -> Result<Option<String>, StoreError>;
+    /// Record the fingerprint of a record just imported.
     fn set_import_fingerprint(
         &mut self,
-        kind: &str,
+        kind: &'static str,
         id: &str,
         sha256: &str,
         source: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.set_import_fingerprints(&[ImportRow {
+            kind,
+            id: id.to_string(),
+            sha256: sha256.to_string(),
+            source: source.to_string(),
+        }])
+    }
+    /// [`Self::set_import_fingerprint`] for many, in multi-row statements; their
+    /// `(kind, id)` must be distinct.
+    fn set_import_fingerprints(&mut self, rows: &[ImportRow]) -> Result<(), StoreError>;
     /// Set a user channel's names and raw TokenUpdate; returns the rows changed.
     fn set_enrollment_user(
         &mut self,
@@ -70,25 +97,24 @@ impl Imports for SqlTx<'_> {
             .transpose()
     }
 
-    fn set_import_fingerprint(
-        &mut self,
-        kind: &str,
-        id: &str,
-        sha256: &str,
-        source: &str,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO import_rows (kind, id, sha256, source, imported_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (kind, id) DO UPDATE SET sha256 = excluded.sha256, source = excluded.source, \
-             imported_at = excluded.imported_at",
-            &[
-                kind.into(),
-                id.into(),
-                sha256.into(),
-                source.into(),
-                Timestamp::now().into(),
-            ],
-        )?;
+    fn set_import_fingerprints(&mut self, rows: &[ImportRow]) -> Result<(), StoreError> {
+        const WIDTH: usize = 5;
+        for chunk in rows.chunks(rows_per_statement(WIDTH)) {
+            let now = Timestamp::now();
+            let mut params: Vec<Val<'_>> = Vec::with_capacity(chunk.len() * WIDTH);
+            for r in chunk {
+                let row: [Val<'_>; WIDTH] = [
+                    r.kind.into(),
+                    r.id.as_str().into(),
+                    r.sha256.as_str().into(),
+                    r.source.as_str().into(),
+                    now.into(),
+                ];
+                params.extend(row);
+            }
+            let sql = insert_rows(FINGERPRINT_HEAD, WIDTH, chunk.len(), FINGERPRINT_TAIL);
+            self.conn.execute(&sql, &params)?;
+        }
         Ok(())
     }
 

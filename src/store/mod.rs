@@ -46,7 +46,7 @@ pub use devices::{
 };
 pub use disk_encryption::{DiskEncryption, DiskEncryptionState, FdeState};
 pub use enrollment::{EnrollSecret, EnrollmentTrust, Issued, IssuedHow};
-pub use imports::{ImportState, Imports};
+pub use imports::{ImportRow, ImportState, Imports};
 pub use leases::{JobRun, Lease, Leases, ServerInstance};
 pub use location::{Location, redact_url};
 pub use meta::{Meta, StoreInfo};

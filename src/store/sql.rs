@@ -205,9 +205,49 @@ pub(crate) fn numbered_placeholders(sql: &str) -> String {
     out
 }
 
+/// The most parameters one multi-row statement carries: under SQLite's limit (32,766) and
+/// PostgreSQL's (65,535).
+const MAX_PARAMS: usize = 30_000;
+
+/// How many rows of `width` values go in one multi-row statement: at most 500 (larger
+/// statements gain nothing measurable and cost memory to build).
+pub(crate) fn rows_per_statement(width: usize) -> usize {
+    (MAX_PARAMS / width.max(1)).clamp(1, 500)
+}
+
+/// `head VALUES (?, …), (?, …) … tail`: `rows` tuples of `width` placeholders. One round trip
+/// for many rows (a bulk import on PostgreSQL is otherwise one round trip per row). `tail` may
+/// hold an `ON CONFLICT … DO UPDATE`, which needs the rows' keys to be distinct.
+pub(crate) fn insert_rows(head: &str, width: usize, rows: usize, tail: &str) -> String {
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (tuple.len() + 2) + 8);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&tuple);
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_inserts_have_one_tuple_per_row() {
+        assert_eq!(
+            insert_rows("INSERT INTO t (a, b)", 2, 3, "ON CONFLICT (a) DO NOTHING"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT (a) DO NOTHING"
+        );
+        assert_eq!(rows_per_statement(21), 500);
+        assert_eq!(rows_per_statement(100), 300);
+        assert_eq!(rows_per_statement(100_000), 1);
+    }
 
     #[test]
     fn placeholders_are_numbered_in_order() {

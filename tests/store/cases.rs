@@ -5,8 +5,9 @@ use std::sync::Arc;
 use mdmctl::store::{
     ActivityQuery, AssetKind, AssetState, ChallengePurpose, ChallengeScope, DeclarationStatus,
     DesiredProfile, DeviceProfile, DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState,
-    GlobalSettings, Issued, IssuedHow, LATEST_SCHEMA_VERSION, NewActivity, NewAsset, NewKey,
-    ProfileKind, ProfileState, Recorded, Renewal, RenewalState, Role, Settings, StoreError, Tx,
+    GlobalSettings, ImportRow, Issued, IssuedHow, LATEST_SCHEMA_VERSION, NewActivity, NewAsset,
+    NewKey, ProfileKind, ProfileState, Recorded, Renewal, RenewalState, Role, Settings, StoreError,
+    Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -1360,6 +1361,68 @@ pub fn tokens_become_admin_on_upgrade_and_it_is_recorded(s: &TestStore) {
         "{}",
         log[0].summary
     );
+}
+
+/// The bulk forms an import uses: more rows than one statement takes, rows already there
+/// updated in place, secrets sealed as the single-row writes seal them.
+pub fn bulk_writes_span_statements_and_update_in_place(s: &TestStore) {
+    let topic = "com.apple.mgmt.External.bulk";
+    let ids: Vec<String> = (0..1_201).map(|i| format!("BULK-{i:05}")).collect();
+    // One already there, with other facts: the bulk write replaces them.
+    let mut old = device(&ids[7], "C02OLD");
+    old.os_version = Some("13.0".into());
+    w(s, |tx| tx.put_device(&old));
+    let devices: Vec<DeviceRecord> = ids
+        .iter()
+        .map(|id| device(id, &format!("C02{id}")))
+        .collect();
+    let enrollments: Vec<EnrollmentRecord> =
+        ids.iter().map(|id| enrollment(id, id, topic)).collect();
+    let rows: Vec<ImportRow> = ids
+        .iter()
+        .map(|id| ImportRow {
+            kind: "device",
+            id: id.clone(),
+            sha256: format!("sha-{id}"),
+            source: "dump.sql".into(),
+        })
+        .collect();
+    w(s, |tx| {
+        tx.put_devices(&devices)?;
+        tx.put_enrollments(&enrollments)?;
+        tx.set_import_fingerprints(&rows)
+    });
+    let (count, seventh, last, channel, fp) = r(s, |tx| {
+        Ok((
+            tx.count_devices()?,
+            tx.device(&ids[7])?,
+            tx.device(&ids[1_200])?,
+            tx.enrollment(&ids[1_200])?,
+            tx.import_fingerprint("device", &ids[1_200])?,
+        ))
+    });
+    assert_eq!(count, 1_201);
+    let seventh = seventh.expect("the device written before");
+    assert_eq!(
+        seventh.serial.as_deref(),
+        Some(format!("C02{}", ids[7]).as_str())
+    );
+    assert_eq!(seventh.os_version.as_deref(), Some("14.6.1"));
+    let last = last.expect("the last device");
+    let want = &devices[1_200];
+    assert_eq!(last.serial, want.serial);
+    assert_eq!(last.identity_sha256, want.identity_sha256);
+    assert_eq!(last.authenticate_raw, want.authenticate_raw);
+    assert_eq!(last.unlock_token, want.unlock_token);
+    assert_eq!(last.bootstrap_token, want.bootstrap_token);
+    assert_eq!(last.token_update_raw, want.token_update_raw);
+    let channel = channel.expect("the last channel");
+    assert_eq!(
+        channel.token.as_deref(),
+        enrollments[1_200].token.as_deref()
+    );
+    assert_eq!(channel.push_magic, enrollments[1_200].push_magic);
+    assert_eq!(fp.as_deref(), Some(format!("sha-{}", ids[1_200]).as_str()));
 }
 
 pub fn import_fingerprints_state_and_user_channels(s: &TestStore) {
