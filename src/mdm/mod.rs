@@ -306,15 +306,19 @@ pub fn resolve_devices(
     tx: &mut dyn Tx,
     targets: &[String],
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-    let mut found = Vec::with_capacity(targets.len());
+    // UDIDs in one query per 500 (a fan-out names thousands); serial numbers one by one.
+    let mut found = tx.existing_devices(targets)?;
+    let known: std::collections::HashSet<&str> = found.iter().map(String::as_str).collect();
+    let others: Vec<String> = targets
+        .iter()
+        .filter(|t| !known.contains(t.as_str()))
+        .cloned()
+        .collect();
     let mut unknown = Vec::new();
-    for t in targets {
-        match tx.device_auth(t, None)? {
-            Some(a) => found.push(a.device_id),
-            None => match tx.device(t)? {
-                Some(d) => found.push(d.id),
-                None => unknown.push(t.clone()),
-            },
+    for t in others {
+        match tx.device(&t)? {
+            Some(d) => found.push(d.id),
+            None => unknown.push(t),
         }
     }
     found.sort();

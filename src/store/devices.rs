@@ -152,6 +152,8 @@ pub trait Devices {
         device_ids: &[String],
         at: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Those of `device_ids` that are devices in the store (one query per 500).
+    fn existing_devices(&mut self, device_ids: &[String]) -> Result<Vec<String>, StoreError>;
     /// [`ReconcileTarget`]s of the devices that exist among `device_ids`.
     fn reconcile_targets(
         &mut self,
@@ -432,6 +434,21 @@ impl Devices for SqlTx<'_> {
             )?;
         }
         Ok(())
+    }
+
+    fn existing_devices(&mut self, device_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::with_capacity(device_ids.len());
+        for chunk in device_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
+            for r in self.conn.query(
+                &format!("SELECT id FROM devices WHERE id IN ({marks})"),
+                &params,
+            )? {
+                out.push(r.text(0)?);
+            }
+        }
+        Ok(out)
     }
 
     fn reconcile_targets(
