@@ -11,7 +11,7 @@ use super::device::{authorize, record, store_failure};
 use super::{AppState, Reply};
 use crate::apple::command::{self, Report, Status};
 use crate::pki::identity::Verified;
-use crate::store::{NewActivity, QueueStatus, Recorded, StoreError, Tx};
+use crate::store::{DeviceFacts, NewActivity, QueueStatus, Recorded, StoreError, Tx};
 
 pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
     let report = match command::parse_report(body) {
@@ -33,9 +33,10 @@ fn respond(st: &AppState, v: &Verified, body: &[u8], report: &Report) -> Reply {
         Err(e) => return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
 
+    // `last_seen_at` is written at most once a minute per channel, on any request.
+    let touch = st.touch_due(&channel.id);
     // The fast path: an Idle that needs no write.
     if report.status == Status::Idle {
-        let touch = st.touch_due(&channel.id);
         // Reads with no snapshot needed across them (a command queued meanwhile comes with
         // its push): on PostgreSQL no BEGIN/COMMIT round trips.
         let quick = st.store.glance(|tx| -> Result<Option<Reply>, StoreError> {
@@ -63,7 +64,9 @@ fn respond(st: &AppState, v: &Verified, body: &[u8], report: &Report) -> Reply {
             Err(refusal) => return Ok((refusal, None)),
         };
         record(tx, &channel, v, &authz)?;
-        tx.touch(&channel.id, &channel.device_id)?;
+        if touch {
+            tx.touch(&channel.id, &channel.device_id)?;
+        }
         let (include_not_now, recorded) = match &report.status {
             Status::Idle => (true, None),
             _ => {
@@ -186,21 +189,21 @@ fn update_device_facts(tx: &mut dyn Tx, device: &str, body: &[u8]) -> Result<(),
     let Some(q) = top.get("QueryResponses").and_then(|q| q.as_dictionary()) else {
         return Ok(());
     };
-    let Some(mut d) = tx.device(device)? else {
-        return Ok(());
-    };
     let s = |k: &str| q.get(k).and_then(|v| v.as_string()).map(str::to_string);
-    let os = s("OSVersion");
-    if os.is_some() && os != d.os_version {
+    let facts = DeviceFacts {
+        os_version: s("OSVersion"),
+        build_version: s("BuildVersion"),
+        device_name: s("DeviceName"),
+        model_name: s("ModelName"),
+        model: s("Model"),
+        product_name: s("ProductName"),
+        serial: s("SerialNumber"),
+    };
+    // One UPDATE of these columns: a fleet-wide DeviceInformation does not reread and reseal
+    // every device's secrets.
+    if tx.set_device_facts(device, &facts)? == Some(true) {
         // What the device should get depends on its OS version (Nudge or the declaration).
-        tx.mark_dirty(std::slice::from_ref(&d.id))?;
+        tx.mark_dirty(&[device.to_string()])?;
     }
-    d.os_version = os.or(d.os_version);
-    d.build_version = s("BuildVersion").or(d.build_version);
-    d.device_name = s("DeviceName").or(d.device_name);
-    d.model_name = s("ModelName").or(d.model_name);
-    d.model = s("Model").or(d.model);
-    d.product_name = s("ProductName").or(d.product_name);
-    d.serial = s("SerialNumber").or(d.serial);
-    tx.put_device(&d)
+    Ok(())
 }

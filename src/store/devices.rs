@@ -18,6 +18,18 @@ const BOOTSTRAP_TOKEN: &str = "bootstrap-token";
 const PUSH_MAGIC: &str = "push-magic";
 const PUSH_TOKEN: &str = "push-token";
 
+/// What a DeviceInformation answer says about a device; `None` leaves the stored value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFacts {
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+    pub device_name: Option<String>,
+    pub model_name: Option<String>,
+    pub model: Option<String>,
+    pub product_name: Option<String>,
+    pub serial: Option<String>,
+}
+
 /// Everything stored about a device channel enrollment (one per Mac or iPhone).
 #[derive(Clone, Debug, Default)]
 pub struct DeviceRecord {
@@ -152,6 +164,13 @@ pub trait Devices {
         device_ids: &[String],
         at: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Keep a device's reported facts (one UPDATE; its secrets untouched). `None` when there
+    /// is no such device, else whether its OS version changed.
+    fn set_device_facts(
+        &mut self,
+        device_id: &str,
+        facts: &DeviceFacts,
+    ) -> Result<Option<bool>, StoreError>;
     /// Those of `device_ids` that are devices in the store (one query per 500).
     fn existing_devices(&mut self, device_ids: &[String]) -> Result<Vec<String>, StoreError>;
     /// [`ReconcileTarget`]s of the devices that exist among `device_ids`.
@@ -434,6 +453,40 @@ impl Devices for SqlTx<'_> {
             )?;
         }
         Ok(())
+    }
+
+    fn set_device_facts(
+        &mut self,
+        device_id: &str,
+        f: &DeviceFacts,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(row) = self.conn.query_opt(
+            "SELECT os_version FROM devices WHERE id = ?",
+            &[device_id.into()],
+        )?
+        else {
+            return Ok(None);
+        };
+        let before = row.opt_text(0)?;
+        self.conn.execute(
+            "UPDATE devices SET os_version = COALESCE(?, os_version), \
+             build_version = COALESCE(?, build_version), device_name = COALESCE(?, device_name), \
+             model_name = COALESCE(?, model_name), model = COALESCE(?, model), \
+             product_name = COALESCE(?, product_name), serial = COALESCE(?, serial), updated_at = ? \
+             WHERE id = ?",
+            &[
+                f.os_version.as_deref().into(),
+                f.build_version.as_deref().into(),
+                f.device_name.as_deref().into(),
+                f.model_name.as_deref().into(),
+                f.model.as_deref().into(),
+                f.product_name.as_deref().into(),
+                f.serial.as_deref().into(),
+                Timestamp::now().into(),
+                device_id.into(),
+            ],
+        )?;
+        Ok(Some(f.os_version.is_some() && f.os_version != before))
     }
 
     fn existing_devices(&mut self, device_ids: &[String]) -> Result<Vec<String>, StoreError> {

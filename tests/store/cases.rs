@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use mdmctl::store::{
     ActivityQuery, AssetKind, AssetState, ChallengePurpose, ChallengeScope, DeclarationStatus,
-    DesiredProfile, DeviceProfile, DeviceRecord, DiskEncryption, EnrollmentRecord, FdeState,
-    GlobalSettings, ImportRow, Issued, IssuedHow, LATEST_SCHEMA_VERSION, NewActivity, NewAsset,
-    NewKey, ProfileKind, ProfileState, Recorded, Renewal, RenewalState, Role, Settings, StoreError,
-    Tx,
+    DesiredProfile, DeviceFacts, DeviceProfile, DeviceRecord, DiskEncryption, EnrollmentRecord,
+    FdeState, GlobalSettings, ImportRow, Issued, IssuedHow, LATEST_SCHEMA_VERSION, NewActivity,
+    NewAsset, NewKey, ProfileKind, ProfileState, Recorded, Renewal, RenewalState, Role, Settings,
+    StoreError, Tx,
 };
 use mdmctl::timestamp::Timestamp;
 use zeroize::Zeroizing;
@@ -1423,6 +1423,40 @@ pub fn bulk_writes_span_statements_and_update_in_place(s: &TestStore) {
     );
     assert_eq!(channel.push_magic, enrollments[1_200].push_magic);
     assert_eq!(fp.as_deref(), Some(format!("sha-{}", ids[1_200]).as_str()));
+}
+
+/// A DeviceInformation answer's facts: only what it reports changes, secrets stay readable,
+/// and the caller learns whether the OS version moved.
+pub fn device_facts_change_only_what_is_reported(s: &TestStore) {
+    let dev = "FACTS-UDID-1";
+    w(s, |tx| tx.put_device(&device(dev, "C02FACTS1")));
+    let same = DeviceFacts {
+        os_version: Some("14.6.1".into()),
+        ..DeviceFacts::default()
+    };
+    let newer = DeviceFacts {
+        os_version: Some("15.2".into()),
+        build_version: Some("24C101".into()),
+        device_name: Some("Renamed".into()),
+        ..DeviceFacts::default()
+    };
+    let (unchanged, changed, unknown) = w(s, |tx| {
+        Ok((
+            tx.set_device_facts(dev, &same)?,
+            tx.set_device_facts(dev, &newer)?,
+            tx.set_device_facts("NO-SUCH-DEVICE", &newer)?,
+        ))
+    });
+    assert_eq!(unchanged, Some(false));
+    assert_eq!(changed, Some(true));
+    assert_eq!(unknown, None);
+    let d = r(s, |tx| tx.device(dev)).expect("the device");
+    assert_eq!(d.os_version.as_deref(), Some("15.2"));
+    assert_eq!(d.build_version.as_deref(), Some("24C101"));
+    assert_eq!(d.device_name.as_deref(), Some("Renamed"));
+    assert_eq!(d.serial.as_deref(), Some("C02FACTS1"), "not reported: kept");
+    assert_eq!(d.model.as_deref(), Some("Mac14,2"));
+    assert_eq!(d.unlock_token, Some(z("UNLOCKTOKEN-SECRET")));
 }
 
 pub fn import_fingerprints_state_and_user_channels(s: &TestStore) {

@@ -140,6 +140,7 @@ conformance!(
     devices_belong_to_teams,
     desired_state_migration_applies_to_an_older_store,
     bulk_writes_span_statements_and_update_in_place,
+    device_facts_change_only_what_is_reported,
     import_fingerprints_state_and_user_channels,
     profile_status_rows_dirty_marks_and_counts,
     disk_encryption_state_and_sealed_keys,
