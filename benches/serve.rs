@@ -478,7 +478,14 @@ fn setup_and_run(name: &str, location: Location, total: usize, pg_url: Option<St
         let fleet = Fleet::new(fanout.iter().cloned());
         let waker = fleet.wake_on_push(apns.subscribe());
         for n in [1_000usize, 10_000] {
-            handle.block_on(fan_out(&server, &store, &token, &fanout[..n], &http));
+            handle.block_on(fan_out(
+                &server,
+                database.as_ref(),
+                &store,
+                &token,
+                &fanout[..n],
+                &http,
+            ));
         }
         waker.abort();
     }
@@ -727,6 +734,7 @@ async fn idle(
 
 async fn fan_out(
     server: &Server,
+    db: Option<&Database>,
     store: &Arc<dyn Store>,
     token: &str,
     devices: &[Arc<SimDevice>],
@@ -734,6 +742,7 @@ async fn fan_out(
 ) {
     let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
     let cpu0 = server.cpu();
+    let db0 = db.map(|d| tokio::task::block_in_place(|| d.cpu()));
     let start = Instant::now();
     let r = http
         .post(format!("{}/api/v1/commands", server.url))
@@ -765,8 +774,15 @@ async fn fan_out(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let total = start.elapsed();
+    let db_cpu = match (db, db0) {
+        (Some(d), Some(c0)) => format!(
+            ", database CPU {:.2} s",
+            tokio::task::block_in_place(|| d.cpu()) - c0
+        ),
+        _ => String::new(),
+    };
     println!(
-        "  {} to {:>6} devices: queued and pushed in {:.2} s, all acknowledged in {:.2} s (server CPU {:.2} s)",
+        "  {} to {:>6} devices: queued and pushed in {:.2} s, all acknowledged in {:.2} s (server CPU {:.2} s{db_cpu})",
         named::device_information(&[]).request_type,
         devices.len(),
         queued_pushed.as_secs_f64(),

@@ -1289,7 +1289,8 @@ impl Fleet {
         })
     }
 
-    /// Run a session on every device the stand-in pushes to, until `pushes` closes.
+    /// Run a session on every device the stand-in pushes to, until `pushes` closes; a session
+    /// that cannot reach the server is tried again after 1, 2 and 4 s, as mdmclient retries.
     pub fn wake_on_push(
         self: &Arc<Self>,
         mut pushes: tokio::sync::broadcast::Receiver<String>,
@@ -1301,8 +1302,22 @@ impl Fleet {
                     Ok(token) => {
                         if let Some(d) = fleet.devices.get(&token).cloned() {
                             tokio::spawn(async move {
-                                if let Err(e) = d.session().await {
-                                    tracing::warn!(device = %d.udid, error = %e, "simulated device session failed");
+                                // As mdmclient does, a check-in that could not reach the
+                                // server is tried again a little later (1, 2, 4 s).
+                                for attempt in 0..4u32 {
+                                    match d.session().await {
+                                        Ok(_) => return,
+                                        Err(e) if attempt < 3 => {
+                                            tracing::warn!(device = %d.udid, error = %e, "simulated device session failed; trying again");
+                                            tokio::time::sleep(std::time::Duration::from_secs(
+                                                1 << attempt,
+                                            ))
+                                            .await;
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!(device = %d.udid, error = %e, "simulated device session failed")
+                                        }
+                                    }
                                 }
                             });
                         }
