@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use super::sql::{Row, Val};
+use super::sql::{Row, Val, marks};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -82,7 +82,7 @@ impl Declarations for SqlTx<'_> {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
             for r in self.conn.query(
                 &format!("SELECT device_id, token_sent FROM ddm_sync WHERE device_id IN ({marks})"),

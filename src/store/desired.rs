@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use super::sql::{Row, Val};
+use super::sql::{Row, Val, marks};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -386,7 +386,7 @@ impl DesiredState for SqlTx<'_> {
     ) -> Result<Vec<(String, Vec<DesiredProfile>)>, StoreError> {
         let mut scopes: Vec<(String, i64)> = Vec::with_capacity(device_ids.len());
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
             for r in self.conn.query(
                 &format!("SELECT id, team_id FROM devices WHERE id IN ({marks})"),

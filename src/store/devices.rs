@@ -8,7 +8,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::StoreError;
-use super::sql::{Row, Val, insert_rows, rows_per_statement};
+use super::sql::{Row, Val, insert_rows, marks, rows_per_statement};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -444,7 +444,7 @@ impl Devices for SqlTx<'_> {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let mut params: Vec<Val<'_>> = vec![at.into()];
             params.extend(chunk.iter().map(|id| Val::Text(id)));
             self.conn.execute(
@@ -492,7 +492,7 @@ impl Devices for SqlTx<'_> {
     fn existing_devices(&mut self, device_ids: &[String]) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::with_capacity(device_ids.len());
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
             for r in self.conn.query(
                 &format!("SELECT id FROM devices WHERE id IN ({marks})"),
@@ -510,7 +510,7 @@ impl Devices for SqlTx<'_> {
     ) -> Result<Vec<ReconcileTarget>, StoreError> {
         let mut out = Vec::with_capacity(device_ids.len());
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
             for r in self.conn.query(
                 &format!(
@@ -700,7 +700,7 @@ impl Devices for SqlTx<'_> {
     fn push_targets(&mut self, enrollment_ids: &[String]) -> Result<Vec<PushCreds>, StoreError> {
         let mut out = Vec::with_capacity(enrollment_ids.len());
         for chunk in enrollment_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let sql = format!(
                 "SELECT id, device_id, topic, token_sealed, push_magic_sealed FROM enrollments \
                  WHERE id IN ({marks}) AND enabled = ? AND token_sealed IS NOT NULL AND push_magic_sealed IS NOT NULL ORDER BY id"

@@ -40,12 +40,12 @@ struct PgClient {
 }
 
 impl PgClient {
-    fn parts(&mut self) -> (&mut Client, &mut HashMap<String, Statement>) {
-        let client = self
-            .client
-            .as_mut()
-            .expect("a PostgreSQL client until drop");
-        (client, &mut self.statements)
+    fn parts(&mut self) -> Result<(&mut Client, &mut HashMap<String, Statement>), StoreError> {
+        match self.client.as_mut() {
+            Some(client) => Ok((client, &mut self.statements)),
+            // Only `Drop` takes it; a closed connection is what it would mean.
+            None => Err(StoreError::Unreachable("the connection was closed".into())),
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -195,7 +195,7 @@ fn with_tx<T>(
     mode: Mode,
     f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let (client, statements) = pg.parts();
+    let (client, statements) = pg.parts()?;
     let mut tx = client
         .build_transaction()
         .read_only(mode == Mode::Read)
@@ -270,8 +270,12 @@ impl PgStore {
             })?;
             let mut committing = false;
             let result = {
-                let (client, statements) = pooled.parts();
-                run(client, statements, mode, &self.keys, &mut committing, f)
+                match pooled.parts() {
+                    Ok((client, statements)) => {
+                        run(client, statements, mode, &self.keys, &mut committing, f)
+                    }
+                    Err(e) => Err(e),
+                }
             };
             if pooled.is_closed() || matches!(result, Err(StoreError::Unreachable(_))) {
                 pooled.mark_broken();
@@ -352,6 +356,13 @@ fn run(
             f(&mut sql_tx)
         };
         let outcome = match finish {
+            // As in autocommit: `f` may have kept the loss to itself; nothing was committed.
+            _ if aborted.lost.is_some() => {
+                let _ = tx.rollback();
+                Err(StoreError::Unreachable(
+                    aborted.lost.take().unwrap_or_default(),
+                ))
+            }
             _ if aborted.conflict => {
                 let _ = tx.rollback();
                 Err(StoreError::Busy)

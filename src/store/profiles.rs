@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use super::sql::{Row, Val};
+use super::sql::{Row, Val, marks};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -181,7 +181,7 @@ impl ProfileStatus for SqlTx<'_> {
     ) -> Result<Vec<DeviceProfile>, StoreError> {
         let mut out = Vec::new();
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
             for r in self.conn.query(
                 &format!(
@@ -233,7 +233,7 @@ impl ProfileStatus for SqlTx<'_> {
         // path marks at READ COMMITTED, the reconciler runs SERIALIZABLE).
         let now = Timestamp::now();
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let mut params: Vec<Val<'_>> = vec![now.into()];
             params.extend(chunk.iter().map(|id| Val::Text(id)));
             self.conn.execute(
@@ -279,7 +279,7 @@ impl ProfileStatus for SqlTx<'_> {
     fn clear_dirty(&mut self, device_ids: &[String]) -> Result<u64, StoreError> {
         let mut n = 0;
         for chunk in device_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let params: Vec<Val<'_>> = chunk.iter().map(|id| Val::Text(id)).collect();
             n += self.conn.execute(
                 &format!("DELETE FROM reconcile_dirty WHERE device_id IN ({marks})"),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::StoreError;
-use super::sql::{Row, Val};
+use super::sql::{Row, Val, marks};
 use super::tx::SqlTx;
 use crate::timestamp::Timestamp;
 
@@ -208,7 +208,7 @@ impl CommandQueue for SqlTx<'_> {
         )?;
         let mut queued = Vec::with_capacity(enrollment_ids.len());
         for chunk in enrollment_ids.chunks(CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let sql = format!(
                 "INSERT INTO command_queue (enrollment_id, command_uuid, status, created_at) \
                  SELECT e.id, ?, 'pending', ? FROM enrollments e WHERE e.id IN ({marks}) \
@@ -402,7 +402,7 @@ impl CommandQueue for SqlTx<'_> {
     ) -> Result<u64, StoreError> {
         let mut n = 0;
         for chunk in enrollment_ids.chunks(CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let mut params: Vec<Val<'_>> = vec![upto.into()];
             params.extend(chunk.iter().map(|id| Val::Text(id)));
             n += self.conn.execute(
@@ -421,7 +421,7 @@ impl CommandQueue for SqlTx<'_> {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         for chunk in enrollment_ids.chunks(CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = marks(chunk.len());
             let mut params: Vec<Val<'_>> = vec![at.into()];
             params.extend(chunk.iter().map(|id| Val::Text(id)));
             self.conn.execute(

@@ -205,6 +205,11 @@ pub(crate) fn numbered_placeholders(sql: &str) -> String {
     out
 }
 
+/// `?, ?, …`: `n` placeholders, for an `IN (…)` list or a row of values.
+pub(crate) fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 /// The most parameters one multi-row statement carries: under SQLite's limit (32,766) and
 /// PostgreSQL's (65,535).
 const MAX_PARAMS: usize = 30_000;
@@ -219,7 +224,7 @@ pub(crate) fn rows_per_statement(width: usize) -> usize {
 /// for many rows (a bulk import on PostgreSQL is otherwise one round trip per row). `tail` may
 /// hold an `ON CONFLICT … DO UPDATE`, which needs the rows' keys to be distinct.
 pub(crate) fn insert_rows(head: &str, width: usize, rows: usize, tail: &str) -> String {
-    let tuple = format!("({})", vec!["?"; width].join(", "));
+    let tuple = format!("({})", marks(width));
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * (tuple.len() + 2) + 8);
     sql.push_str(head);
     sql.push_str(" VALUES ");
