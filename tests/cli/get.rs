@@ -126,3 +126,30 @@ fn abm_pending_then_active() {
         .stdout_has("pending")
         .stderr_has("set mdm-apple-bm --token");
 }
+
+/// `mdmctl … --format json | head -c 10`: a reader that stops early is not an error (exit 0,
+/// nothing on stderr), for JSON as for tables.
+#[test]
+fn output_cut_short_by_its_reader_is_not_an_error() {
+    use std::process::Stdio;
+    let t = TestContext::new();
+    setup(&t, 200);
+    for args in [
+        &["--format", "json", "get", "mdm-apple"][..],
+        &["get", "mdm-apple"][..],
+    ] {
+        let mut child = t
+            .mdmctl()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mdmctl runs");
+        // The reader goes away before reading anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("mdmctl ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
+}
