@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mdmctl::apple::command::named;
 use mdmctl::sim::device::{IdentityMode, SimDevice};
-use mdmctl::store::{ActivityQuery, QueueStatus};
+use mdmctl::store::QueueStatus;
 
 use crate::common::PgSchema;
 use crate::harness::{Ca, Options, Server};
@@ -25,18 +25,6 @@ fn backends() -> Vec<Option<PgSchema>> {
 
 fn name(pg: &Option<PgSchema>) -> &'static str {
     if pg.is_some() { "postgres" } else { "sqlite" }
-}
-
-fn activities(s: &Server, kind: &str) -> usize {
-    s.store
-        .read(|tx| {
-            tx.activities(&ActivityQuery {
-                kind: Some(kind.into()),
-                ..Default::default()
-            })
-        })
-        .unwrap()
-        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -75,7 +63,7 @@ async fn a_report_sent_twice_at_once_is_recorded_once() {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].status, QueueStatus::Acknowledged, "{backend}");
         assert_eq!(
-            activities(&s, "command.acknowledged"),
+            s.activities("command.acknowledged").len(),
             1,
             "{backend}: what the result sets off runs once"
         );
@@ -164,9 +152,9 @@ async fn waves_of_devices_get_no_server_error() {
                 "{backend}: every device answered once"
             );
         }
-        assert_eq!(activities(&s, "device.migrated"), n, "{backend}");
+        assert_eq!(s.activities("device.migrated").len(), n, "{backend}");
         assert_eq!(
-            activities(&s, "command.acknowledged"),
+            s.activities("command.acknowledged").len(),
             2 * n,
             "{backend}: each answer recorded once"
         );

@@ -150,6 +150,40 @@ pub struct Server {
 
 pub const PASSPHRASE: &str = "server test passphrase";
 
+/// The store's SCEP CA and push certificate, as `generate` and `set mdm-apple` leave them.
+pub fn set_assets(
+    tx: &mut dyn mdmctl::store::Tx,
+    ca: &Ca,
+    push: &mdmctl::sim::apns::MintedPushCert,
+) -> Result<(), mdmctl::assets::AssetError> {
+    set_scep_ca(tx, &ca.cert, &ca.key, "generated", "test", Timestamp::now())?;
+    set_mdm_apple(
+        tx,
+        &SetMdmApple {
+            apns_cert: Some(push.certificate.clone()),
+            apns_key: Some(push.private_key.clone()),
+            scep: None,
+            force: false,
+            actor: "test".into(),
+        },
+    )?;
+    Ok(())
+}
+
+impl Server {
+    /// The activity entries of one kind (`device.migrated`, or a family such as `command.`).
+    pub fn activities(&self, kind: &str) -> Vec<mdmctl::store::Activity> {
+        self.store
+            .read(|tx| {
+                tx.activities(&mdmctl::store::ActivityQuery {
+                    kind: Some(kind.into()),
+                    ..Default::default()
+                })
+            })
+            .unwrap()
+    }
+}
+
 impl Server {
     pub async fn start(mut opts: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -170,22 +204,7 @@ impl Server {
             .issue_push_certificate(&PushCertOptions::default())
             .unwrap();
         let topic = minted.topic.clone();
-        store
-            .write(|tx| -> Result<(), mdmctl::assets::AssetError> {
-                set_scep_ca(tx, &ca.cert, &ca.key, "generated", "test", Timestamp::now())?;
-                set_mdm_apple(
-                    tx,
-                    &SetMdmApple {
-                        apns_cert: Some(minted.certificate.clone()),
-                        apns_key: Some(minted.private_key.clone()),
-                        scep: None,
-                        force: false,
-                        actor: "test".into(),
-                    },
-                )?;
-                Ok(())
-            })
-            .unwrap();
+        store.write(|tx| set_assets(tx, &ca, &minted)).unwrap();
 
         let (secret, hash) = mdmctl::secrets::new_credential("mdmctl_enroll_").unwrap();
         store

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mdmctl::assets::apns::{SetMdmApple, set_mdm_apple, set_scep_ca};
 use mdmctl::pki;
 use mdmctl::sim::apns::{ApnsStandIn, PushCertOptions, StandInConfig, TestPushCa};
 use mdmctl::sim::device::{Endpoint, IdentityMode, SimDevice, http_client};
@@ -119,17 +118,7 @@ async fn three_instances_run_each_job_once_and_hand_it_over_when_one_dies() {
     let old = Ca::new("Old MDM CA");
     store
         .write(|tx| -> Result<(), mdmctl::assets::AssetError> {
-            set_scep_ca(tx, &ca.cert, &ca.key, "generated", "test", Timestamp::now())?;
-            set_mdm_apple(
-                tx,
-                &SetMdmApple {
-                    apns_cert: Some(minted.certificate.clone()),
-                    apns_key: Some(minted.private_key.clone()),
-                    scep: None,
-                    force: false,
-                    actor: "test".into(),
-                },
-            )?;
+            crate::harness::set_assets(tx, &ca, &minted)?;
             let mut a = NewAsset::new(AssetKind::ScepCa, AssetState::Trusted, "imported:test");
             a.cert_pem = Some(pki::cert_pem(&old.cert).unwrap());
             a.sha256 = Some(pki::fingerprint_sha256(&old.cert).unwrap());

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use mdmctl::sim::device::{Fleet, IdentityMode, SimDevice};
-use mdmctl::store::ActivityQuery;
 
 use crate::api::{mdmctl, token_as};
 use crate::harness::{Ca, Options, Server};
@@ -16,17 +15,6 @@ use crate::reconcile::wait_for;
 fn challenge_rows(s: &Server) -> i64 {
     let conn = rusqlite::Connection::open(s.dir.path().join("mdmctl.db")).unwrap();
     conn.query_row("SELECT COUNT(*) FROM scep_challenges", [], |r| r.get(0))
-        .unwrap()
-}
-
-fn kinds(s: &Server, kind: &str) -> Vec<mdmctl::store::Activity> {
-    s.store
-        .read(|tx| {
-            tx.activities(&ActivityQuery {
-                kind: Some(kind.into()),
-                ..Default::default()
-            })
-        })
         .unwrap()
 }
 
@@ -116,7 +104,7 @@ async fn enrollment_needs_a_secret_and_cannot_take_over_a_known_device() {
         real.identity_sha256(),
         "the binding stays"
     );
-    let refused = kinds(&s, "device.bind_refused");
+    let refused = s.activities("device.bind_refused");
     assert_eq!(refused.len(), 1);
     assert!(
         refused[0].summary.contains("mdmctl device rebind"),
@@ -160,7 +148,7 @@ async fn a_re_enrolled_mac_binds_with_the_admins_say_so_or_a_secret_for_it() {
     assert_eq!(again.session().await.unwrap(), 200);
     let d = s.store.read(|tx| tx.device(&wiped.udid)).unwrap().unwrap();
     assert_eq!(d.identity_sha256, again.identity_sha256());
-    assert_eq!(kinds(&s, "device.rebind_allowed").len(), 1);
+    assert_eq!(s.activities("device.rebind_allowed").len(), 1);
     // Once only: a second claim is refused.
     let (_, result) = enroll_as(&s, 12, &s.enroll_secret, Some(&wiped)).await;
     assert!(result.unwrap_err().contains("403"));
