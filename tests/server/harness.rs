@@ -150,6 +150,34 @@ pub struct Server {
 
 pub const PASSPHRASE: &str = "server test passphrase";
 
+/// A device as an import leaves it: its identity's hash and its push channel on `topic`.
+pub fn record_imported(
+    tx: &mut dyn mdmctl::store::Tx,
+    d: &SimDevice,
+    topic: &str,
+) -> Result<(), mdmctl::store::StoreError> {
+    let info = pki::CertInfo::of(&d.identity().unwrap()).unwrap();
+    tx.put_device(&DeviceRecord {
+        id: d.udid.clone(),
+        serial: Some(d.serial.clone()),
+        source: "imported:test".into(),
+        imported_at: Some(Timestamp::now()),
+        identity_sha256: Some(info.sha256.clone()),
+        identity_not_after: Some(info.not_after),
+        ..Default::default()
+    })?;
+    tx.put_enrollment(&EnrollmentRecord {
+        id: d.udid.clone(),
+        device_id: d.udid.clone(),
+        kind: "Device".into(),
+        topic: topic.to_string(),
+        push_magic: Some(Zeroizing::new(d.push_magic.clone())),
+        token: Some(Zeroizing::new(d.token.clone())),
+        enabled: true,
+        ..Default::default()
+    })
+}
+
 /// The store's SCEP CA and push certificate, as `generate` and `set mdm-apple` leave them.
 pub fn set_assets(
     tx: &mut dyn mdmctl::store::Tx,
@@ -369,29 +397,8 @@ impl Server {
             .unwrap()
             .with_identity(cert, key, self.endpoint())
             .unwrap();
-        let info = pki::CertInfo::of(&d.identity().unwrap()).unwrap();
         self.store
-            .write(|tx| {
-                tx.put_device(&DeviceRecord {
-                    id: d.udid.clone(),
-                    serial: Some(d.serial.clone()),
-                    source: "imported:test".into(),
-                    imported_at: Some(Timestamp::now()),
-                    identity_sha256: Some(info.sha256.clone()),
-                    identity_not_after: Some(info.not_after),
-                    ..Default::default()
-                })?;
-                tx.put_enrollment(&EnrollmentRecord {
-                    id: d.udid.clone(),
-                    device_id: d.udid.clone(),
-                    kind: "Device".into(),
-                    topic: self.topic.clone(),
-                    push_magic: Some(Zeroizing::new(d.push_magic.clone())),
-                    token: Some(Zeroizing::new(d.token.clone())),
-                    enabled: true,
-                    ..Default::default()
-                })
-            })
+            .write(|tx| record_imported(tx, &d, &self.topic))
             .unwrap();
         Arc::new(d)
     }

@@ -11,11 +11,7 @@ use std::time::{Duration, Instant};
 use mdmctl::pki;
 use mdmctl::sim::apns::{ApnsStandIn, PushCertOptions, StandInConfig, TestPushCa};
 use mdmctl::sim::device::{Endpoint, IdentityMode, SimDevice, http_client};
-use mdmctl::store::{
-    self, AssetKind, AssetState, DeviceRecord, EnrollmentRecord, Location, NewAsset, NewKey,
-    RenewalState, Store,
-};
-use mdmctl::timestamp::Timestamp;
+use mdmctl::store::{self, AssetKind, AssetState, Location, NewAsset, NewKey, RenewalState, Store};
 use zeroize::Zeroizing;
 
 use crate::binary::Serve;
@@ -149,29 +145,8 @@ async fn three_instances_run_each_job_once_and_hand_it_over_when_one_dies() {
             .with_identity(cert, key.clone(), endpoint.clone())
             .unwrap();
             mac.set_enrollment_profile(OLD_PROFILE);
-            let info = pki::CertInfo::of(&mac.identity().unwrap()).unwrap();
             store
-                .write(|tx| {
-                    tx.put_device(&DeviceRecord {
-                        id: mac.udid.clone(),
-                        serial: Some(mac.serial.clone()),
-                        source: "imported:test".into(),
-                        imported_at: Some(Timestamp::now()),
-                        identity_sha256: Some(info.sha256.clone()),
-                        identity_not_after: Some(info.not_after),
-                        ..Default::default()
-                    })?;
-                    tx.put_enrollment(&EnrollmentRecord {
-                        id: mac.udid.clone(),
-                        device_id: mac.udid.clone(),
-                        kind: "Device".into(),
-                        topic: topic.clone(),
-                        push_magic: Some(Zeroizing::new(mac.push_magic.clone())),
-                        token: Some(Zeroizing::new(mac.token.clone())),
-                        enabled: true,
-                        ..Default::default()
-                    })
-                })
+                .write(|tx| crate::harness::record_imported(tx, &mac, &topic))
                 .unwrap();
             Arc::new(mac)
         })
