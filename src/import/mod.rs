@@ -445,10 +445,11 @@ impl<'t> Importer<'t> {
 
     /// Make room for a record keyed `(kind, id)` in the batch.
     fn reserve(&mut self, kind: &'static str, id: &str) -> Result<(), ImportError> {
-        if self.pending.keys.len() >= BATCH || self.pending.keys.contains(&(kind, id.to_string())) {
+        let key = (kind, id.to_string());
+        if self.pending.keys.len() >= BATCH || self.pending.keys.contains(&key) {
             self.flush()?;
         }
-        self.pending.keys.insert((kind, id.to_string()));
+        self.pending.keys.insert(key);
         Ok(())
     }
 
