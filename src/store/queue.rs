@@ -159,7 +159,9 @@ pub trait CommandQueue {
     /// Drop an enrollment's open entries (on re-enrollment); returns how many.
     fn clear_queue(&mut self, enrollment_id: &str) -> Result<u64, StoreError>;
     /// The channels [`enqueue`](Self::enqueue) put in the push outbox before `before` and
-    /// nobody has pushed since (their queuer died before pushing), oldest first.
+    /// nobody has pushed since (their queuer died before pushing), oldest first. Those whose
+    /// device has fetched every command meanwhile need no push: their rows are dropped here
+    /// (a device fetching its commands does not write to the outbox).
     fn push_outbox_due(&mut self, before: Timestamp, limit: u32)
     -> Result<Vec<String>, StoreError>;
     /// Take channels out of the push outbox (pushed, or not pushable), those put in at or
@@ -238,39 +240,40 @@ impl CommandQueue for SqlTx<'_> {
         enrollment_id: &str,
         include_not_now: bool,
     ) -> Result<Option<QueuedCommand>, StoreError> {
-        let sql = if include_not_now {
-            "SELECT q.id, c.uuid, c.request_type, c.payload_sealed FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
-             WHERE q.enrollment_id = ? AND q.status IN ('pending', 'sent', 'notnow') ORDER BY q.priority DESC, q.id LIMIT 1"
+        let statuses = if include_not_now {
+            "('pending', 'sent', 'notnow')"
         } else {
-            "SELECT q.id, c.uuid, c.request_type, c.payload_sealed FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
-             WHERE q.enrollment_id = ? AND q.status IN ('pending', 'sent') ORDER BY q.priority DESC, q.id LIMIT 1"
+            "('pending', 'sent')"
         };
-        // An entry answered between the SELECT and the UPDATE (a concurrent report) is not
-        // handed out: the UPDATE only takes an entry still open, else the next one is tried.
-        for _ in 0..8 {
-            let Some(r) = self.conn.query_opt(sql, &[enrollment_id.into()])? else {
-                return Ok(None);
-            };
-            let id = r.int(0)?;
-            let taken = self.conn.execute(
-                "UPDATE command_queue SET status = 'sent', sent_at = ? WHERE id = ? AND status IN ('pending', 'sent', 'notnow')",
-                &[Timestamp::now().into(), id.into()],
-            )?;
-            if taken == 1 {
-                // The device is here for its commands: no push needed any more.
-                self.conn.execute(
-                    "DELETE FROM push_outbox WHERE enrollment_id = ?",
-                    &[enrollment_id.into()],
-                )?;
-                let plist = self.open(PAYLOAD, &r.opt_blob(3)?.unwrap_or_default())?;
-                return Ok(Some(QueuedCommand {
-                    uuid: r.text(1)?,
-                    request_type: r.text(2)?,
-                    plist,
-                }));
-            }
-        }
-        Ok(None)
+        // One statement takes the next open entry and returns what to send. The status is
+        // checked again by the update itself: on PostgreSQL (READ COMMITTED) an entry answered
+        // by a concurrent request of the same channel between the subquery and the update is
+        // not handed out again; the device then gets an empty reply and the rest of its queue
+        // at its next check-in (a device sends one request at a time; only a re-sent report
+        // races its original).
+        let sql = format!(
+            "UPDATE command_queue SET status = 'sent', sent_at = ? \
+             WHERE id = (SELECT q.id FROM command_queue q WHERE q.enrollment_id = ? AND q.status IN {statuses} \
+                         ORDER BY q.priority DESC, q.id LIMIT 1) \
+               AND status IN {statuses} \
+             RETURNING command_uuid, \
+               (SELECT c.request_type FROM commands c WHERE c.uuid = command_queue.command_uuid), \
+               (SELECT c.payload_sealed FROM commands c WHERE c.uuid = command_queue.command_uuid)"
+        );
+        let Some(r) = self
+            .conn
+            .query_opt(&sql, &[Timestamp::now().into(), enrollment_id.into()])?
+        else {
+            return Ok(None);
+        };
+        // Its push-outbox row, if any, is left to the `push` job, which drops rows whose
+        // commands were all fetched: one statement fewer on every command sent.
+        let plist = self.open(PAYLOAD, &r.opt_blob(2)?.unwrap_or_default())?;
+        Ok(Some(QueuedCommand {
+            uuid: r.text(0)?,
+            request_type: r.text(1)?,
+            plist,
+        }))
     }
 
     fn has_open_command(
@@ -294,37 +297,50 @@ impl CommandQueue for SqlTx<'_> {
         result: &[u8],
         error_chain: Option<&serde_json::Value>,
     ) -> Result<Recorded, StoreError> {
-        let Some(r) = self.conn.query_opt(
-            "SELECT q.id, c.request_type FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
-             WHERE q.enrollment_id = ? AND q.command_uuid = ?",
-            &[enrollment_id.into(), command_uuid.into()],
-        )?
-        else {
-            return Ok(Recorded::Unknown);
-        };
-        let id = r.int(0)?;
-        let request_type = r.text(1)?;
         let sealed = self.seal(RESULT, result)?;
         let chain = error_chain.map(|c| c.to_string());
         let now = Timestamp::now();
-        let changed = if status == QueueStatus::NotNow {
-            self.conn.execute(
-                "UPDATE command_queue SET status = 'notnow', not_now_count = not_now_count + 1, result_at = ?, result_sealed = ? \
-                 WHERE id = ? AND status IN ('pending', 'sent')",
-                &[now.into(), (&sealed).into(), id.into()],
+        // The common case, a new result, is one statement; only when it changes nothing is the
+        // entry looked up to tell a re-sent report from one for a command never queued.
+        let request_type =
+            "(SELECT c.request_type FROM commands c WHERE c.uuid = command_queue.command_uuid)";
+        let updated = if status == QueueStatus::NotNow {
+            self.conn.query_opt(
+                &format!(
+                    "UPDATE command_queue SET status = 'notnow', not_now_count = not_now_count + 1, result_at = ?, result_sealed = ? \
+                     WHERE enrollment_id = ? AND command_uuid = ? AND status IN ('pending', 'sent') RETURNING {request_type}"
+                ),
+                &[now.into(), (&sealed).into(), enrollment_id.into(), command_uuid.into()],
             )?
         } else {
-            self.conn.execute(
-                "UPDATE command_queue SET status = ?, result_at = ?, result_sealed = ?, error_chain = ? \
-                 WHERE id = ? AND status IN ('pending', 'sent', 'notnow')",
-                &[status.as_str().into(), now.into(), (&sealed).into(), chain.as_deref().into(), id.into()],
+            self.conn.query_opt(
+                &format!(
+                    "UPDATE command_queue SET status = ?, result_at = ?, result_sealed = ?, error_chain = ? \
+                     WHERE enrollment_id = ? AND command_uuid = ? AND status IN ('pending', 'sent', 'notnow') RETURNING {request_type}"
+                ),
+                &[
+                    status.as_str().into(),
+                    now.into(),
+                    (&sealed).into(),
+                    chain.as_deref().into(),
+                    enrollment_id.into(),
+                    command_uuid.into(),
+                ],
             )?
         };
-        Ok(if changed == 1 {
-            Recorded::New(request_type)
-        } else {
-            Recorded::Already(request_type)
-        })
+        if let Some(r) = updated {
+            return Ok(Recorded::New(r.text(0)?));
+        }
+        Ok(
+            match self.conn.query_opt(
+                "SELECT c.request_type FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
+                 WHERE q.enrollment_id = ? AND q.command_uuid = ?",
+                &[enrollment_id.into(), command_uuid.into()],
+            )? {
+                Some(r) => Recorded::Already(r.text(0)?),
+                None => Recorded::Unknown,
+            },
+        )
     }
 
     fn command_entries(&mut self, command_uuid: &str) -> Result<Vec<QueueEntry>, StoreError> {
@@ -383,6 +399,11 @@ impl CommandQueue for SqlTx<'_> {
         before: Timestamp,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        self.conn.execute(
+            "DELETE FROM push_outbox WHERE queued_at < ? AND NOT EXISTS \
+             (SELECT 1 FROM command_queue q WHERE q.enrollment_id = push_outbox.enrollment_id AND q.status = 'pending')",
+            &[before.into()],
+        )?;
         self.conn
             .query(
                 &format!(

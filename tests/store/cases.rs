@@ -834,6 +834,40 @@ pub fn commands_queue_per_enrollment_in_order(s: &TestStore) {
     assert!(w(s, |tx| tx.next_command("Q1:501", true)).is_none());
 }
 
+/// The push outbox: a queued channel waits in it until pushed; one whose device fetched every
+/// command meanwhile (its queuer died, the device came anyway) is dropped, not pushed.
+pub fn push_outbox_holds_channels_until_fetched_or_pushed(s: &TestStore) {
+    use mdmctl::store::NewCommand;
+    use mdmctl::timestamp::Timestamp;
+    with_device_and_channels(s, "PO");
+    let ids = vec!["PO".to_string(), "PO:501".to_string()];
+    w(s, |tx| {
+        tx.enqueue(
+            &NewCommand {
+                uuid: "PO-1",
+                request_type: "ProfileList",
+                plist: b"<plist/>",
+                created_by: "t",
+            },
+            &ids,
+        )
+    });
+    let later = Timestamp(Timestamp::now().0 + 10);
+    let mut due = w(s, |tx| tx.push_outbox_due(later, 100));
+    due.sort();
+    assert_eq!(due, ids, "both queued channels wait for a push");
+    assert!(
+        w(s, |tx| tx.push_outbox_due(Timestamp(0), 100)).is_empty(),
+        "nothing is due before it was queued"
+    );
+    // The device channel fetches its command without a push: it needs none any more.
+    assert_eq!(w(s, |tx| tx.next_command("PO", true)).unwrap().uuid, "PO-1");
+    assert_eq!(w(s, |tx| tx.push_outbox_due(later, 100)), vec!["PO:501".to_string()]);
+    // Pushed: out of the outbox.
+    w(s, |tx| tx.clear_push_outbox(&ids[1..], later));
+    assert!(w(s, |tx| tx.push_outbox_due(later, 100)).is_empty());
+}
+
 pub fn queueing_to_thousands_of_enrollments(s: &TestStore) {
     use mdmctl::store::NewCommand;
     let ids: Vec<String> = (0..1_200).map(|i| format!("M-{i:05}")).collect();
