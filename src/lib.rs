@@ -22,6 +22,7 @@
 pub mod apple;
 pub mod assets;
 pub mod cli;
+pub mod cutover;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

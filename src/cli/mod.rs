@@ -3,6 +3,7 @@
 
 mod apply;
 mod context;
+mod cutover;
 mod demo;
 mod device;
 mod enroll_secret;
@@ -124,6 +125,9 @@ pub enum Command {
     /// Act on one device's record (`rebind`: let a re-enrolled Mac bind its new identity).
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// Before DNS moves: `check` says go or no-go.
+    #[command(subcommand)]
+    Cutover(cutover::CutoverCommand),
     /// Run the whole flow on a throwaway store in a new directory, and show what happened.
     Demo(demo::DemoArgs),
 }
@@ -155,6 +159,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Token(cmd) => token::run(&ctx, cmd),
         Command::EnrollSecret(cmd) => enroll_secret::run(&ctx, cmd),
         Command::Device(cmd) => device::run(&ctx, cmd),
+        // A go / no-go answers with its exit code.
+        Command::Cutover(cmd) => return cutover::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
     }?;
     Ok(ExitCode::SUCCESS)

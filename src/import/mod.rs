@@ -1040,6 +1040,7 @@ impl<'t> Importer<'t> {
                 "enrollments": sm.enrollments,
                 "assets": sm.assets,
                 "skipped": sm.skipped.len(),
+                "skip_reasons": sm.skip_reasons().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                 "commands_left_behind": sm.commands_left_behind,
             }),
         })?;

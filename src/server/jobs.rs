@@ -301,7 +301,9 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<String, StoreError> {
         Job::Push => {
             let grace = i64::try_from(push_grace(st.config.lease).as_secs()).unwrap_or(60);
             let due = tokio::task::spawn_blocking(move || {
-                store.write_rows(|tx| tx.push_outbox_due(Timestamp(Timestamp::now().0 - grace), 5000))
+                store.write_rows(|tx| {
+                    tx.push_outbox_due(Timestamp(Timestamp::now().0 - grace), 5000)
+                })
             })
             .await
             .map_err(|e| StoreError::Decode(format!("push task failed: {e}")))??;

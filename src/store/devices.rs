@@ -88,6 +88,10 @@ pub struct DeviceSummary {
     pub migrated_at: Option<Timestamp>,
     pub last_seen_at: Option<Timestamp>,
     pub identity_not_after: Option<Timestamp>,
+    /// The SHA-256 of its identity certificate is recorded (else only a retro-association,
+    /// `serve --allow-retro-association`, lets it in).
+    #[serde(default)]
+    pub identity_recorded: bool,
     /// The team the device is in (`None`: the global settings apply).
     #[serde(default)]
     pub team: Option<String>,
@@ -129,6 +133,20 @@ pub struct PushCreds {
     pub topic: String,
     pub token: Zeroizing<Vec<u8>>,
     pub push_magic: Zeroizing<String>,
+}
+
+/// A channel as a preflight sees it (`cutover check`): whether its push credentials are there,
+/// without opening them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelOverview {
+    pub id: String,
+    pub device_id: String,
+    /// Apple's enrollment type: `Device`, `User`, `User Enrollment (Device)`, …
+    pub kind: String,
+    pub topic: String,
+    /// It has a push token and push magic: APNs can wake it.
+    pub pushable: bool,
+    pub enabled: bool,
 }
 
 /// How many enrollments use each push topic.
@@ -182,6 +200,8 @@ pub trait Devices {
     fn device_summaries(&mut self) -> Result<Vec<DeviceSummary>, StoreError>;
     /// The push topics in use and how many enrollments use each.
     fn enrollment_topics(&mut self) -> Result<Vec<TopicCount>, StoreError>;
+    /// Every channel, by device then channel ID; no secret is opened.
+    fn channel_overview(&mut self) -> Result<Vec<ChannelOverview>, StoreError>;
     fn count_devices(&mut self) -> Result<i64, StoreError>;
 
     // What check-ins need.
@@ -541,7 +561,8 @@ impl Devices for SqlTx<'_> {
     fn device_summaries(&mut self) -> Result<Vec<DeviceSummary>, StoreError> {
         let mut out = Vec::new();
         self.conn.query_each(
-            "SELECT d.id, d.serial, e.topic, d.source, d.imported_at, d.migrated_at, d.last_seen_at, d.identity_not_after, t.name \
+            "SELECT d.id, d.serial, e.topic, d.source, d.imported_at, d.migrated_at, d.last_seen_at, d.identity_not_after, t.name, \
+             (d.identity_sha256 IS NOT NULL) \
              FROM devices d LEFT JOIN enrollments e ON e.id = d.id LEFT JOIN teams t ON t.id = d.team_id ORDER BY d.id",
             &[],
             &mut |r| {
@@ -555,6 +576,7 @@ impl Devices for SqlTx<'_> {
                     last_seen_at: r.opt_ts(6)?,
                     identity_not_after: r.opt_ts(7)?,
                     team: r.opt_text(8)?,
+                    identity_recorded: r.bool(9)?,
                 });
                 Ok(())
             },
@@ -572,6 +594,27 @@ impl Devices for SqlTx<'_> {
                 Ok(TopicCount {
                     topic: r.text(0)?,
                     enrollments: r.int(1)?,
+                })
+            })
+            .collect()
+    }
+
+    fn channel_overview(&mut self) -> Result<Vec<ChannelOverview>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id, device_id, type, topic, \
+             (push_magic_sealed IS NOT NULL AND token_sealed IS NOT NULL), enabled \
+             FROM enrollments ORDER BY device_id, id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChannelOverview {
+                    id: r.text(0)?,
+                    device_id: r.text(1)?,
+                    kind: r.text(2)?,
+                    topic: r.text(3)?,
+                    pushable: r.bool(4)?,
+                    enabled: r.bool(5)?,
                 })
             })
             .collect()

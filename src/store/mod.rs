@@ -41,8 +41,8 @@ pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
 pub use declarations::{DeclarationStatus, Declarations};
 pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Settings, Team};
 pub use devices::{
-    DeviceAuth, DeviceFacts, DeviceRecord, DeviceSummary, Devices, EnrollmentRecord, PushCreds,
-    ReconcileTarget, TopicCount,
+    ChannelOverview, DeviceAuth, DeviceFacts, DeviceRecord, DeviceSummary, Devices,
+    EnrollmentRecord, PushCreds, ReconcileTarget, TopicCount,
 };
 pub use disk_encryption::{DiskEncryption, DiskEncryptionState, FdeState};
 pub use enrollment::{EnrollSecret, EnrollmentTrust, Issued, IssuedHow};

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cutover;
 mod demo;
 mod generate;
 mod get;

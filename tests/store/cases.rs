@@ -862,7 +862,10 @@ pub fn push_outbox_holds_channels_until_fetched_or_pushed(s: &TestStore) {
     );
     // The device channel fetches its command without a push: it needs none any more.
     assert_eq!(w(s, |tx| tx.next_command("PO", true)).unwrap().uuid, "PO-1");
-    assert_eq!(w(s, |tx| tx.push_outbox_due(later, 100)), vec!["PO:501".to_string()]);
+    assert_eq!(
+        w(s, |tx| tx.push_outbox_due(later, 100)),
+        vec!["PO:501".to_string()]
+    );
     // Pushed: out of the outbox.
     w(s, |tx| tx.clear_push_outbox(&ids[1..], later));
     assert!(w(s, |tx| tx.push_outbox_due(later, 100)).is_empty());

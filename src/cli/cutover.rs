@@ -1,0 +1,216 @@
+//! `mdmctl cutover check`: the go / no-go before DNS moves (checks in `crate::cutover`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::Ctx;
+use super::output::{print_json, print_lines, table};
+use crate::cutover::{self, OldProfile, Status};
+use crate::error::UserError;
+use crate::push::PRODUCTION_URL;
+
+#[derive(Debug, Subcommand)]
+pub enum CutoverCommand {
+    /// Go / no-go before DNS moves: every check says pass, warn, fail or skipped, with a hint.
+    /// Takes serve's flags (the same environment variables) so it checks the configuration
+    /// that will run. Exits 1 when any check fails.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The URL devices will reach the new server at: the old MDM's DNS name (`serve --url`).
+    #[arg(long, env = "MDMCTL_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// serve's extra MDM paths (`serve --mdm-path`).
+    #[arg(long = "mdm-path", value_name = "PATH")]
+    pub mdm_paths: Vec<String>,
+    /// The certificate chain serve will present (`serve --tls-cert`); without it, fetched from
+    /// `--url`.
+    #[arg(long, env = "MDMCTL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The enrollment profile the old MDM installed (`.mobileconfig`, signed or not): the URLs
+    /// devices use and the roots they trust.
+    #[arg(
+        long,
+        alias = "migration-enrollment-profile",
+        env = "MDMCTL_MIGRATION_ENROLLMENT_PROFILE",
+        value_name = "FILE"
+    )]
+    pub enrollment_profile: Option<PathBuf>,
+    /// The old server's address, for a staged cutover: checked to answer.
+    #[arg(long, env = "MDMCTL_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// APNs base URL (Apple's production gateway unless testing).
+    #[arg(long, env = "MDMCTL_APNS_URL", default_value = PRODUCTION_URL, value_name = "URL")]
+    pub apns_url: String,
+    /// Trust only this CA for the APNs server's certificate (a local APNs stand-in), besides
+    /// the system's roots.
+    #[arg(long, env = "MDMCTL_APNS_CA_FILE", value_name = "FILE")]
+    pub apns_ca_file: Option<PathBuf>,
+    /// serve will run with `--allow-retro-association`.
+    #[arg(long)]
+    pub allow_retro_association: bool,
+    /// serve's `--renew-before-days` (0: renewal off).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub renew_before_days: u32,
+    /// Report identities and certificates expiring within this many days.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub expiry_days: u32,
+    /// Report devices still to migrate that the old server has not seen for this many days.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub stale_days: u32,
+    /// The DNS resolver to ask for the name's answer and TTL (default: the system's).
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub resolver: Option<String>,
+    /// Do not use the network: the TLS fetch, old server, APNs and DNS checks say `skipped`.
+    #[arg(long)]
+    pub offline: bool,
+    /// Timeout of each network probe.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+pub fn run(ctx: &Ctx, cmd: CutoverCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CutoverCommand::Check(args) => check(ctx, args),
+    }
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        UserError::new(format!("cannot read `{}`: {e}", path.display()))
+            .with_hint(format!("pass {what}"))
+            .into()
+    })
+}
+
+fn check(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let profile = match &a.enrollment_profile {
+        None => None,
+        Some(p) => Some(
+            OldProfile::parse(&read(p, "the old MDM's enrollment profile (.mobileconfig)")?)
+                .map_err(|e| {
+                    UserError::new(format!("`{}`: {e}", p.display())).with_hint(
+                        "pass the enrollment profile the old MDM installed (it has a com.apple.mdm payload)",
+                    )
+                })?,
+        ),
+    };
+    let tls_chain = match &a.tls_cert {
+        None => None,
+        Some(p) => Some(
+            crate::pki::parse_certs(&read(p, "serve's certificate chain (PEM, leaf first)")?)
+                .map_err(|e| {
+                    UserError::new(format!("`{}`: {e}", p.display()))
+                        .with_hint("--tls-cert takes a PEM chain, leaf first (serve's --tls-cert)")
+                })?,
+        ),
+    };
+    let apns_ca = match &a.apns_ca_file {
+        None => None,
+        Some(p) => Some(
+            crate::pki::parse_cert(&read(p, "the APNs stand-in's CA certificate")?).map_err(
+                |e| {
+                    UserError::new(format!("`{}`: {e}", p.display()))
+                        .with_hint("--apns-ca-file takes one CA certificate (PEM or DER)")
+                },
+            )?,
+        ),
+    };
+    if let Some(u) = &a.url
+        && reqwest::Url::parse(u).is_err()
+    {
+        return Err(UserError::new(format!("--url `{u}` is not a URL"))
+            .with_hint("--url takes https://NAME (the old MDM's DNS name)")
+            .into());
+    }
+    let resolver = match &a.resolver {
+        None => None,
+        Some(r) => Some(
+            r.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    r.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    UserError::new(format!("--resolver `{r}` is not an address"))
+                        .with_hint("--resolver takes IP or IP:PORT (a DNS resolver)")
+                })?,
+        ),
+    };
+    let store = ctx.open_store()?;
+    let options = cutover::Options {
+        fetch_tls: a.tls_cert.is_none(),
+        url: a.url,
+        mdm_paths: a.mdm_paths,
+        tls_chain,
+        profile,
+        upstream: a.upstream,
+        apns_url: a.apns_url,
+        apns_ca,
+        allow_retro_association: a.allow_retro_association,
+        renew_before_days: a.renew_before_days,
+        expiry_days: a.expiry_days,
+        stale_days: a.stale_days,
+        resolver,
+        offline: a.offline,
+        timeout: Duration::from_secs(a.timeout.max(1)),
+    };
+    let report = cutover::check::run(store.as_ref(), &options)?;
+    if ctx.json() {
+        print_json(&report)?;
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .checks
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.to_string(),
+                    c.status.as_str().to_string(),
+                    c.summary.clone(),
+                ]
+            })
+            .collect();
+        let mut lines = table(&["CHECK", "STATUS", "RESULT"], &rows);
+        let detailed: Vec<_> = report
+            .checks
+            .iter()
+            .filter(|c| c.hint.is_some() || !c.items.is_empty())
+            .filter(|c| c.status != Status::Pass || !c.items.is_empty())
+            .collect();
+        for c in detailed {
+            lines.push(String::new());
+            lines.push(format!("{} ({}):", c.name, c.status.as_str()));
+            lines.extend(c.items.iter().map(|i| format!("  {i}")));
+            if let Some(h) = &c.hint {
+                lines.push(format!("  hint: {h}"));
+            }
+        }
+        let count = |s: Status| report.checks.iter().filter(|c| c.status == s).count();
+        lines.push(String::new());
+        lines.push(if report.go {
+            format!(
+                "GO: no check failed ({} warning(s), {} skipped)",
+                count(Status::Warn),
+                count(Status::Skipped)
+            )
+        } else {
+            format!(
+                "NO-GO: {} check(s) failed ({} warning(s), {} skipped)",
+                count(Status::Fail),
+                count(Status::Warn),
+                count(Status::Skipped)
+            )
+        });
+        print_lines(&lines)?;
+    }
+    Ok(if report.go {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
