@@ -112,6 +112,7 @@ fn as_diagnose<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn D
         crate::mdm::api::ApiClientError,
         crate::gitops::GitopsError,
         crate::input::InputError,
+        crate::cutover::stage::StageError,
     );
     None
 }

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::Ctx;
 use super::output::{print_json, print_lines, table};
+use crate::cutover::stage::{self, Change, StageError};
 use crate::cutover::{self, OldProfile, Status};
 use crate::error::UserError;
 use crate::push::PRODUCTION_URL;
@@ -18,6 +19,48 @@ pub enum CutoverCommand {
     /// Takes serve's flags (the same environment variables) so it checks the configuration
     /// that will run. Exits 1 when any check fails.
     Check(CheckArgs),
+    /// Staged cutover (`serve --upstream`): choose the devices mdmctl answers; the others are
+    /// forwarded to the old server. Recorded in the activity log.
+    Set(SetArgs),
+    /// Staged cutover: send devices back to the old server (all of them, or those listed).
+    /// Their queued mdmctl commands are kept, and counted. Recorded in the activity log.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("which")
+        .required(true)
+        .multiple(false)
+        .args(["percent", "devices", "team", "all"])
+))]
+pub struct SetArgs {
+    /// This percentage of all devices, chosen by a stable hash of the UDID (FNV-1a, as Fleet's
+    /// mdmproxy): raising it only adds devices.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "N")]
+    pub percent: Option<u8>,
+    /// These devices: UDIDs or serial numbers, one per line (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// The devices of this team.
+    #[arg(long, value_name = "NAME")]
+    pub team: Option<String>,
+    /// Every device.
+    #[arg(long)]
+    pub all: bool,
+    /// Say which devices would move; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Only these devices: UDIDs or serial numbers, one per line (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Say which devices would move; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -77,10 +120,144 @@ pub struct CheckArgs {
 pub fn run(ctx: &Ctx, cmd: CutoverCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CutoverCommand::Check(args) => check(ctx, args),
+        CutoverCommand::Set(a) => {
+            let (change, listed) = if let Some(p) = a.percent {
+                (Change::Percent(p), None)
+            } else if let Some(f) = &a.devices {
+                let listed = device_list(f)?;
+                (
+                    Change::Devices(listed.iter().map(|(_, id)| id.clone()).collect()),
+                    Some((f.clone(), listed)),
+                )
+            } else if let Some(t) = a.team {
+                (Change::Team(t), None)
+            } else {
+                (Change::All, None)
+            };
+            stage(ctx, &change, listed, a.dry_run)
+        }
+        CutoverCommand::Rollback(a) => {
+            let (change, listed) = match &a.devices {
+                None => (Change::AllBack, None),
+                Some(f) => {
+                    let listed = device_list(f)?;
+                    (
+                        Change::Back(listed.iter().map(|(_, id)| id.clone()).collect()),
+                        Some((f.clone(), listed)),
+                    )
+                }
+            };
+            stage(ctx, &change, listed, a.dry_run)
+        }
     }
 }
 
-fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+/// A device list: (line number, UDID or serial) for every line that is not blank or a comment.
+fn device_list(path: &std::path::Path) -> anyhow::Result<Vec<(usize, String)>> {
+    let bytes = crate::input::read_limited(path, 64 << 20).map_err(|e| {
+        UserError::new(format!("`{}`: {e}", path.display()))
+            .with_hint("--devices takes a text file of UDIDs or serial numbers, one per line")
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        UserError::new(format!("`{}`: not UTF-8 text ({e})", path.display()))
+            .with_hint("--devices takes a text file of UDIDs or serial numbers, one per line")
+    })?;
+    let list: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim().to_string()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err(
+            UserError::new(format!("`{}` lists no device", path.display()))
+                .with_hint("one UDID or serial number per line")
+                .into(),
+        );
+    }
+    Ok(list)
+}
+
+type Listed = Option<(PathBuf, Vec<(usize, String)>)>;
+
+fn stage(ctx: &Ctx, change: &Change, listed: Listed, dry_run: bool) -> anyhow::Result<ExitCode> {
+    ctx.local_only("cutover set/rollback")?;
+    let store = ctx.open_store()?;
+    let o = match stage::apply(store.as_ref(), change, &ctx.actor(), dry_run) {
+        Ok(o) => o,
+        Err(StageError::UnknownDevice(id)) if listed.is_some() => {
+            let (file, lines) = listed.unwrap_or_default();
+            let line = lines
+                .iter()
+                .find(|(_, l)| *l == id)
+                .map(|(n, _)| *n)
+                .unwrap_or(0);
+            return Err(UserError::new(format!(
+                "`{}` line {line}: no device `{id}` in the store; nothing changed",
+                file.display()
+            ))
+            .with_hint("list UDIDs or serial numbers of imported devices (`mdmctl get devices`)")
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.json() {
+        print_json(&o)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if dry_run { "would move" } else { "moved" };
+    let list = |v: &[stage::Moved]| -> Vec<String> {
+        let mut out: Vec<String> = v
+            .iter()
+            .take(20)
+            .map(|m| {
+                let serial = m
+                    .serial
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                if m.queued_commands > 0 {
+                    format!(
+                        "  {}{serial}: {} queued mdmctl command(s) kept",
+                        m.udid, m.queued_commands
+                    )
+                } else {
+                    format!("  {}{serial}", m.udid)
+                }
+            })
+            .collect();
+        if v.len() > 20 {
+            out.push(format!(
+                "  … and {} more (all of them with --format json)",
+                v.len() - 20
+            ));
+        }
+        out
+    };
+    let mut lines = vec![format!("{verb} to mdmctl: {} device(s)", o.moved_in.len())];
+    lines.extend(list(&o.moved_in));
+    let kept: i64 = o.moved_out.iter().map(|m| m.queued_commands).sum();
+    lines.push(format!(
+        "{verb} back to the old server: {} device(s) ({kept} queued mdmctl command(s) kept, sent if they move in again)",
+        o.moved_out.len()
+    ));
+    lines.extend(list(&o.moved_out));
+    lines.push(format!(
+        "{}: {} of {} devices answered by mdmctl ({} %{})",
+        if dry_run { "after" } else { "now" },
+        o.in_set,
+        o.devices,
+        o.after.percent,
+        if o.after.all { ", all" } else { "" }
+    ));
+    if dry_run {
+        lines.push("dry run: nothing changed".into());
+    }
+    print_lines(&lines)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         UserError::new(format!("cannot read `{}`: {e}", path.display()))
             .with_hint(format!("pass {what}"))

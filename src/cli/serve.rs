@@ -128,6 +128,23 @@ pub struct ServeArgs {
     /// main address needs an API token.
     #[arg(long, env = "MDMCTL_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Staged cutover: the old server's address. Devices outside the cutover set (`mdmctl
+    /// cutover set`) are forwarded to it unchanged, after their identity is checked here; so
+    /// are SCEP and `/enroll` requests and devices the store does not know.
+    #[arg(long, env = "MDMCTL_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Trust this CA (PEM) for the old server's TLS certificate, besides the system's roots.
+    #[arg(
+        long,
+        env = "MDMCTL_UPSTREAM_CA_FILE",
+        value_name = "FILE",
+        requires = "upstream"
+    )]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// During a staged cutover, answer SCEP, `/enroll` and devices the store does not know
+    /// here instead of forwarding them to `--upstream`.
+    #[arg(long, requires = "upstream")]
+    pub serve_enrollment: bool,
 }
 
 /// Threads for store and crypto work (twice the PostgreSQL pool).
@@ -275,6 +292,35 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.enroll_anchors = anchors;
     config.organization = args.org.clone();
     config.lease = std::time::Duration::from_secs(u64::from(args.lease_seconds.max(3)));
+    if let Some(url) = &args.upstream {
+        let roots = match &args.upstream_ca_file {
+            None => Vec::new(),
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| {
+                    UserError::new(format!("cannot read `{}`: {e}", p.display()))
+                        .with_hint("--upstream-ca-file takes the CA certificate (PEM) of the old server's TLS certificate")
+                })?;
+                crate::pki::parse_certs(&bytes).map_err(|e| {
+                    UserError::new(format!("`{}`: {e}", p.display()))
+                        .with_hint("--upstream-ca-file takes the CA certificate (PEM) of the old server's TLS certificate")
+                })?
+            }
+        };
+        let up =
+            crate::server::upstream::Upstream::new(url, &roots, std::time::Duration::from_secs(30))
+                .map_err(|e| {
+                    UserError::new(format!("--upstream: {e}")).with_hint(
+                        "--upstream takes the old server's URL, such as https://old-mdm.internal",
+                    )
+                })?;
+        ctx.warn(&format!(
+            "staged cutover: devices outside the cutover set are forwarded to {} (`mdmctl cutover set` moves them here){}",
+            up.url(),
+            if args.serve_enrollment { "" } else { "; so are SCEP, /enroll and devices this store does not know" }
+        ));
+        config.upstream = Some(std::sync::Arc::new(up));
+        config.serve_enrollment = args.serve_enrollment;
+    }
     if let Some((certs, key)) = &tls {
         config.profile_signer = Some((certs[0].clone(), key.clone()));
         config.tls_not_after = crate::pki::CertInfo::of(&certs[0])

@@ -189,6 +189,7 @@ pub fn run(store: &dyn Store, o: &Options) -> Result<Report, StoreError> {
     checks.push(urls(o));
     checks.push(tls(o, now));
     checks.push(upstream(o));
+    checks.push(rollback_loss(o));
     checks.push(apns(o));
     checks.push(stale_devices(&facts, now, o));
     checks.push(push_tokens(&facts));
@@ -677,6 +678,31 @@ fn upstream(o: &Options) -> Check {
         Err(e) => Check::new(NAME, Status::Fail, format!("{url} does not answer: {e}"))
             .hint("check --upstream: the old server must stay reachable from mdmctl until every device has moved"),
     }
+}
+
+/// What going back to the old server would lose, in staged mode.
+fn rollback_loss(o: &Options) -> Check {
+    const NAME: &str = "rollback.losses";
+    if o.upstream.is_none() {
+        return Check::new(
+            NAME,
+            Status::Skipped,
+            "staged mode not configured: a rollback means pointing DNS back",
+        )
+        .hint("pass --upstream URL for a staged cutover with `mdmctl cutover rollback`");
+    }
+    Check::new(
+        NAME,
+        Status::Warn,
+        "what devices send to mdmctl is not sent back to the old server: after a rollback it has their push token, push magic, unlock and bootstrap tokens as of the cutover, and does not know of a CheckOut or an identity renewed by mdmctl",
+    )
+    .hint("roll back soon after a device moved, or let it check in to the old server (a TokenUpdate refreshes its token there); keep identity renewal off while devices may go back (serve --renew-before-days 0)")
+    .items(vec![
+        "TokenUpdate: the old server pushes a token the device may have rotated".into(),
+        "SetBootstrapToken: the old server keeps the bootstrap token it had".into(),
+        "CheckOut: the old server still counts the device as enrolled".into(),
+        "identity renewal by mdmctl's CA: the old server refuses the new identity".into(),
+    ])
 }
 
 fn apns(o: &Options) -> Check {

@@ -8,5 +8,6 @@
 pub mod check;
 pub mod dns;
 pub mod probe;
+pub mod stage;
 
 pub use check::{Check, OldProfile, Options, Report, Status};

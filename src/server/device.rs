@@ -42,7 +42,7 @@ pub(crate) fn vouch(
 }
 
 /// The reply to an identity that is not accepted.
-fn refusal(e: VerifyError) -> Reply {
+pub(crate) fn refusal(e: VerifyError) -> Reply {
     match e {
         VerifyError::Store(e) => store_failure(e),
         VerifyError::Identity(e) => {
@@ -88,7 +88,10 @@ pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
 
 /// What the request proves its identity with: `Mdm-Signature` first (it also proves the body),
 /// then the TLS client certificate, then the proxy's header.
-fn credential<'a>(st: &AppState, req: &'a MdmRequest) -> Result<Credential<'a>, IdentityError> {
+pub(crate) fn credential<'a>(
+    st: &AppState,
+    req: &'a MdmRequest,
+) -> Result<Credential<'a>, IdentityError> {
     if let Some(sig) = &req.signature {
         return Ok(Credential::Signature {
             header: sig,

@@ -20,6 +20,7 @@ mod limit;
 mod listen;
 mod scep;
 mod trust;
+pub mod upstream;
 
 pub use listen::{PeerCert, serve, tls_acceptor};
 pub use trust::Trust;
@@ -95,6 +96,12 @@ pub struct ServeConfig {
     /// How long a background job's lease lasts unrenewed: when an instance dies, another takes
     /// its jobs over within this time (`--lease-seconds`).
     pub lease: Duration,
+    /// Staged cutover: the old server, which answers devices outside the cutover set
+    /// (`--upstream`).
+    pub upstream: Option<Arc<upstream::Upstream>>,
+    /// During a staged cutover, answer SCEP, `/enroll` and devices the store does not know
+    /// here rather than forwarding them (`--serve-enrollment`).
+    pub serve_enrollment: bool,
 }
 
 impl ServeConfig {
@@ -118,6 +125,8 @@ impl ServeConfig {
             reconcile: crate::reconcile::Policy::default(),
             lease: jobs::DEFAULT_LEASE,
             tls_not_after: None,
+            upstream: None,
+            serve_enrollment: false,
         }
     }
 }
@@ -263,7 +272,12 @@ pub fn app(state: Arc<AppState>) -> Router {
     for path in &state.config.mdm_paths {
         router = router.route(path, any(mdm_endpoint));
     }
+    let forwarded = state.config.upstream.is_some() && !state.config.serve_enrollment;
     for path in SCEP_PATHS {
+        if forwarded {
+            router = router.route(path, any(upstream::forward_endpoint));
+            continue;
+        }
         // Anyone may send SCEP requests (that is how a device gets an identity), so they get a
         // small body limit: a PKCSReq is a few kilobytes.
         router = router.route(
@@ -273,8 +287,12 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(SCEP_MAX_BODY)),
         );
     }
+    router = if forwarded {
+        router.route("/enroll", any(upstream::forward_endpoint))
+    } else {
+        router.route("/enroll", get(enroll::profile))
+    };
     router
-        .route("/enroll", get(enroll::profile))
         .route("/", get(enroll::landing))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -445,7 +463,7 @@ async fn mdm_endpoint(
         Ok(b) => b,
         Err(status) => return status.into_response(),
     };
-    let req = MdmRequest {
+    let mut req = MdmRequest {
         // Check-ins and command reports may share a path (MicroMDM, NanoMDM): the
         // Content-Type tells them apart.
         checkin: content_type.starts_with("application/x-apple-aspen-mdm-checkin"),
@@ -454,6 +472,20 @@ async fn mdm_endpoint(
         peer,
         header_cert,
     };
+    if let Some(up) = st.config.upstream.clone() {
+        let (st2, up2) = (st.clone(), up.clone());
+        let routed =
+            tokio::task::spawn_blocking(move || (upstream::route(&st2, &up2, &req), req)).await;
+        match routed {
+            Ok((Ok(upstream::Route::Upstream), req)) => {
+                return upstream::forward(&st, &up, &parts.method, &parts.uri, headers, req.body)
+                    .await;
+            }
+            Ok((Ok(upstream::Route::Here), r)) => req = r,
+            Ok((Err(refused), _)) => return refused.into_response(),
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
     let st2 = st.clone();
     match tokio::task::spawn_blocking(move || device::handle(&st2, req)).await {
         Ok(reply) => reply.into_response(),

@@ -18,7 +18,7 @@ pub(crate) struct Migration {
 pub(crate) type Notice = fn(&mut dyn Conn) -> Result<Option<String>, StoreError>;
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 11;
+pub const LATEST_SCHEMA_VERSION: i64 = 12;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -85,6 +85,12 @@ const SQLITE: &[Migration] = &[
         version: 11,
         name: "instances",
         sql: include_str!("migrations/sqlite/0011_instances.sql"),
+        notice: None,
+    },
+    Migration {
+        version: 12,
+        name: "cutover",
+        sql: include_str!("migrations/sqlite/0012_cutover.sql"),
         notice: None,
     },
 ];
@@ -154,6 +160,12 @@ const POSTGRES: &[Migration] = &[
         version: 11,
         name: "instances",
         sql: include_str!("migrations/postgres/0011_instances.sql"),
+        notice: None,
+    },
+    Migration {
+        version: 12,
+        name: "cutover",
+        sql: include_str!("migrations/postgres/0012_cutover.sql"),
         notice: None,
     },
 ];

@@ -14,6 +14,7 @@
 
 mod activities;
 mod assets;
+mod cutover;
 mod declarations;
 mod desired;
 mod devices;
@@ -38,6 +39,7 @@ mod tx;
 
 pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
 pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
+pub use cutover::{Cutover, CutoverSet};
 pub use declarations::{DeclarationStatus, Declarations};
 pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Settings, Team};
 pub use devices::{
@@ -187,6 +189,7 @@ pub trait Tx:
     + Renewals
     + EnrollmentTrust
     + Leases
+    + Cutover
     + Stats
 {
 }
@@ -205,6 +208,7 @@ impl<
         + Renewals
         + EnrollmentTrust
         + Leases
+        + Cutover
         + Stats,
 > Tx for T
 {

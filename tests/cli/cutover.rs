@@ -451,3 +451,109 @@ fn bad_inputs_are_named_with_a_hint() {
         .user_error()
         .stderr_has("--resolver");
 }
+
+#[test]
+fn cutover_set_and_rollback_say_what_moves_and_are_audited() {
+    let t = setup();
+    // Dry run: which devices would move, and nothing changes.
+    let j = t
+        .run(&["--format", "json", "cutover", "set", "--all", "--dry-run"])
+        .success()
+        .json();
+    assert_eq!(j["dry_run"], true);
+    // Four devices: the one whose channel the import skipped (another topic) is one too.
+    assert_eq!(j["moved_in"].as_array().unwrap().len(), 4, "{j:#}");
+    let j = t
+        .run(&[
+            "--format",
+            "json",
+            "cutover",
+            "set",
+            "--percent",
+            "0",
+            "--dry-run",
+        ])
+        .success()
+        .json();
+    assert_eq!(j["in_set"], 0, "nothing was written by the dry run: {j:#}");
+
+    // Listed devices, by UDID or serial; a device the store does not have is named with its
+    // line, and nothing changes.
+    t.write(
+        "wave1.txt",
+        "# first wave\nAAAA0000-0000-4000-8000-000000000001\n\nSERBBBB  # by serial\n",
+    );
+    t.write("typo.txt", "AAAA0000-0000-4000-8000-000000000001\nNOPE\n");
+    t.run(&["cutover", "set", "--devices", "typo.txt"])
+        .user_error()
+        .stderr_has("typo.txt")
+        .stderr_has("line 2")
+        .stderr_has("NOPE")
+        .stderr_has("hint:");
+    let out = t
+        .run(&["cutover", "set", "--devices", "wave1.txt"])
+        .success()
+        .stdout
+        .clone();
+    assert!(out.contains("moved to mdmctl: 2 device(s)"), "{out}");
+    assert!(
+        out.contains("now: 2 of 4 devices answered by mdmctl"),
+        "{out}"
+    );
+
+    // A team that does not exist.
+    t.run(&["cutover", "set", "--team", "Nobody"])
+        .user_error()
+        .stderr_has("Nobody")
+        .stderr_has("get teams");
+    // Exactly one way to choose.
+    assert_ne!(
+        t.run(&["cutover", "set", "--all", "--percent", "5"]).code,
+        0
+    );
+    assert_ne!(t.run(&["cutover", "set", "--percent", "101"]).code, 0);
+
+    // Rollback of one, then of all.
+    t.write("back.txt", "SERAAAA\n");
+    let j = t
+        .run(&[
+            "--format",
+            "json",
+            "cutover",
+            "rollback",
+            "--devices",
+            "back.txt",
+        ])
+        .success()
+        .json();
+    assert_eq!(
+        j["moved_out"][0]["udid"],
+        "AAAA0000-0000-4000-8000-000000000001"
+    );
+    let out = t.run(&["cutover", "rollback"]).success().stdout.clone();
+    assert!(out.contains("back to the old server: 1 device(s)"), "{out}");
+    assert!(out.contains("now: 0 of 4"), "{out}");
+
+    let log = t
+        .run(&[
+            "--format",
+            "json",
+            "get",
+            "activities",
+            "--type",
+            "cutover.",
+        ])
+        .success()
+        .json();
+    let kinds: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["cutover.set", "cutover.rollback", "cutover.rollback"],
+        "{log:#}"
+    );
+}

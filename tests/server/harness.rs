@@ -101,6 +101,8 @@ pub struct Options {
     pub client_ip_header: Option<String>,
     /// A PostgreSQL store in this schema instead of a SQLite file.
     pub postgres: Option<crate::common::PgSchema>,
+    /// `serve --upstream`: a staged cutover in front of this old server.
+    pub upstream: Option<String>,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -123,6 +125,7 @@ impl Default for Options {
             open_enrollment: false,
             client_ip_header: None,
             postgres: None,
+            upstream: None,
         }
     }
 }
@@ -268,6 +271,12 @@ impl Server {
         config.open_enrollment = opts.open_enrollment;
         config.client_ip_header = opts.client_ip_header;
         config.organization = "Test Org".into();
+        config.upstream = opts.upstream.as_deref().map(|u| {
+            Arc::new(
+                server::upstream::Upstream::new(u, &[], std::time::Duration::from_secs(5))
+                    .expect("the old server's URL"),
+            )
+        });
         // A slow body is cut off quickly (tests/server/hostile.rs sends one).
         config.body_timeout = std::time::Duration::from_secs(2);
         // Profiles go out quickly, and failed installs retry after a second.

@@ -21,5 +21,6 @@ mod reconcile;
 mod refusals;
 mod renewal;
 mod security;
+mod staged;
 mod transport;
 mod updates;

@@ -871,6 +871,46 @@ pub fn push_outbox_holds_channels_until_fetched_or_pushed(s: &TestStore) {
     assert!(w(s, |tx| tx.push_outbox_due(later, 100)).is_empty());
 }
 
+/// The staged cutover's set: a percentage and `--all` kept in meta, devices moved one by one,
+/// open commands counted per device (what a rollback keeps).
+pub fn cutover_set_and_moves_round_trip(s: &TestStore) {
+    use mdmctl::store::{CutoverSet, NewCommand};
+    with_device_and_channels(s, "CUT");
+    assert_eq!(r(s, |tx| tx.cutover_set()), CutoverSet::default());
+    let set = CutoverSet {
+        percent: 25,
+        all: false,
+    };
+    w(s, |tx| tx.set_cutover_set(&set));
+    assert_eq!(r(s, |tx| tx.cutover_set()), set);
+    assert_eq!(r(s, |tx| tx.cutover_move("CUT")), None);
+    w(s, |tx| tx.set_cutover_moves(&["CUT".to_string()], true));
+    assert_eq!(r(s, |tx| tx.cutover_move("CUT")), Some(true));
+    w(s, |tx| tx.set_cutover_moves(&["CUT".to_string()], false));
+    assert_eq!(
+        r(s, |tx| tx.cutover_moves()),
+        vec![("CUT".to_string(), false)]
+    );
+    assert_eq!(w(s, |tx| tx.clear_cutover_moves()), 1);
+    assert_eq!(r(s, |tx| tx.cutover_move("CUT")), None);
+    w(s, |tx| {
+        tx.enqueue(
+            &NewCommand {
+                uuid: "CUT-1",
+                request_type: "ProfileList",
+                plist: b"<plist/>",
+                created_by: "t",
+            },
+            &["CUT".to_string(), "CUT:501".to_string()],
+        )
+    });
+    assert_eq!(
+        r(s, |tx| tx.open_commands_per_device()),
+        vec![("CUT".to_string(), 2)],
+        "both channels' entries count for the device"
+    );
+}
+
 pub fn queueing_to_thousands_of_enrollments(s: &TestStore) {
     use mdmctl::store::NewCommand;
     let ids: Vec<String> = (0..1_200).map(|i| format!("M-{i:05}")).collect();

@@ -131,6 +131,7 @@ conformance!(
     tampered_secret_is_reported,
     commands_queue_per_enrollment_in_order,
     push_outbox_holds_channels_until_fetched_or_pushed,
+    cutover_set_and_moves_round_trip,
     queueing_to_thousands_of_enrollments,
     api_tokens_and_scep_challenges,
     enrollment_secrets_issued_certificates_and_rebind_grants,

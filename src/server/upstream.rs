@@ -1,0 +1,248 @@
+//! Staged cutover (`serve --upstream URL`): `serve` takes every MDM request at the old URLs and
+//! answers those of devices in the cutover set (`mdmctl cutover set`); the others go to the old
+//! server unchanged (method, path, query, body, `Mdm-Signature`, `Content-Type`, the proxy's
+//! client-certificate header) and its answer comes back as it was. So do SCEP and enrollment
+//! requests, unless `--serve-enrollment`.
+//!
+//! Identity checks run before anything is forwarded: a body that does not match its signature,
+//! a certificate no store CA vouches for, or another identity than the one recorded for the
+//! device it claims to be is refused here, and the old server never sees it. Devices the store
+//! does not know go to the old server (it enrolled them), unless `--serve-enrollment`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::device::{credential, refusal};
+use super::{AppState, MdmRequest, Reply};
+use crate::store::{CutoverSet, StoreError};
+
+/// The largest answer taken from the old server.
+const MAX_ANSWER: usize = 32 * 1024 * 1024;
+
+/// How long the cutover set is kept before it is read again: a change by `cutover set`
+/// reaches every instance within this.
+const SET_TTL: Duration = Duration::from_secs(2);
+
+/// The headers a forwarded request keeps (besides the proxy's client-certificate header).
+const KEPT: &[HeaderName] = &[header::CONTENT_TYPE, header::USER_AGENT, header::ACCEPT];
+
+/// The old server, and how to reach it.
+pub struct Upstream {
+    base: reqwest::Url,
+    client: reqwest::Client,
+    set: Mutex<Option<(Instant, CutoverSet)>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base", &self.base.as_str())
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// The old server at `url` (`https://old-mdm.internal`); `roots` are trusted for its TLS
+    /// certificate besides the system's.
+    pub fn new(
+        url: &str,
+        roots: &[openssl::x509::X509],
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let base = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return Err(format!("`{url}` is not an http(s) URL"));
+        }
+        let mut b = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        for r in roots {
+            let der = r.to_der().map_err(|e| e.to_string())?;
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_der(&der).map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(Self {
+            base,
+            client: b.build().map_err(|e| e.to_string())?,
+            set: Mutex::new(None),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    fn cutover_set(&self, tx: &mut dyn crate::store::Tx) -> Result<CutoverSet, StoreError> {
+        let mut cached = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, set)) = *cached
+            && at.elapsed() < SET_TTL
+        {
+            return Ok(set);
+        }
+        let set = tx.cutover_set()?;
+        *cached = Some((Instant::now(), set));
+        Ok(set)
+    }
+}
+
+/// Where a request goes.
+pub(crate) enum Route {
+    Here,
+    Upstream,
+}
+
+/// Decide where an MDM request goes (store reads: call from a blocking task). A request
+/// refused here gets its reply.
+pub(crate) fn route(st: &AppState, up: &Upstream, req: &MdmRequest) -> Result<Route, Reply> {
+    let credential = credential(st, req).map_err(|e| {
+        crate::metrics::refused("no_identity");
+        Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let v = st
+        .trust
+        .check(st.store.as_ref(), credential)
+        .map_err(refusal)?;
+    // A body that names no device is answered here (with its 400).
+    let channel = if req.checkin {
+        crate::apple::checkin::parse(&req.body)
+            .ok()
+            .and_then(|m| m.sender.channel().ok())
+    } else {
+        crate::apple::command::parse_report(&req.body)
+            .ok()
+            .and_then(|r| r.sender.channel().ok())
+    };
+    let Some(channel) = channel else {
+        return Ok(Route::Here);
+    };
+    let device = channel.device_id.clone();
+    let looked = st.store.glance(|tx| -> Result<_, StoreError> {
+        let auth = tx.device_auth(&device, None)?;
+        if auth.is_none() {
+            return Ok((None, false));
+        }
+        let set = up.cutover_set(tx)?;
+        let moved = tx.cutover_move(&device)?;
+        Ok((auth, set.contains(&device, moved)))
+    });
+    let (auth, inside) = match looked {
+        Ok(l) => l,
+        Err(e) => return Err(super::device::store_failure(e)),
+    };
+    let Some(auth) = auth else {
+        return Ok(if st.config.serve_enrollment {
+            Route::Here
+        } else {
+            Route::Upstream
+        });
+    };
+    if inside {
+        return Ok(Route::Here);
+    }
+    if let Some(h) = auth.identity_sha256.as_deref()
+        && h != v.sha256
+    {
+        warn!(
+            device = %device,
+            presented = %&v.sha256[..16],
+            "refused (not forwarded): the identity certificate is not the one recorded for this device"
+        );
+        crate::metrics::refused("identity_mismatch");
+        return Err(Reply::Refuse(
+            StatusCode::FORBIDDEN,
+            "identity mismatch".into(),
+        ));
+    }
+    debug!(device = %device, "forwarded to the old server");
+    Ok(Route::Upstream)
+}
+
+/// Send a request on to the old server and return its answer as it was (status, content type,
+/// body). An old server that does not answer gets the device a 502; it comes back later.
+pub(crate) async fn forward(
+    st: &AppState,
+    up: &Upstream,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut url = up.base.clone();
+    let path = format!("{}{}", up.base.path().trim_end_matches('/'), uri.path());
+    url.set_path(&path);
+    url.set_query(uri.query());
+    let mut rb = up.client.request(method.clone(), url).body(body);
+    let cert_header = st
+        .config
+        .client_cert_header
+        .as_deref()
+        .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
+    for name in KEPT
+        .iter()
+        .cloned()
+        .chain(std::iter::once(HeaderName::from_static("mdm-signature")))
+        .chain(cert_header)
+    {
+        for v in headers.get_all(&name) {
+            rb = rb.header(name.clone(), v.clone());
+        }
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, path = %uri.path(), "the old server did not answer a forwarded request");
+            return StatusCode::BAD_GATEWAY.into_response();
+        }
+    };
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    let mut resp = resp;
+    let mut answer = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if answer.len() + c.len() > MAX_ANSWER {
+                    warn!(path = %uri.path(), "the old server's answer is larger than {MAX_ANSWER} bytes; not passed on");
+                    return StatusCode::BAD_GATEWAY.into_response();
+                }
+                answer.extend_from_slice(&c);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %e, path = %uri.path(), "the old server's answer broke off");
+                return StatusCode::BAD_GATEWAY.into_response();
+            }
+        }
+    }
+    let mut out = (status, answer).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = retry_after {
+        out.headers_mut().insert(header::RETRY_AFTER, ra);
+    }
+    out
+}
+
+/// SCEP and `/enroll` during a staged cutover: to the old server.
+pub(crate) async fn forward_endpoint(
+    axum::extract::State(st): axum::extract::State<std::sync::Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let Some(up) = st.config.upstream.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let body = match super::read_body(body, super::SCEP_MAX_BODY, st.config.body_timeout).await {
+        Ok(b) => b,
+        Err(status) => return status.into_response(),
+    };
+    forward(&st, &up, &parts.method, &parts.uri, &parts.headers, body).await
+}

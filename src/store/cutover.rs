@@ -1,0 +1,192 @@
+//! The staged cutover's set: which devices mdmctl answers while `serve --upstream` forwards the
+//! others to the old server. A percentage of the fleet chosen by a stable hash of the UDID
+//! (FNV-1a 32 modulo 100, as Fleet's `mdmproxy` does, so a percentage picks the same devices in
+//! both, and raising it only adds devices), `--all`, and devices moved in or taken back one by
+//! one, which win over the percentage. Shared by every instance on the store.
+
+use serde::{Deserialize, Serialize};
+
+use super::sql::Val;
+use super::tx::SqlTx;
+use super::{Meta, StoreError};
+use crate::timestamp::Timestamp;
+
+const META_KEY: &str = "cutover.set";
+
+/// The percentage and `--all`; without one, no device is in the set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutoverSet {
+    pub percent: u8,
+    pub all: bool,
+}
+
+/// FNV-1a, 32 bits.
+pub fn fnv1a32(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+impl CutoverSet {
+    /// Whether mdmctl answers this device: its own move (`Some(inside)`) wins; else `--all`,
+    /// else its place in the percentage.
+    pub fn contains(&self, device_id: &str, moved: Option<bool>) -> bool {
+        match moved {
+            Some(inside) => inside,
+            None => self.all || fnv1a32(device_id) % 100 < u32::from(self.percent),
+        }
+    }
+}
+
+pub trait Cutover {
+    fn cutover_set(&mut self) -> Result<CutoverSet, StoreError>;
+    fn set_cutover_set(&mut self, set: &CutoverSet) -> Result<(), StoreError>;
+    /// A device's own move, if any: `true` in, `false` taken back.
+    fn cutover_move(&mut self, device_id: &str) -> Result<Option<bool>, StoreError>;
+    /// Every device's own move.
+    fn cutover_moves(&mut self) -> Result<Vec<(String, bool)>, StoreError>;
+    /// Move these devices in (`inside`) or take them back, whatever the percentage.
+    fn set_cutover_moves(&mut self, device_ids: &[String], inside: bool) -> Result<(), StoreError>;
+    /// Forget every device's own move; returns how many there were.
+    fn clear_cutover_moves(&mut self) -> Result<u64, StoreError>;
+    /// Open commands (pending, sent, NotNow) per device, for devices that have any.
+    fn open_commands_per_device(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
+}
+
+impl Cutover for SqlTx<'_> {
+    fn cutover_set(&mut self) -> Result<CutoverSet, StoreError> {
+        match self.meta_get(META_KEY)? {
+            None => Ok(CutoverSet::default()),
+            Some(v) => serde_json::from_str(&v)
+                .map_err(|e| StoreError::Decode(format!("meta `{META_KEY}`: {e}"))),
+        }
+    }
+
+    fn set_cutover_set(&mut self, set: &CutoverSet) -> Result<(), StoreError> {
+        let v = serde_json::to_string(set).map_err(|e| StoreError::Decode(e.to_string()))?;
+        self.meta_set(META_KEY, &v)
+    }
+
+    fn cutover_move(&mut self, device_id: &str) -> Result<Option<bool>, StoreError> {
+        self.conn
+            .query_opt(
+                "SELECT inside FROM cutover_devices WHERE device_id = ?",
+                &[device_id.into()],
+            )?
+            .map(|r| r.bool(0))
+            .transpose()
+    }
+
+    fn cutover_moves(&mut self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT device_id, inside FROM cutover_devices ORDER BY device_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.bool(1)?)))
+            .collect()
+    }
+
+    fn set_cutover_moves(&mut self, device_ids: &[String], inside: bool) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        for chunk in device_ids.chunks(300) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let mut params: Vec<Val<'_>> = Vec::with_capacity(chunk.len() * 3);
+            for id in chunk {
+                params.push(Val::Text(id));
+                params.push(inside.into());
+                params.push(now.into());
+            }
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO cutover_devices (device_id, inside, changed_at) VALUES {rows} \
+                     ON CONFLICT (device_id) DO UPDATE SET inside = excluded.inside, changed_at = excluded.changed_at"
+                ),
+                &params,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn clear_cutover_moves(&mut self) -> Result<u64, StoreError> {
+        self.conn.execute("DELETE FROM cutover_devices", &[])
+    }
+
+    fn open_commands_per_device(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT e.device_id, COUNT(*) FROM command_queue q JOIN enrollments e ON e.id = q.enrollment_id \
+                 WHERE q.status IN ('pending', 'sent', 'notnow') GROUP BY e.device_id ORDER BY e.device_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        // From the FNV reference (draft-eastlake-fnv): "" and "a", "foobar".
+        assert_eq!(fnv1a32(""), 0x811c_9dc5);
+        assert_eq!(fnv1a32("a"), 0xe40c_292c);
+        assert_eq!(fnv1a32("foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn raising_the_percentage_only_adds_devices() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("UDID-{i:05}")).collect();
+        let mut before = 0;
+        for p in [0u8, 1, 10, 50, 99, 100] {
+            let low = CutoverSet {
+                percent: p,
+                all: false,
+            };
+            let n = ids.iter().filter(|i| low.contains(i, None)).count();
+            assert!(n >= before);
+            if p < 100 {
+                let high = CutoverSet {
+                    percent: p + 1,
+                    all: false,
+                };
+                assert!(
+                    ids.iter()
+                        .all(|i| !low.contains(i, None) || high.contains(i, None))
+                );
+            }
+            before = n;
+        }
+        assert_eq!(before, 2000, "100 % is everyone");
+        let ten = ids
+            .iter()
+            .filter(|i| {
+                CutoverSet {
+                    percent: 10,
+                    all: false,
+                }
+                .contains(i, None)
+            })
+            .count();
+        assert!((140..=260).contains(&ten), "about 10 %: {ten}");
+        assert!(
+            !CutoverSet {
+                percent: 100,
+                all: true
+            }
+            .contains("X", Some(false)),
+            "a device taken back stays back"
+        );
+        assert!(
+            CutoverSet::default().contains("X", Some(true)),
+            "a device moved in is in"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! Staged cutover (`serve --upstream`): devices outside the cutover set reach the old server
+//! through mdmctl, byte for byte; those inside are answered by mdmctl; an impostor is refused
+//! before anything is forwarded; a rollback keeps mdmctl's queued commands; SCEP goes to the
+//! old server. The old server here records what it receives and answers 200, as NanoMDM does
+//! to an Idle with nothing queued.
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::HeaderMap;
+use mdmctl::apple::command::named;
+use mdmctl::cutover::stage::{self, Change};
+use mdmctl::sim::device::{IdentityMode, SimDevice};
+use mdmctl::store::CutoverSet;
+
+use crate::harness::{Ca, Options, Server};
+
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: Option<String>,
+    content_type: Option<String>,
+    signature: Option<String>,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct OldServer {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl OldServer {
+    async fn start() -> (Self, String) {
+        let me = Self::default();
+        let rec = me.clone();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: HeaderMap,
+                  body: axum::body::Bytes| {
+                let rec = rec.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    rec.seen.lock().unwrap().push(Seen {
+                        method: method.to_string(),
+                        path: uri.path().to_string(),
+                        query: uri.query().map(str::to_string),
+                        content_type: h("content-type"),
+                        signature: h("mdm-signature"),
+                        body: body.to_vec(),
+                    });
+                    if uri.path() == "/scep" {
+                        (
+                            [("content-type", "text/plain")],
+                            "POSTPKIOperation\nSHA-256\nAES\n",
+                        )
+                    } else {
+                        ([("content-type", "text/plain")], "")
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (me, url)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn migrated_at(s: &Server, udid: &str) -> bool {
+    s.store
+        .read(|tx| tx.device(udid))
+        .unwrap()
+        .unwrap()
+        .migrated_at
+        .is_some()
+}
+
+/// The server reads the cutover set again after at most this long.
+async fn set_reread() {
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_outside_the_set_reach_the_old_server_unchanged_and_move_over_by_percent() {
+    let (old_server, old_url) = OldServer::start().await;
+    let s = Server::start(Options {
+        upstream: Some(old_url),
+        ..Default::default()
+    })
+    .await;
+    let old = Ca::new("OLD MDM SCEP CA");
+    s.trust_old_ca(&old);
+    let macs: Vec<Arc<SimDevice>> = (0..20)
+        .map(|i| s.migrated(i, &old, IdentityMode::Signature))
+        .collect();
+
+    // 0 %: every request goes to the old server as the Mac sent it.
+    for m in &macs {
+        let body = m.idle_body();
+        let headers = m.identity_headers(&body).unwrap();
+        let (code, answer) = m
+            .send_with(false, body.clone(), headers.clone())
+            .await
+            .unwrap();
+        assert_eq!((code, answer.len()), (200, 0));
+        let last = old_server.seen().pop().expect("forwarded");
+        assert_eq!(last.method, "PUT");
+        assert_eq!(last.path, "/mdm");
+        assert_eq!(last.body, body, "the body goes on unchanged");
+        let sig = headers
+            .iter()
+            .find(|(k, _)| k == "Mdm-Signature")
+            .map(|(_, v)| v.clone());
+        assert_eq!(last.signature, sig, "Mdm-Signature goes on unchanged");
+        assert_eq!(
+            last.content_type.as_deref(),
+            Some("application/x-apple-aspen-mdm")
+        );
+    }
+    assert_eq!(old_server.seen().len(), 20);
+    assert!(
+        macs.iter().all(|m| !migrated_at(&s, &m.udid)),
+        "mdmctl answered nobody"
+    );
+
+    // 50 %: the devices the hash puts in are answered by mdmctl (their first contact), the
+    // others still by the old server.
+    let o = stage::apply(s.store.as_ref(), &Change::Percent(50), "tester", false).unwrap();
+    let half = CutoverSet {
+        percent: 50,
+        all: false,
+    };
+    let inside: Vec<&Arc<SimDevice>> = macs
+        .iter()
+        .filter(|m| half.contains(&m.udid, None))
+        .collect();
+    let outside: Vec<&Arc<SimDevice>> = macs
+        .iter()
+        .filter(|m| !half.contains(&m.udid, None))
+        .collect();
+    assert!(
+        !inside.is_empty() && !outside.is_empty(),
+        "20 random UDIDs fall on both sides"
+    );
+    assert_eq!(o.moved_in.len(), inside.len());
+    assert_eq!(
+        s.activities("cutover.set").len(),
+        1,
+        "the change is in the activity log"
+    );
+    set_reread().await;
+    for m in &macs {
+        assert_eq!(m.send(false, m.idle_body()).await.unwrap().0, 200);
+    }
+    assert_eq!(old_server.seen().len(), 20 + outside.len());
+    for m in &inside {
+        assert!(migrated_at(&s, &m.udid), "{} is answered by mdmctl", m.udid);
+    }
+    for m in &outside {
+        assert!(
+            !migrated_at(&s, &m.udid),
+            "{} stays on the old server",
+            m.udid
+        );
+    }
+
+    // An impostor with another certificate from the old CA, claiming a device outside the
+    // set: refused here, never forwarded.
+    let victim = outside[0];
+    let (cert, key) = old.issue("impostor", -1, 300);
+    let impostor = SimDevice::with_key(
+        99,
+        "14.6",
+        IdentityMode::Signature,
+        s.http(),
+        &s.tls_roots,
+        key.clone(),
+    )
+    .unwrap()
+    .with_ids(
+        &victim.udid,
+        &victim.serial,
+        victim.token.clone(),
+        &victim.push_magic,
+    )
+    .with_identity(cert, key, s.endpoint())
+    .unwrap();
+    let before = old_server.seen().len();
+    assert_eq!(
+        impostor.send(false, impostor.idle_body()).await.unwrap().0,
+        403
+    );
+    assert_eq!(
+        old_server.seen().len(),
+        before,
+        "nothing forwarded for the impostor"
+    );
+
+    // A device inside with a command queued, taken back: the command is kept (and counted),
+    // the old server answers it meanwhile, and it gets the command when it moves in again.
+    let back = inside[0];
+    mdmctl::mdm::send(
+        &s.store,
+        None,
+        &named::device_information(&[]),
+        std::slice::from_ref(&back.udid),
+        "tester",
+    )
+    .await
+    .unwrap();
+    let o = stage::apply(
+        s.store.as_ref(),
+        &Change::Back(vec![back.serial.clone()]),
+        "tester",
+        false,
+    )
+    .unwrap();
+    assert_eq!(o.moved_out.len(), 1);
+    assert_eq!(
+        o.moved_out[0].queued_commands, 1,
+        "its queued command is kept and reported"
+    );
+    let before = old_server.seen().len();
+    let (code, answer) = back.send(false, back.idle_body()).await.unwrap();
+    assert_eq!((code, answer.len()), (200, 0), "the old server answered");
+    assert_eq!(old_server.seen().len(), before + 1);
+    stage::apply(
+        s.store.as_ref(),
+        &Change::Devices(vec![back.udid.clone()]),
+        "tester",
+        false,
+    )
+    .unwrap();
+    let (code, answer) = back.send(false, back.idle_body()).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("DeviceInformation"),
+        "moved in again, it gets the command mdmctl kept"
+    );
+
+    // A full rollback: everyone on the old server again.
+    let o = stage::apply(s.store.as_ref(), &Change::AllBack, "tester", false).unwrap();
+    assert_eq!(o.in_set, 0);
+    set_reread().await;
+    let before = old_server.seen().len();
+    for m in &macs {
+        assert_eq!(m.send(false, m.idle_body()).await.unwrap().0, 200);
+    }
+    assert_eq!(old_server.seen().len(), before + 20);
+    assert_eq!(s.activities("cutover.rollback").len(), 2);
+
+    // SCEP goes to the old server, query and answer included.
+    let r = s
+        .http()
+        .get(format!("{}/scep?operation=GetCACaps", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "POSTPKIOperation\nSHA-256\nAES\n");
+    let last = old_server.seen().pop().unwrap();
+    assert_eq!(
+        (last.path.as_str(), last.query.as_deref()),
+        ("/scep", Some("operation=GetCACaps"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_server_that_does_not_answer_gets_the_device_a_502_not_a_crash() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let s = Server::start(Options {
+        upstream: Some(url),
+        ..Default::default()
+    })
+    .await;
+    let old = Ca::new("OLD MDM SCEP CA");
+    s.trust_old_ca(&old);
+    let mac = s.migrated(0, &old, IdentityMode::Signature);
+    assert_eq!(mac.send(false, mac.idle_body()).await.unwrap().0, 502);
+    // Devices in the set are still served.
+    stage::apply(s.store.as_ref(), &Change::All, "tester", false).unwrap();
+    set_reread().await;
+    assert_eq!(mac.send(false, mac.idle_body()).await.unwrap().0, 200);
+    assert!(migrated_at(&s, &mac.udid));
+    s.stop().await;
+}
