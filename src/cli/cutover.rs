@@ -87,6 +87,10 @@ pub struct CheckArgs {
     /// The old server's address, for a staged cutover: checked to answer.
     #[arg(long, env = "MDMCTL_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
+    /// The old server's migration endpoint serve mirrors check-ins to
+    /// (`serve --upstream-migration-url`).
+    #[arg(long, env = "MDMCTL_UPSTREAM_MIGRATION_URL", value_name = "URL")]
+    pub upstream_migration_url: Option<String>,
     /// APNs base URL (Apple's production gateway unless testing).
     #[arg(long, env = "MDMCTL_APNS_URL", default_value = PRODUCTION_URL, value_name = "URL")]
     pub apns_url: String,
@@ -327,6 +331,7 @@ fn check(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<ExitCode> {
         tls_chain,
         profile,
         upstream: a.upstream,
+        mirror_url: a.upstream_migration_url,
         apns_url: a.apns_url,
         apns_ca,
         allow_retro_association: a.allow_retro_association,

@@ -108,7 +108,7 @@ pub enum Command {
     /// Import devices, push certificate and SCEP CA from an old MDM (NanoMDM, Fleet, MicroMDM, CSV).
     ImportDevices(import_devices::ImportDevicesArgs),
     /// Run the MDM server: check-ins, commands, SCEP, push, enrollment, admin API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Send MDM commands to devices (queued, then pushed).
     #[command(subcommand)]
     Mdm(mdm::MdmCommand),
@@ -152,7 +152,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Get(cmd) => get::run(&ctx, cmd),
         Command::Apply(args) => apply::run(&ctx, args),
         Command::ImportDevices(args) => import_devices::run(&ctx, args),
-        Command::Serve(args) => serve::run(&ctx, args),
+        Command::Serve(args) => serve::run(&ctx, *args),
         Command::Mdm(cmd) => mdm::run(&ctx, cmd),
         Command::Push(args) => push::run(&ctx, args),
         Command::Transfer(args) => transfer::run(&ctx, args),

@@ -145,6 +145,21 @@ pub struct ServeArgs {
     /// here instead of forwarding them to `--upstream`.
     #[arg(long, requires = "upstream")]
     pub serve_enrollment: bool,
+    /// Staged cutover: the old server's migration endpoint (NanoMDM: `PUT /migration`, run
+    /// with `-migration`). The Authenticate, TokenUpdate, SetBootstrapToken and CheckOut of
+    /// devices served here are sent to it, in order, retried until it takes them, so a
+    /// rollback finds their current push tokens. Its API key: `MDMCTL_UPSTREAM_API_KEY` or
+    /// `--upstream-api-key-file`.
+    #[arg(
+        long,
+        env = "MDMCTL_UPSTREAM_MIGRATION_URL",
+        value_name = "URL",
+        requires = "upstream"
+    )]
+    pub upstream_migration_url: Option<String>,
+    /// Read the old server's API key from the first line of FILE (else `MDMCTL_UPSTREAM_API_KEY`).
+    #[arg(long, value_name = "FILE", requires = "upstream_migration_url")]
+    pub upstream_api_key_file: Option<PathBuf>,
 }
 
 /// Threads for store and crypto work (twice the PostgreSQL pool).
@@ -320,6 +335,41 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         ));
         config.upstream = Some(std::sync::Arc::new(up));
         config.serve_enrollment = args.serve_enrollment;
+        if let Some(mirror_url) = &args.upstream_migration_url {
+            let key = match &args.upstream_api_key_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        UserError::new(format!("cannot read `{}`: {e}", p.display()))
+                            .with_hint("--upstream-api-key-file takes a file whose first line is the old server's API key")
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                None => std::env::var("MDMCTL_UPSTREAM_API_KEY").unwrap_or_default(),
+            };
+            if key.is_empty() {
+                return Err(UserError::new("--upstream-migration-url needs the old server's API key")
+                    .with_hint("set MDMCTL_UPSTREAM_API_KEY or pass --upstream-api-key-file F (NanoMDM's -api key)")
+                    .into());
+            }
+            let mirror = crate::server::upstream::Mirror::new(
+                mirror_url,
+                Zeroizing::new(key),
+                &roots,
+                std::time::Duration::from_secs(30),
+            )
+            .map_err(|e| {
+                UserError::new(format!("--upstream-migration-url: {e}"))
+                    .with_hint("pass the old server's migration endpoint, such as https://old-mdm.internal/migration")
+            })?;
+            ctx.warn(&format!(
+                "staged cutover: check-ins of devices served here are mirrored to {}",
+                mirror.url()
+            ));
+            config.mirror = Some(std::sync::Arc::new(mirror));
+        }
     }
     if let Some((certs, key)) = &tls {
         config.profile_signer = Some((certs[0].clone(), key.clone()));

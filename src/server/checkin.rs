@@ -38,7 +38,9 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
     // correct at READ COMMITTED (Mode::WriteRows), where concurrent devices do not abort each other.
     if let CheckinMessage::Authenticate(a) = &msg.message {
         let result = st.store.write(|tx| -> Result<Reply, StoreError> {
-            authenticate(st, tx, &channel, v, a, body)
+            let reply = authenticate(st, tx, &channel, v, a, body)?;
+            mirror(st, tx, &channel, &name, body, &reply)?;
+            Ok(reply)
         });
         return finish(st, &channel, &msg, &name, result);
     }
@@ -49,9 +51,38 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
         };
         record(tx, &channel, v, &authz)?;
         tx.touch(&channel.id, &channel.device_id)?;
-        dispatch(st, tx, &channel, &msg, body)
+        let reply = dispatch(st, tx, &channel, &msg, body)?;
+        mirror(st, tx, &channel, &name, body, &reply)?;
+        Ok(reply)
     });
     finish(st, &channel, &msg, &name, result)
+}
+
+/// The check-ins the old server needs to take a device back (`--upstream-migration-url`).
+const MIRRORED: &[&str] = &[
+    "Authenticate",
+    "TokenUpdate",
+    "SetBootstrapToken",
+    "CheckOut",
+];
+
+/// During a staged cutover with mirroring, keep an accepted check-in for the old server, in the
+/// transaction that records it (so it is sent if and only if it was recorded).
+fn mirror(
+    st: &AppState,
+    tx: &mut dyn Tx,
+    channel: &checkin::ChannelId,
+    name: &str,
+    body: &[u8],
+    reply: &Reply,
+) -> Result<(), StoreError> {
+    if st.config.mirror.is_some()
+        && MIRRORED.contains(&name)
+        && !matches!(reply, Reply::Refuse(..) | Reply::Unavailable { .. })
+    {
+        tx.mirror_enqueue(&channel.device_id, name, body)?;
+    }
+    Ok(())
 }
 
 fn finish(

@@ -12,7 +12,9 @@
 //! every queued command puts its channel in the store's push outbox in the same transaction,
 //! and the push takes it out), `reconcile` (profiles, declarations, FileVault checks, each batch pushed as queued),
 //! `renewals` (identities nearing expiry), `device-facts` (DeviceInformation for devices under
-//! macOS update enforcement), `housekeeping` (expired SCEP challenges, instances gone for good).
+//! macOS update enforcement), `housekeeping` (expired SCEP challenges, instances gone for good),
+//! `mirror-back` (during a staged cutover, the check-ins of devices served here sent to the old
+//! server, `--upstream-migration-url`).
 //! Commands queued through the API are pushed by the instance that queued them, once; the
 //! `push` job only sends what such an instance left behind.
 
@@ -33,15 +35,17 @@ pub enum Job {
     Renewals,
     DeviceFacts,
     Housekeeping,
+    Mirror,
 }
 
 impl Job {
-    pub const ALL: [Job; 5] = [
+    pub const ALL: [Job; 6] = [
         Job::Push,
         Job::Reconcile,
         Job::Renewals,
         Job::DeviceFacts,
         Job::Housekeeping,
+        Job::Mirror,
     ];
 
     /// Its lease's name (and the name `get servers` shows).
@@ -52,6 +56,7 @@ impl Job {
             Job::Renewals => "renewals",
             Job::DeviceFacts => "device-facts",
             Job::Housekeeping => "housekeeping",
+            Job::Mirror => "mirror-back",
         }
     }
 
@@ -63,7 +68,7 @@ impl Job {
     fn every(self, policy: &crate::reconcile::Policy) -> Duration {
         match self {
             Job::Reconcile => policy.interval,
-            Job::Push => policy.interval.max(Duration::from_secs(2)),
+            Job::Push | Job::Mirror => policy.interval.max(Duration::from_secs(2)),
             // Their queries scan the devices: not every reconcile interval.
             _ => policy.housekeeping.max(policy.interval),
         }
@@ -88,9 +93,9 @@ const FORGET_AFTER_SECS: i64 = 24 * 3600;
 pub struct Instance {
     pub info: ServerInstance,
     /// Per job: until when this instance may run it (its lease, less a margin).
-    held: Mutex<[Option<Instant>; 5]>,
+    held: Mutex<[Option<Instant>; 6]>,
     /// Per job: its last run here.
-    last: Mutex<[Option<JobRun>; 5]>,
+    last: Mutex<[Option<JobRun>; 6]>,
 }
 
 impl Instance {
@@ -112,7 +117,7 @@ impl Instance {
                 started_at: now,
                 seen_at: now,
             },
-            held: Mutex::new([None; 5]),
+            held: Mutex::new([None; 6]),
             last: Mutex::new(Default::default()),
         }
     }
@@ -256,7 +261,7 @@ async fn run_loop(state: Weak<AppState>, job: Job) {
         let Some(st) = state.upgrade() else {
             return;
         };
-        if !st.instance.holds(job) {
+        if !st.instance.holds(job) || (job == Job::Mirror && st.config.mirror.is_none()) {
             last_run = None;
             continue;
         }
@@ -358,6 +363,10 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<String, StoreError> {
                 "{challenges} expired SCEP challenge(s), {servers} instance(s) gone for good"
             ))
         }
+        Job::Mirror => match st.config.mirror.clone() {
+            Some(m) => super::upstream::mirror_pass(st, &m).await,
+            None => Ok("not configured".into()),
+        },
     }
 }
 

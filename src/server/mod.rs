@@ -102,6 +102,9 @@ pub struct ServeConfig {
     /// During a staged cutover, answer SCEP, `/enroll` and devices the store does not know
     /// here rather than forwarding them (`--serve-enrollment`).
     pub serve_enrollment: bool,
+    /// Staged cutover: where the check-ins of devices served here are sent back, so the old
+    /// server can take them back (`--upstream-migration-url`).
+    pub mirror: Option<Arc<upstream::Mirror>>,
 }
 
 impl ServeConfig {
@@ -127,6 +130,7 @@ impl ServeConfig {
             tls_not_after: None,
             upstream: None,
             serve_enrollment: false,
+            mirror: None,
         }
     }
 }

@@ -246,3 +246,125 @@ pub(crate) async fn forward_endpoint(
     };
     forward(&st, &up, &parts.method, &parts.uri, &parts.headers, body).await
 }
+
+/// The old server's migration endpoint (NanoMDM's `PUT /migration`, API basic auth
+/// `nanomdm:KEY`), which takes raw check-ins without a device certificate: how the old server
+/// keeps the push tokens, bootstrap tokens and enrollments of devices served here current, so
+/// that a rollback finds them as they are.
+pub struct Mirror {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    api_key: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is never shown.
+        f.debug_struct("Mirror")
+            .field("url", &self.url.as_str())
+            .finish()
+    }
+}
+
+/// Items sent per pass of the `mirror-back` job.
+const MIRROR_BATCH: u32 = 500;
+
+impl Mirror {
+    pub fn new(
+        url: &str,
+        api_key: zeroize::Zeroizing<String>,
+        roots: &[openssl::x509::X509],
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let up = Upstream::new(url, roots, timeout)?;
+        Ok(Self {
+            url: up.base,
+            client: up.client,
+            api_key,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    async fn send(&self, body: &[u8]) -> Result<(), String> {
+        let resp = self
+            .client
+            .put(self.url.clone())
+            .basic_auth("nanomdm", Some(self.api_key.as_str()))
+            .header(
+                header::CONTENT_TYPE,
+                "application/x-apple-aspen-mdm-checkin",
+            )
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            text.chars().take(200).collect::<String>().trim()
+        ))
+    }
+}
+
+/// Wait before trying an item again: 5 s, doubling, at most an hour.
+fn mirror_backoff(attempts: i64) -> i64 {
+    let shift = u32::try_from(attempts.clamp(0, 10)).unwrap_or(10);
+    (5i64 << shift).min(3600)
+}
+
+/// One pass of the `mirror-back` job: send what waits, oldest first, each device's check-ins in
+/// order (a device whose item fails waits for its retry before its later ones go).
+pub(crate) async fn mirror_pass(st: &AppState, mirror: &Mirror) -> Result<String, StoreError> {
+    let store = st.store.clone();
+    let waiting =
+        tokio::task::spawn_blocking(move || store.read(|tx| tx.mirror_waiting(MIRROR_BATCH)))
+            .await
+            .map_err(|e| StoreError::Decode(format!("mirror task failed: {e}")))??;
+    let now = crate::timestamp::Timestamp::now();
+    let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let (mut sent, mut failed) = (0usize, 0usize);
+    for item in waiting {
+        if held.contains(&item.device_id) {
+            continue;
+        }
+        if item.next_attempt_at.0 > now.0 {
+            held.insert(item.device_id.clone());
+            continue;
+        }
+        let outcome = mirror.send(&item.body).await;
+        let store = st.store.clone();
+        let (id, attempts) = (item.id, item.attempts);
+        let err = outcome.as_ref().err().cloned();
+        if let Some(e) = &err {
+            warn!(device = %item.device_id, message = %item.message, attempt = attempts + 1, error = %e, "the old server did not take a mirrored check-in; it is tried again");
+            held.insert(item.device_id.clone());
+            failed += 1;
+        } else {
+            debug!(device = %item.device_id, message = %item.message, "check-in mirrored to the old server");
+            sent += 1;
+        }
+        tokio::task::spawn_blocking(move || {
+            store.write_rows(|tx| match &err {
+                None => tx.mirror_done(id),
+                Some(e) => tx.mirror_failed(
+                    id,
+                    e,
+                    crate::timestamp::Timestamp(
+                        crate::timestamp::Timestamp::now().0 + mirror_backoff(attempts),
+                    ),
+                ),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Decode(format!("mirror task failed: {e}")))??;
+    }
+    Ok(format!("{sent} check-in(s) mirrored, {failed} failed"))
+}

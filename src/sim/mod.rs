@@ -9,3 +9,4 @@ pub mod apple;
 pub mod cutover;
 pub mod device;
 pub mod nanomdm;
+pub mod nanomdm_server;

@@ -3,6 +3,10 @@
 //! (FNV-1a 32 modulo 100, as Fleet's `mdmproxy` does, so a percentage picks the same devices in
 //! both, and raising it only adds devices), `--all`, and devices moved in or taken back one by
 //! one, which win over the percentage. Shared by every instance on the store.
+//!
+//! Also the mirror outbox: what devices served by mdmctl send that the old server needs to take
+//! them back (Authenticate, TokenUpdate, SetBootstrapToken, CheckOut), raw and sealed, kept in
+//! order per device until the old server has it.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +16,30 @@ use super::{Meta, StoreError};
 use crate::timestamp::Timestamp;
 
 const META_KEY: &str = "cutover.set";
+const MIRROR: &str = "mirror";
+
+/// A check-in waiting to be sent to the old server.
+#[derive(Clone, Debug)]
+pub struct MirrorItem {
+    pub id: i64,
+    pub device_id: String,
+    /// `Authenticate`, `TokenUpdate`, `SetBootstrapToken`, `CheckOut`.
+    pub message: String,
+    /// The raw check-in (it holds push credentials).
+    pub body: zeroize::Zeroizing<Vec<u8>>,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+}
+
+/// What waits in the mirror outbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorBacklog {
+    pub waiting: i64,
+    pub oldest: Option<Timestamp>,
+    /// Items tried at least once without success.
+    pub failing: i64,
+    pub last_error: Option<String>,
+}
 
 /// The percentage and `--all`; without one, no device is in the set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +82,23 @@ pub trait Cutover {
     fn clear_cutover_moves(&mut self) -> Result<u64, StoreError>;
     /// Open commands (pending, sent, NotNow) per device, for devices that have any.
     fn open_commands_per_device(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Keep a device's check-in for the old server (after those already waiting).
+    fn mirror_enqueue(
+        &mut self,
+        device_id: &str,
+        message: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The oldest waiting items, due or not (the sender keeps each device's order).
+    fn mirror_waiting(&mut self, limit: u32) -> Result<Vec<MirrorItem>, StoreError>;
+    fn mirror_done(&mut self, id: i64) -> Result<(), StoreError>;
+    fn mirror_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    fn mirror_backlog(&mut self) -> Result<MirrorBacklog, StoreError>;
 }
 
 impl Cutover for SqlTx<'_> {
@@ -116,6 +161,71 @@ impl Cutover for SqlTx<'_> {
         self.conn.execute("DELETE FROM cutover_devices", &[])
     }
 
+    fn mirror_enqueue(
+        &mut self,
+        device_id: &str,
+        message: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(MIRROR, body)?;
+        let now = Timestamp::now();
+        self.conn.execute(
+            "INSERT INTO mirror_outbox (device_id, message, body_sealed, queued_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+            &[device_id.into(), message.into(), (&sealed).into(), now.into(), now.into()],
+        )?;
+        Ok(())
+    }
+
+    fn mirror_waiting(&mut self, limit: u32) -> Result<Vec<MirrorItem>, StoreError> {
+        let rows = self.conn.query(
+            &format!(
+                "SELECT id, device_id, message, body_sealed, attempts, next_attempt_at FROM mirror_outbox ORDER BY id LIMIT {limit}"
+            ),
+            &[],
+        )?;
+        rows.iter().map(|r| self.mirror_item(r)).collect()
+    }
+
+    fn mirror_done(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM mirror_outbox WHERE id = ?", &[id.into()])?;
+        Ok(())
+    }
+
+    fn mirror_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE mirror_outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            &[error.into(), next_attempt_at.into(), id.into()],
+        )?;
+        Ok(())
+    }
+
+    fn mirror_backlog(&mut self) -> Result<MirrorBacklog, StoreError> {
+        let r = self.conn.query_one(
+            "SELECT COUNT(*), MIN(queued_at), COALESCE(SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END), 0) FROM mirror_outbox",
+            &[],
+        )?;
+        let last_error = self
+            .conn
+            .query_opt(
+                "SELECT last_error FROM mirror_outbox WHERE last_error IS NOT NULL ORDER BY id LIMIT 1",
+                &[],
+            )?
+            .map(|r| r.text(0))
+            .transpose()?;
+        Ok(MirrorBacklog {
+            waiting: r.int(0)?,
+            oldest: r.opt_ts(1)?,
+            failing: r.int(2)?,
+            last_error,
+        })
+    }
+
     fn open_commands_per_device(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
         self.conn
             .query(
@@ -126,6 +236,19 @@ impl Cutover for SqlTx<'_> {
             .iter()
             .map(|r| Ok((r.text(0)?, r.int(1)?)))
             .collect()
+    }
+}
+
+impl SqlTx<'_> {
+    fn mirror_item(&mut self, r: &super::sql::Row) -> Result<MirrorItem, StoreError> {
+        Ok(MirrorItem {
+            id: r.int(0)?,
+            device_id: r.text(1)?,
+            message: r.text(2)?,
+            body: self.open(MIRROR, &r.opt_blob(3)?.unwrap_or_default())?,
+            attempts: r.int(4)?,
+            next_attempt_at: r.ts(5)?,
+        })
     }
 }
 

@@ -39,7 +39,7 @@ mod tx;
 
 pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
 pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
-pub use cutover::{Cutover, CutoverSet};
+pub use cutover::{Cutover, CutoverSet, MirrorBacklog, MirrorItem};
 pub use declarations::{DeclarationStatus, Declarations};
 pub use desired::{DesiredProfile, DesiredState, GlobalSettings, ProfileKind, Settings, Team};
 pub use devices::{

@@ -103,6 +103,8 @@ pub struct Options {
     pub postgres: Option<crate::common::PgSchema>,
     /// `serve --upstream`: a staged cutover in front of this old server.
     pub upstream: Option<String>,
+    /// `serve --upstream-migration-url` and the old server's API key.
+    pub mirror: Option<(String, String)>,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -126,6 +128,7 @@ impl Default for Options {
             client_ip_header: None,
             postgres: None,
             upstream: None,
+            mirror: None,
         }
     }
 }
@@ -275,6 +278,17 @@ impl Server {
             Arc::new(
                 server::upstream::Upstream::new(u, &[], std::time::Duration::from_secs(5))
                     .expect("the old server's URL"),
+            )
+        });
+        config.mirror = opts.mirror.as_ref().map(|(u, key)| {
+            Arc::new(
+                server::upstream::Mirror::new(
+                    u,
+                    Zeroizing::new(key.clone()),
+                    &[],
+                    std::time::Duration::from_secs(5),
+                )
+                .expect("the old server's migration URL"),
             )
         });
         // A slow body is cut off quickly (tests/server/hostile.rs sends one).

@@ -297,3 +297,104 @@ async fn an_old_server_that_does_not_answer_gets_the_device_a_502_not_a_crash() 
     assert!(migrated_at(&s, &mac.udid));
     s.stop().await;
 }
+
+/// Wait for `cond`, up to `secs` seconds.
+async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_update_on_a_moved_device_reaches_the_old_server_so_a_rollback_finds_it() {
+    use mdmctl::sim::nanomdm_server::{Door, NanoMdmStandIn, OldEnrollment};
+    let old = Ca::new("OLD NANOMDM CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_url = format!("http://{}", listener.local_addr().unwrap());
+    let nano = NanoMdmStandIn::start(listener, old.cert.clone(), "nano-api-key").await;
+    let s = Server::start(Options {
+        upstream: Some(old_url.clone()),
+        mirror: Some((format!("{old_url}/migration"), "nano-api-key".into())),
+        ..Default::default()
+    })
+    .await;
+    s.trust_old_ca(&old);
+    let mac = s.migrated(0, &old, IdentityMode::Signature);
+    // What the old server had for it before the cutover.
+    nano.preload(
+        &mac.udid,
+        OldEnrollment {
+            authenticated: true,
+            enabled: true,
+            token: Some(mac.token.clone()),
+            push_magic: Some(mac.push_magic.clone()),
+            cert_sha256: mac.identity_sha256(),
+            ..Default::default()
+        },
+    );
+
+    // Not moved: NanoMDM answers it, after verifying the forwarded Mdm-Signature itself.
+    assert_eq!(mac.send(false, mac.idle_body()).await.unwrap().0, 200);
+    assert_eq!(nano.enrollment(&mac.udid).unwrap().reports, ["Idle"]);
+
+    // Moved; then the Mac rotates its push token, which only mdmctl sees. The old server's
+    // first /migration fails: the check-in waits in the outbox and goes on the retry.
+    stage::apply(
+        s.store.as_ref(),
+        &Change::Devices(vec![mac.udid.clone()]),
+        "tester",
+        false,
+    )
+    .unwrap();
+    nano.fail_migrations(1);
+    let new_token = vec![0x42; 32];
+    let rotated = SimDevice::with_key(
+        0,
+        "14.6",
+        IdentityMode::Signature,
+        s.http(),
+        &s.tls_roots,
+        mac.key().clone(),
+    )
+    .unwrap()
+    .with_ids(&mac.udid, &mac.serial, new_token.clone(), &mac.push_magic)
+    .with_identity(mac.identity().unwrap(), mac.key().clone(), s.endpoint())
+    .unwrap();
+    assert_eq!(rotated.token_update().await.unwrap(), 200);
+    assert!(migrated_at(&s, &mac.udid), "answered by mdmctl");
+    eventually(5, "the failed attempt is recorded", || {
+        s.store.read(|tx| tx.mirror_backlog()).unwrap().failing == 1
+    })
+    .await;
+    let backlog = s.store.read(|tx| tx.mirror_backlog()).unwrap();
+    assert!(
+        backlog.last_error.as_deref().unwrap_or("").contains("500"),
+        "{backlog:?}"
+    );
+    eventually(
+        20,
+        "the TokenUpdate reaches the old server on the retry",
+        || nano.enrollment(&mac.udid).and_then(|e| e.token) == Some(new_token.clone()),
+    )
+    .await;
+    let e = nano.enrollment(&mac.udid).unwrap();
+    assert_eq!(
+        e.log.last().map(|(m, d)| (m.as_str(), *d)),
+        Some(("TokenUpdate", Door::Migration))
+    );
+    assert_eq!(s.store.read(|tx| tx.mirror_backlog()).unwrap().waiting, 0);
+
+    // Rolled back: the old server answers it again, with the token it now has.
+    stage::apply(s.store.as_ref(), &Change::AllBack, "tester", false).unwrap();
+    assert_eq!(
+        rotated.send(false, rotated.idle_body()).await.unwrap().0,
+        200
+    );
+    assert_eq!(
+        nano.enrollment(&mac.udid).unwrap().reports,
+        ["Idle", "Idle"]
+    );
+    s.stop().await;
+}

@@ -8,3 +8,18 @@ CREATE TABLE cutover_devices (
     inside     INTEGER NOT NULL,
     changed_at INTEGER NOT NULL
 );
+
+-- What devices served by mdmctl send that the old server needs to take them back (their
+-- Authenticate, TokenUpdate, SetBootstrapToken and CheckOut, raw and sealed), in order per
+-- device, until the old server has it (`serve --upstream-migration-url`).
+CREATE TABLE mirror_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id       TEXT NOT NULL,
+    message         TEXT NOT NULL,
+    body_sealed     BLOB NOT NULL,
+    queued_at       INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT
+);
+CREATE INDEX mirror_outbox_device ON mirror_outbox (device_id, id);
