@@ -207,7 +207,7 @@ async fn three_instances_run_each_job_once_and_hand_it_over_when_one_dies() {
     wait_for(10, "three instances, every job held", || {
         let v = view();
         v.servers.iter().filter(|s| s.alive).count() == 3
-            && v.jobs.len() == 5
+            && v.jobs.len() == mdmctl::server::jobs::Job::ALL.len()
             && v.jobs.iter().all(|j| j.holder.is_some())
     })
     .await;
