@@ -25,6 +25,11 @@ pub enum CutoverCommand {
     /// Staged cutover: send devices back to the old server (all of them, or those listed).
     /// Their queued mdmctl commands are kept, and counted. Recorded in the activity log.
     Rollback(RollbackArgs),
+    /// Where the cutover stands: devices imported, in the cutover set, migrated, still
+    /// waiting; routed to the old server in the last hour; push failures; identities expiring
+    /// within 30 days; renewals; what waits to be mirrored back; per team. Works through
+    /// `--server` (`GET /api/v1/cutover`).
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +145,7 @@ pub fn run(ctx: &Ctx, cmd: CutoverCommand) -> anyhow::Result<ExitCode> {
             };
             stage(ctx, &change, listed, a.dry_run)
         }
+        CutoverCommand::Status => status(ctx),
         CutoverCommand::Rollback(a) => {
             let (change, listed) = match &a.devices {
                 None => (Change::AllBack, None),
@@ -154,6 +160,128 @@ pub fn run(ctx: &Ctx, cmd: CutoverCommand) -> anyhow::Result<ExitCode> {
             stage(ctx, &change, listed, a.dry_run)
         }
     }
+}
+
+fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let s = match ctx.remote()? {
+        Some(api) => api.cutover_status()?,
+        None => {
+            let store = ctx.open_store()?;
+            store.read(crate::cutover::status::read)?
+        }
+    };
+    if ctx.json() {
+        print_json(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let f = &s.fleet;
+    let permille = s.migrated_permille();
+    let mut pairs = vec![
+        (
+            "cutover set",
+            if s.set.all {
+                "every device".to_string()
+            } else {
+                format!(
+                    "{} % of devices, and devices moved one by one",
+                    s.set.percent
+                )
+            },
+        ),
+        (
+            "devices",
+            format!("{} ({} imported)", f.devices, f.imported),
+        ),
+        ("answered by mdmctl", f.in_set.to_string()),
+        (
+            "migrated",
+            format!(
+                "{} of {} imported ({}.{} %)",
+                f.migrated,
+                f.imported,
+                permille / 10,
+                permille % 10
+            ),
+        ),
+        ("in the set, not seen yet", f.waiting.to_string()),
+    ];
+    if let Some(w) = &s.longest_waiting {
+        pairs.push((
+            "  longest waiting",
+            format!(
+                "{}{}, last seen by the old server {}",
+                w.udid,
+                w.serial
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default(),
+                w.last_seen_at
+                    .map_or("never".to_string(), |t| t.to_string())
+            ),
+        ));
+    }
+    pairs.push((
+        "routed to the old server, last hour",
+        s.routed_last_hour.to_string(),
+    ));
+    pairs.push((
+        "push failures",
+        if s.push_failures.is_empty() {
+            "none".to_string()
+        } else {
+            s.push_failures
+                .iter()
+                .map(|r| format!("{}: {}", r.reason, r.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    ));
+    pairs.push((
+        "identities expiring within 30 days",
+        s.identities_expiring_30d.to_string(),
+    ));
+    pairs.push((
+        "renewals",
+        format!(
+            "{} done, {} pending, {} failed",
+            s.renewals.renewed, s.renewals.pending, s.renewals.failed
+        ),
+    ));
+    let m = &s.mirror_back;
+    pairs.push((
+        "waiting to be mirrored back",
+        match (&m.oldest, &m.last_error) {
+            (None, _) => "nothing".to_string(),
+            (Some(t), None) => format!("{} check-in(s) since {t}", m.waiting),
+            (Some(t), Some(e)) => format!(
+                "{} check-in(s) since {t}, {} failing: {e}",
+                m.waiting, m.failing
+            ),
+        },
+    ));
+    let mut lines = super::output::key_values(0, &pairs);
+    if s.teams.len() > 1 || s.teams.first().is_some_and(|t| t.team.is_some()) {
+        lines.push(String::new());
+        let rows: Vec<Vec<String>> = s
+            .teams
+            .iter()
+            .map(|t| {
+                vec![
+                    t.team.clone().unwrap_or_else(|| "(no team)".into()),
+                    t.counts.devices.to_string(),
+                    t.counts.in_set.to_string(),
+                    t.counts.migrated.to_string(),
+                    t.counts.waiting.to_string(),
+                ]
+            })
+            .collect();
+        lines.extend(table(
+            &["TEAM", "DEVICES", "IN SET", "MIGRATED", "WAITING"],
+            &rows,
+        ));
+    }
+    print_lines(&lines)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A device list: (line number, UDID or serial) for every line that is not blank or a comment.

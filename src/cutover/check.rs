@@ -481,7 +481,7 @@ fn identity_expiry(f: &Facts, now: Timestamp, o: &Options) -> Check {
 
 /// The paths `serve` answers MDM requests on, with these `--mdm-path`s.
 fn mdm_paths(o: &Options) -> Vec<String> {
-    let mut p: Vec<String> = crate::server::DEFAULT_MDM_PATHS
+    let mut p: Vec<String> = crate::apple::paths::DEFAULT_MDM_PATHS
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -539,7 +539,7 @@ fn urls(o: &Options) -> Check {
     if let Some(c) = &profile.check_in_url {
         look("CheckInURL", c, &paths, true);
     }
-    let scep: Vec<String> = crate::server::SCEP_PATHS
+    let scep: Vec<String> = crate::apple::paths::SCEP_PATHS
         .iter()
         .map(|s| s.to_string())
         .collect();

@@ -290,6 +290,11 @@ impl ApiClient {
         self.call(self.http.get(format!("{}/servers", self.base)))
     }
 
+    /// Where the staged cutover stands.
+    pub fn cutover_status(&self) -> Result<crate::cutover::status::Status, ApiClientError> {
+        self.call(self.http.get(format!("{}/cutover", self.base)))
+    }
+
     pub fn send_command(&self, req: &CommandRequest) -> Result<Sent, ApiClientError> {
         self.call(self.http.post(format!("{}/commands", self.base)).json(req))
     }

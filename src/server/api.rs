@@ -52,6 +52,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/apply", post(apply))
         .route("/activities", get(activities))
         .route("/servers", get(servers))
+        .route("/cutover", get(cutover))
 }
 
 /// An API error: status, message, hint.
@@ -404,6 +405,14 @@ async fn servers(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Resp
     caller.may(READERS, "read the server instances")?;
     let store = st.store.clone();
     let out = blocking(move || store.read(|tx| crate::mdm::instances(tx))).await?;
+    Ok(Json(out).into_response())
+}
+
+/// Where the staged cutover stands (`mdmctl cutover status --server`).
+async fn cutover(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.may(READERS, "read the cutover's status")?;
+    let store = st.store.clone();
+    let out = blocking(move || store.read(crate::cutover::status::read)).await?;
     Ok(Json(out).into_response())
 }
 

@@ -42,17 +42,7 @@ use zeroize::Zeroizing;
 use crate::push::PushService;
 use crate::store::Store;
 
-/// The old servers' paths, all served by the same handler (told apart by Content-Type): MicroMDM
-/// (`/mdm/checkin`, `/mdm/connect`), NanoMDM (`/mdm`, `/checkin`), Fleet (`/mdm/apple/mdm`).
-pub const DEFAULT_MDM_PATHS: &[&str] = &[
-    "/mdm",
-    "/mdm/checkin",
-    "/mdm/connect",
-    "/checkin",
-    "/mdm/apple/mdm",
-];
-/// SCEP: mdmctl's own path and Fleet's.
-pub const SCEP_PATHS: &[&str] = &["/scep", "/mdm/apple/scep"];
+pub use crate::apple::paths::{DEFAULT_MDM_PATHS, SCEP_PATHS};
 /// Largest SCEP request body: a PKCSReq with a 4096-bit key is under 8 KB.
 pub const SCEP_MAX_BODY: usize = 64 * 1024;
 

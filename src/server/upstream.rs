@@ -36,7 +36,12 @@ pub struct Upstream {
     base: reqwest::Url,
     client: reqwest::Client,
     set: Mutex<Option<(Instant, CutoverSet)>>,
+    /// When this instance last noted each device as routed to the old server (Unix seconds).
+    routed: Mutex<std::collections::HashMap<String, i64>>,
 }
+
+/// A device routed to the old server is noted in the store at most this often.
+const NOTE_ROUTED_EVERY: i64 = 60;
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,11 +76,34 @@ impl Upstream {
             base,
             client: b.build().map_err(|e| e.to_string())?,
             set: Mutex::new(None),
+            routed: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
     pub fn url(&self) -> &str {
         self.base.as_str()
+    }
+
+    /// Note (at most once a minute per device) that a device went to the old server, for
+    /// `cutover status`. A store that cannot take the note costs the device nothing.
+    fn note_routed(&self, st: &AppState, device: &str) {
+        let now = crate::timestamp::Timestamp::now();
+        {
+            let mut seen = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() > 1_000_000 {
+                seen.clear();
+            }
+            if seen
+                .get(device)
+                .is_some_and(|t| now.0 - t < NOTE_ROUTED_EVERY)
+            {
+                return;
+            }
+            seen.insert(device.to_string(), now.0);
+        }
+        if let Err(e) = st.store.write_rows(|tx| tx.note_routed(device, now)) {
+            debug!(error = %e, "cannot note a device routed to the old server");
+        }
     }
 
     fn cutover_set(&self, tx: &mut dyn crate::store::Tx) -> Result<CutoverSet, StoreError> {
@@ -136,11 +164,11 @@ pub(crate) fn route(st: &AppState, up: &Upstream, req: &MdmRequest) -> Result<Ro
         Err(e) => return Err(super::device::store_failure(e)),
     };
     let Some(auth) = auth else {
-        return Ok(if st.config.serve_enrollment {
-            Route::Here
-        } else {
-            Route::Upstream
-        });
+        if st.config.serve_enrollment {
+            return Ok(Route::Here);
+        }
+        up.note_routed(st, &device);
+        return Ok(Route::Upstream);
     };
     if inside {
         return Ok(Route::Here);
@@ -160,6 +188,7 @@ pub(crate) fn route(st: &AppState, up: &Upstream, req: &MdmRequest) -> Result<Ro
         ));
     }
     debug!(device = %device, "forwarded to the old server");
+    up.note_routed(st, &device);
     Ok(Route::Upstream)
 }
 

@@ -32,7 +32,7 @@ pub struct MirrorItem {
 }
 
 /// What waits in the mirror outbox.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorBacklog {
     pub waiting: i64,
     pub oldest: Option<Timestamp>,
@@ -99,6 +99,14 @@ pub trait Cutover {
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError>;
     fn mirror_backlog(&mut self) -> Result<MirrorBacklog, StoreError>;
+    /// Note that a device's request went to the old server.
+    fn note_routed(&mut self, device_id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Devices whose requests went to the old server since `since`.
+    fn routed_since(&mut self, since: Timestamp) -> Result<i64, StoreError>;
+    /// Identity renewals by state (`sent`, `renewed`, `failed`).
+    fn renewal_states(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Channels whose last push failed, by APNs reason.
+    fn push_failures(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
 impl Cutover for SqlTx<'_> {
@@ -224,6 +232,47 @@ impl Cutover for SqlTx<'_> {
             failing: r.int(2)?,
             last_error,
         })
+    }
+
+    fn note_routed(&mut self, device_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO cutover_routed (device_id, at) VALUES (?, ?) \
+             ON CONFLICT (device_id) DO UPDATE SET at = excluded.at",
+            &[device_id.into(), at.into()],
+        )?;
+        Ok(())
+    }
+
+    fn routed_since(&mut self, since: Timestamp) -> Result<i64, StoreError> {
+        self.conn
+            .query_one(
+                "SELECT COUNT(*) FROM cutover_routed WHERE at >= ?",
+                &[since.into()],
+            )?
+            .int(0)
+    }
+
+    fn renewal_states(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT status, COUNT(*) FROM identity_renewal GROUP BY status ORDER BY status",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
+    }
+
+    fn push_failures(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT push_error, COUNT(*) FROM enrollments WHERE push_error IS NOT NULL \
+                 GROUP BY push_error ORDER BY COUNT(*) DESC, push_error",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
     }
 
     fn open_commands_per_device(&mut self) -> Result<Vec<(String, i64)>, StoreError> {

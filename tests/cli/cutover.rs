@@ -501,6 +501,30 @@ fn cutover_set_and_rollback_say_what_moves_and_are_audited() {
         "{out}"
     );
 
+    let st = t
+        .run(&["--format", "json", "cutover", "status"])
+        .success()
+        .json();
+    let fleet = &st["fleet"];
+    assert_eq!(
+        [
+            &fleet["imported"],
+            &fleet["in_set"],
+            &fleet["migrated"],
+            &fleet["waiting"]
+        ],
+        [4, 2, 0, 2],
+        "{st:#}"
+    );
+    assert_eq!(
+        st["identities_expiring_30d"], 1,
+        "the Mac whose identity expires in 10 days: {st:#}"
+    );
+    assert_eq!(st["mirror_back"]["waiting"], 0);
+    let table = t.run(&["cutover", "status"]).success().stdout.clone();
+    assert!(table.contains("0 of 4 imported (0.0 %)"), "{table}");
+    assert!(table.contains("in the set, not seen yet"), "{table}");
+
     // A team that does not exist.
     t.run(&["cutover", "set", "--team", "Nobody"])
         .user_error()

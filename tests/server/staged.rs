@@ -173,6 +173,34 @@ async fn devices_outside_the_set_reach_the_old_server_unchanged_and_move_over_by
             m.udid
         );
     }
+    // Where it stands, through the API as `cutover status --server` reads it.
+    let token = crate::api::token(&s, "ops").await;
+    let unauthorized = s
+        .http()
+        .get(format!("{}/api/v1/cutover", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let st: mdmctl::cutover::status::Status = s
+        .http()
+        .get(format!("{}/api/v1/cutover", s.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st.set.percent, 50);
+    assert_eq!(st.fleet.imported, 20);
+    assert_eq!(st.fleet.in_set as usize, inside.len());
+    assert_eq!(st.fleet.migrated as usize, inside.len());
+    assert_eq!(st.fleet.waiting, 0);
+    assert_eq!(
+        st.routed_last_hour, 20,
+        "every device went to the old server at least once"
+    );
 
     // An impostor with another certificate from the old CA, claiming a device outside the
     // set: refused here, never forwarded.

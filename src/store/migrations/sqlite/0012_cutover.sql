@@ -23,3 +23,10 @@ CREATE TABLE mirror_outbox (
     last_error      TEXT
 );
 CREATE INDEX mirror_outbox_device ON mirror_outbox (device_id, id);
+
+-- Devices whose requests went to the old server, and when last (written at most once a minute
+-- per device and instance), for `mdmctl cutover status`.
+CREATE TABLE cutover_routed (
+    device_id TEXT PRIMARY KEY,
+    at        INTEGER NOT NULL
+);
