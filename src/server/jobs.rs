@@ -249,7 +249,13 @@ async fn run_loop(state: Weak<AppState>, job: Job) {
     let mut last_run: Option<Instant> = None;
     loop {
         let Some((every, poll)) = state.upgrade().map(|s| {
-            let every = job.every(&s.config.reconcile);
+            // Without a staged cutover the mirror-back job only says so, as rarely as
+            // housekeeping runs.
+            let every = if job == Job::Mirror && s.config.mirror.is_none() {
+                Job::Housekeeping.every(&s.config.reconcile)
+            } else {
+                job.every(&s.config.reconcile)
+            };
             (
                 every,
                 every.min(s.config.lease / 3).max(Duration::from_millis(10)),
@@ -261,7 +267,7 @@ async fn run_loop(state: Weak<AppState>, job: Job) {
         let Some(st) = state.upgrade() else {
             return;
         };
-        if !st.instance.holds(job) || (job == Job::Mirror && st.config.mirror.is_none()) {
+        if !st.instance.holds(job) {
             last_run = None;
             continue;
         }

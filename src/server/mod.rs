@@ -18,6 +18,7 @@ mod enroll;
 pub mod jobs;
 mod limit;
 mod listen;
+mod page;
 mod scep;
 mod trust;
 pub mod upstream;
@@ -292,6 +293,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/healthz", get(readyz))
         .route("/metrics", get(api::metrics))
+        .route("/cutover", get(page::view))
+        .route("/cutover/login", axum::routing::post(page::login))
+        .route("/cutover/logout", axum::routing::post(page::logout))
         .nest("/api/v1", api::router())
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -16,6 +16,7 @@ mod filevault;
 mod instances;
 mod migration;
 mod operations;
+mod page;
 mod queue;
 mod reconcile;
 mod refusals;
