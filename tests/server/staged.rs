@@ -426,3 +426,213 @@ async fn a_token_update_on_a_moved_device_reaches_the_old_server_so_a_rollback_f
     );
     s.stop().await;
 }
+
+/// The whole staged cutover against a NanoMDM stand-in with 200 Macs enrolled to it: the check
+/// says go; 0 %: every Mac served by the old server through mdmctl; 10 %: exactly those Macs
+/// answered by mdmctl; a TokenUpdate on one of them reaches the old server; a rollback finds
+/// every Mac on the old server with its current token; then 100 %. Every command acknowledged
+/// is recorded once, on the server that sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_cutover_of_200_macs_from_nanomdm_and_back_and_forth_loses_nothing() {
+    use mdmctl::sim::nanomdm_server::{NanoMdmStandIn, OldEnrollment};
+    use mdmctl::store::QueueStatus;
+    let old = Ca::new("OLD NANOMDM CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_url = format!("http://{}", listener.local_addr().unwrap());
+    let nano = NanoMdmStandIn::start(listener, old.cert.clone(), "nano-api-key").await;
+    let s = Server::start(Options {
+        upstream: Some(old_url.clone()),
+        mirror: Some((format!("{old_url}/migration"), "nano-api-key".into())),
+        ..Default::default()
+    })
+    .await;
+    s.trust_old_ca(&old);
+    let macs = s.migrated_fleet(200, &old, IdentityMode::Signature);
+    for m in &macs {
+        nano.preload(
+            &m.udid,
+            OldEnrollment {
+                authenticated: true,
+                enabled: true,
+                token: Some(m.token.clone()),
+                push_magic: Some(m.push_magic.clone()),
+                cert_sha256: m.identity_sha256(),
+                ..Default::default()
+            },
+        );
+    }
+
+    // 1. Go / no-go, with this serve's configuration and the APNs stand-in.
+    let apns_ca = s.apns.server_ca().to_owned();
+    let report = tokio::task::spawn_blocking({
+        let store = s.store.clone();
+        let (url, old_url, apns) = (s.url.clone(), old_url.clone(), s.apns.base_url());
+        move || {
+            mdmctl::cutover::check::run(
+                store.as_ref(),
+                &mdmctl::cutover::Options {
+                    url: Some(url),
+                    mdm_paths: Vec::new(),
+                    tls_chain: None,
+                    fetch_tls: false,
+                    profile: None,
+                    upstream: Some(old_url.clone()),
+                    mirror_url: Some(format!("{old_url}/migration")),
+                    apns_url: apns,
+                    apns_ca: Some(apns_ca),
+                    allow_retro_association: false,
+                    renew_before_days: 0,
+                    expiry_days: 30,
+                    stale_days: 30,
+                    resolver: None,
+                    offline: false,
+                    timeout: std::time::Duration::from_secs(3),
+                },
+            )
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(report.go, "{report:#?}");
+    let status = |name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.status)
+            .unwrap()
+    };
+    use mdmctl::cutover::Status as Verdict;
+    for name in [
+        "push.certificate",
+        "identity.recorded",
+        "upstream.reachable",
+        "apns.reachable",
+        "rollback.losses",
+    ] {
+        assert_eq!(status(name), Verdict::Pass, "{name}: {report:#?}");
+    }
+
+    // 2. 0 %: NanoMDM answers everyone, and what it queued reaches its Macs.
+    let plist = named::device_information(&[]).plist;
+    for m in &macs {
+        nano.enqueue(&m.udid, plist.clone());
+    }
+    for m in &macs {
+        assert_eq!(m.session().await.unwrap(), 200);
+    }
+    for m in &macs {
+        let e = nano.enrollment(&m.udid).unwrap();
+        assert_eq!(e.reports, ["Idle", "Acknowledged"], "{}", m.udid);
+        assert!(!migrated_at(&s, &m.udid));
+    }
+
+    // 3. 10 %: exactly the Macs the hash picks are answered by mdmctl, and get its command.
+    stage::apply(s.store.as_ref(), &Change::Percent(10), "tester", false).unwrap();
+    set_reread().await;
+    let ten = CutoverSet {
+        percent: 10,
+        all: false,
+    };
+    let moved: Vec<_> = macs
+        .iter()
+        .filter(|m| ten.contains(&m.udid, None))
+        .collect();
+    assert!(
+        (5..=40).contains(&moved.len()),
+        "about 20 of 200: {}",
+        moved.len()
+    );
+    let targets: Vec<String> = moved.iter().map(|m| m.udid.clone()).collect();
+    let cmd = named::device_information(&[]);
+    mdmctl::mdm::send(&s.store, None, &cmd, &targets, "tester")
+        .await
+        .unwrap();
+    for m in &macs {
+        assert_eq!(m.session().await.unwrap(), 200);
+    }
+    for m in &macs {
+        let inside = ten.contains(&m.udid, None);
+        assert_eq!(migrated_at(&s, &m.udid), inside, "{}", m.udid);
+        let reports = nano.enrollment(&m.udid).unwrap().reports.len();
+        assert_eq!(
+            reports,
+            if inside { 2 } else { 3 },
+            "{}: the old server saw only its own",
+            m.udid
+        );
+    }
+    let entries = s.store.read(|tx| tx.command_entries(&cmd.uuid)).unwrap();
+    assert_eq!(entries.len(), moved.len());
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.status == QueueStatus::Acknowledged),
+        "recorded by mdmctl, once each"
+    );
+
+    // 4. A moved Mac rotates its push token: the old server gets it (mirrored back).
+    let rotated = {
+        let m = moved[0];
+        SimDevice::with_key(
+            0,
+            "14.6",
+            IdentityMode::Signature,
+            s.http(),
+            &s.tls_roots,
+            m.key().clone(),
+        )
+        .unwrap()
+        .with_ids(&m.udid, &m.serial, vec![0x77; 32], &m.push_magic)
+        .with_identity(m.identity().unwrap(), m.key().clone(), s.endpoint())
+        .unwrap()
+    };
+    assert_eq!(rotated.token_update().await.unwrap(), 200);
+    eventually(15, "the rotated token reaches the old server", || {
+        nano.enrollment(&rotated.udid).and_then(|e| e.token) == Some(vec![0x77; 32])
+    })
+    .await;
+
+    // 5. Rollback: the old server answers every Mac again, with their current tokens.
+    stage::apply(s.store.as_ref(), &Change::AllBack, "tester", false).unwrap();
+    set_reread().await;
+    for m in &macs {
+        assert_eq!(m.send(false, m.idle_body()).await.unwrap().0, 200);
+    }
+    for m in &macs {
+        let e = nano.enrollment(&m.udid).unwrap();
+        assert!(e.enabled);
+        let current = if m.udid == rotated.udid {
+            vec![0x77; 32]
+        } else {
+            m.token.clone()
+        };
+        assert_eq!(
+            e.token.as_ref(),
+            Some(&current),
+            "{}: the old server can push it",
+            m.udid
+        );
+        assert_eq!(e.reports.last().map(String::as_str), Some("Idle"));
+    }
+
+    // 6. 100 %: mdmctl answers everyone; the old server hears nothing more from the Macs.
+    stage::apply(s.store.as_ref(), &Change::All, "tester", false).unwrap();
+    set_reread().await;
+    let before: usize = macs
+        .iter()
+        .map(|m| nano.enrollment(&m.udid).unwrap().reports.len())
+        .sum();
+    for m in &macs {
+        assert_eq!(m.session().await.unwrap(), 200);
+        assert!(migrated_at(&s, &m.udid));
+    }
+    let after: usize = macs
+        .iter()
+        .map(|m| nano.enrollment(&m.udid).unwrap().reports.len())
+        .sum();
+    assert_eq!(before, after);
+    assert_eq!(s.store.read(|tx| tx.mirror_backlog()).unwrap().waiting, 0);
+    s.stop().await;
+}
