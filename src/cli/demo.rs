@@ -311,11 +311,18 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
             apple.ca_cert.clone(),
             &old.devices,
             "Example Inc",
+            Some(old.ca_cert.clone()),
         )
         .await
         .map_err(anyhow::Error::from)
     })?;
     drop(runtime);
+    if let Some(st) = &report.staged {
+        step.done(format!(
+            "staged cutover (`serve --upstream` in front of the old NanoMDM, check-ins mirrored back): at 0 % the old server answered {}/{} Macs through mdmctl; at 10 % mdmctl answered {} and the old server {}; after `cutover rollback` the old server answered {}/{} again; then `cutover set --all`",
+            st.zero_old, report.devices, st.ten_moved, st.ten_old, st.rolled_back_old, report.devices
+        ));
+    }
     step.done(format!(
         "cut over: `serve` answered at {url}; {}/{} Macs checked in with their old identity (no re-enrollment), {} recorded as migrated",
         report.accepted, report.devices, report.migrated
@@ -352,6 +359,12 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         old.devices[0].serial
     ));
     lines.push(format!("  mdmctl {db_flag} get mdm-apple"));
+    lines.push(format!(
+        "  mdmctl {db_flag} cutover status                    # where the staged cutover ended"
+    ));
+    lines.push(format!(
+        "  mdmctl {db_flag} get activities --type cutover.    # each cutover set and rollback"
+    ));
     lines.push(format!(
         "  mdmctl {db_flag} get profiles --team Workstations"
     ));

@@ -1,6 +1,9 @@
 //! The DNS cutover, run in-process for `mdmctl demo`: `serve` answers at the old server's URL
-//! on the store the old MDM was imported into, the APNs stand-in plays Apple's gateway, the old
-//! MDM's Macs check in with the identities its CA issued, then one command goes to all of them
+//! on the store the old MDM was imported into, the APNs stand-in plays Apple's gateway. First
+//! staged, in front of a running stand-in of the old NanoMDM (`serve --upstream`, check-ins
+//! mirrored back): 0 % (the old server answers every Mac through mdmctl), 10 %, a rollback,
+//! then every Mac. The old MDM's Macs check in with the identities its CA issued, then one
+//! command goes to all of them
 //! (queued, pushed to their old tokens, fetched and acknowledged), the profiles `apply` put in
 //! desired state are delivered and verified, FileVault keys are escrowed once users log out,
 //! the update declaration reaches the Macs it is for, and an impostor is refused.
@@ -13,8 +16,11 @@ use tokio::net::TcpListener;
 
 use super::apns::{ApnsStandIn, StandInConfig};
 use super::device::{Endpoint, Fleet, IdentityMode, SimDevice, http_client};
+use super::nanomdm_server::{NanoMdmStandIn, OldEnrollment};
 use crate::apple::command::named;
+use crate::cutover::stage::{self, Change};
 use crate::push::{ApnsConfig, PushService};
+use crate::server::upstream::{Mirror, Upstream};
 use crate::server::{self, AppState, ServeConfig};
 use crate::store::{QueueStatus, Store};
 
@@ -43,7 +49,21 @@ pub struct CutoverReport {
     pub declarations_active: usize,
     /// What the server answered a Mac presenting a certificate from an unknown CA.
     pub impostor_status: u16,
+    /// The staged phase, when an old server ran.
+    pub staged: Option<StagedReport>,
     pub elapsed: Duration,
+}
+
+/// The staged phase in front of the old server: Macs answered by each side at each step.
+#[derive(Clone, Debug, Default)]
+pub struct StagedReport {
+    /// At 0 %: Macs whose session the old server answered (through mdmctl).
+    pub zero_old: usize,
+    /// At 10 %: Macs answered by mdmctl, and by the old server.
+    pub ten_moved: usize,
+    pub ten_old: usize,
+    /// After `cutover rollback`: Macs the old server answered again.
+    pub rolled_back_old: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +74,8 @@ pub enum CutoverError {
     Apns(#[from] super::apns::SimError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("staged cutover: {0}")]
+    Staged(String),
     #[error("the devices did not acknowledge the command and settle their profiles within {0:?}")]
     Timeout(Duration),
 }
@@ -67,6 +89,7 @@ pub async fn run(
     apple_ca: X509,
     devices: &[Arc<SimDevice>],
     organization: &str,
+    old_ca: Option<X509>,
 ) -> Result<CutoverReport, CutoverError> {
     let start = Instant::now();
     let apns = ApnsStandIn::start(apple_ca, StandInConfig::default()).await?;
@@ -79,6 +102,48 @@ pub async fn run(
     // Deliver profiles promptly and ask for FileVault keys again soon: the demo waits for them.
     config.reconcile.interval = Duration::from_millis(250);
     config.reconcile.filevault_recheck = Duration::from_millis(500);
+    // The old NanoMDM, running: what mdmctl forwards and mirrors back lands there.
+    let old = match old_ca {
+        None => None,
+        Some(ca) => {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| CutoverError::Staged(e.to_string()))?;
+            let old_url = format!(
+                "http://{}",
+                l.local_addr()
+                    .map_err(|e| CutoverError::Staged(e.to_string()))?
+            );
+            let nano = NanoMdmStandIn::start(l, ca, OLD_API_KEY).await;
+            for d in devices {
+                nano.preload(
+                    &d.udid,
+                    OldEnrollment {
+                        authenticated: true,
+                        enabled: true,
+                        token: Some(d.token.clone()),
+                        push_magic: Some(d.push_magic.clone()),
+                        cert_sha256: d.identity_sha256(),
+                        ..Default::default()
+                    },
+                );
+            }
+            let timeout = Duration::from_secs(10);
+            config.upstream = Some(Arc::new(
+                Upstream::new(&old_url, &[], timeout).map_err(CutoverError::Staged)?,
+            ));
+            config.mirror = Some(Arc::new(
+                Mirror::new(
+                    &format!("{old_url}/migration"),
+                    zeroize::Zeroizing::new(OLD_API_KEY.to_string()),
+                    &[],
+                    timeout,
+                )
+                .map_err(CutoverError::Staged)?,
+            ));
+            Some(nano)
+        }
+    };
     let state = AppState::new(store.clone(), config, pushes.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
@@ -91,13 +156,79 @@ pub async fn run(
             let _ = stopped.await;
         },
     ));
-    let result = drive(&store, &pushes, &apns, url, devices).await;
+    let result = async {
+        let staged = match &old {
+            Some(nano) => Some(staged(&store, nano, devices).await?),
+            None => None,
+        };
+        let mut report = drive(&store, &pushes, &apns, url, devices).await?;
+        report.staged = staged;
+        Ok::<_, CutoverError>(report)
+    }
+    .await;
     let _ = stop.send(());
     let _ = server.await;
     apns.shutdown().await;
     let mut report = result?;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+const OLD_API_KEY: &str = "demo-nanomdm-api-key";
+
+/// One session per Mac, 32 at a time; how many the old server answered (its count of reports
+/// grew).
+async fn sessions(devices: &[Arc<SimDevice>], nano: &NanoMdmStandIn) -> usize {
+    let before: Vec<usize> = devices
+        .iter()
+        .map(|d| nano.enrollment(&d.udid).map_or(0, |e| e.reports.len()))
+        .collect();
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut set = tokio::task::JoinSet::new();
+    for d in devices {
+        let (d, slots) = (d.clone(), slots.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            d.session().await
+        });
+    }
+    while set.join_next().await.is_some() {}
+    devices
+        .iter()
+        .zip(before)
+        .filter(|(d, b)| nano.enrollment(&d.udid).map_or(0, |e| e.reports.len()) > *b)
+        .count()
+}
+
+/// The staged cutover: 0 %, 10 %, a rollback, then every Mac (`cutover set --all`).
+async fn staged(
+    store: &Arc<dyn Store>,
+    nano: &NanoMdmStandIn,
+    devices: &[Arc<SimDevice>],
+) -> Result<StagedReport, CutoverError> {
+    let change = |c: Change| {
+        let store = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || stage::apply(store.as_ref(), &c, "demo", false))
+                .await
+                .map_err(|e| CutoverError::Staged(e.to_string()))?
+                .map_err(|e| CutoverError::Staged(e.to_string()))?;
+            // Every instance reads the set again within 2 s.
+            tokio::time::sleep(Duration::from_millis(2100)).await;
+            Ok::<_, CutoverError>(())
+        }
+    };
+    let mut r = StagedReport {
+        zero_old: sessions(devices, nano).await,
+        ..Default::default()
+    };
+    change(Change::Percent(10)).await?;
+    r.ten_old = sessions(devices, nano).await;
+    r.ten_moved = devices.len() - r.ten_old;
+    change(Change::AllBack).await?;
+    r.rolled_back_old = sessions(devices, nano).await;
+    change(Change::All).await?;
+    Ok(r)
 }
 
 async fn drive(

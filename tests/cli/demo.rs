@@ -13,6 +13,8 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         .stdout_has("imported 25 devices and 25 enrollments")
         .stdout_has("refused a push certificate with a different topic")
         .stdout_has("applied `gitops/`")
+        .stdout_has("at 0 % the old server answered 25/25 Macs through mdmctl")
+        .stdout_has("after `cutover rollback` the old server answered 25/25 again")
         .stdout_has("25/25 Macs checked in with their old identity")
         .stdout_has("25 recorded as migrated")
         .stdout_has("25/25 acknowledged")
@@ -80,6 +82,27 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         .success()
         .stdout_has("verified")
         .stdout_has("com.example.oldmdm.wifi");
+    let cutover = demo(&["--format", "json", "cutover", "status"])
+        .success()
+        .json();
+    assert_eq!(
+        cutover["set"]["all"], true,
+        "the staged cutover ended with every Mac"
+    );
+    assert_eq!(cutover["fleet"]["migrated"], 25);
+    let changes = demo(&[
+        "--format",
+        "json",
+        "get",
+        "activities",
+        "--type",
+        "cutover.",
+    ]);
+    assert_eq!(
+        changes.success().json().as_array().unwrap().len(),
+        3,
+        "10 %, rollback, all"
+    );
     demo(&["apply", "-f", "demo/gitops", "--dry-run"])
         .success()
         .stdout_has("no changes");
