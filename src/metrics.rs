@@ -132,8 +132,28 @@ pub fn request(command: bool, message: &str, outcome: Outcome) {
         .inc();
 }
 
+/// Refusals by reason since this process started, also kept apart from the Prometheus family
+/// so they can be written to the store (`cutover status` sums them over the instances).
+static REFUSED: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// This process's refusals by reason since it started.
+pub fn refusal_totals() -> Vec<(&'static str, u64)> {
+    REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect()
+}
+
 /// Why an identity was refused.
 pub fn refused(reason: &'static str) {
+    *REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(reason)
+        .or_default() += 1;
     COUNTERS
         .refusals
         .get_or_create(&ReasonLabels { reason })

@@ -247,6 +247,18 @@ fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             s.renewals.renewed, s.renewals.pending, s.renewals.failed
         ),
     ));
+    pairs.push((
+        "refused identities (running instances)",
+        if s.refused.is_empty() {
+            "none".to_string()
+        } else {
+            s.refused
+                .iter()
+                .map(|r| format!("{}: {}", r.reason, r.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    ));
     let m = &s.mirror_back;
     pairs.push((
         "waiting to be mirrored back",

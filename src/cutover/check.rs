@@ -440,7 +440,12 @@ fn identity_expiry(f: &Facts, now: Timestamp, o: &Options) -> Check {
         }
     }
     let renewal = o.renew_before_days > 0 && o.profile.is_some() && f.cas.iter().any(|c| c.has_key);
-    let how = if renewal {
+    let how = if renewal && o.upstream.is_some() {
+        format!(
+            "renewal is configured ({} days before expiry) and starts when serve runs without --upstream (finish the staged cutover before these expire)",
+            o.renew_before_days
+        )
+    } else if renewal {
         format!(
             "renewal is configured ({} days before expiry)",
             o.renew_before_days
@@ -693,7 +698,6 @@ fn rollback_loss(o: &Options) -> Check {
         )
         .hint("pass --upstream URL for a staged cutover with `mdmctl cutover rollback`");
     }
-    let renewal_loss = "identity renewal by mdmctl's CA: the old server refuses the new identity";
     if let Some(url) = &o.mirror_url {
         if !o.offline
             && let Err(e) = probe::http_status(url, o.timeout)
@@ -701,34 +705,24 @@ fn rollback_loss(o: &Options) -> Check {
             return Check::new(NAME, Status::Fail, format!("the migration endpoint {url} does not answer: {e}"))
                 .hint("check --upstream-migration-url (NanoMDM: https://OLD/migration, run with -migration and -api)");
         }
-        if o.renew_before_days == 0 {
-            return Check::new(
-                NAME,
-                Status::Pass,
-                format!(
-                    "Authenticate, TokenUpdate, SetBootstrapToken and CheckOut are mirrored to {url}; identity renewal is off"
-                ),
-            );
-        }
         return Check::new(
             NAME,
-            Status::Warn,
-            format!("check-ins are mirrored to {url}, but identities mdmctl renews are not valid on the old server"),
-        )
-        .hint("keep identity renewal off while devices may go back (serve --renew-before-days 0)")
-        .items(vec![renewal_loss.into()]);
+            Status::Pass,
+            format!(
+                "Authenticate, TokenUpdate, SetBootstrapToken and CheckOut are mirrored to {url}; identity renewals wait until serve runs without --upstream"
+            ),
+        );
     }
     Check::new(
         NAME,
         Status::Warn,
-        "what devices send to mdmctl is not sent back to the old server: after a rollback it has their push token, push magic, unlock and bootstrap tokens as of the cutover, and does not know of a CheckOut or an identity renewed by mdmctl",
+        "what devices send to mdmctl is not sent back to the old server: after a rollback it has their push token, push magic, unlock and bootstrap tokens as of the cutover, and does not know of a CheckOut",
     )
-    .hint("mirror check-ins back with --upstream-migration-url (NanoMDM's PUT /migration); else roll back soon after a device moved, and keep identity renewal off (serve --renew-before-days 0)")
+    .hint("mirror check-ins back with --upstream-migration-url (NanoMDM's PUT /migration); else roll back soon after a device moved")
     .items(vec![
         "TokenUpdate: the old server pushes a token the device may have rotated".into(),
         "SetBootstrapToken: the old server keeps the bootstrap token it had".into(),
         "CheckOut: the old server still counts the device as enrolled".into(),
-        renewal_loss.into(),
     ])
 }
 

@@ -1,7 +1,8 @@
 //! Where a staged cutover stands (`mdmctl cutover status`, `GET /api/v1/cutover`): devices
 //! imported, in the cutover set, migrated, in the set but not seen yet; routed to the old
 //! server in the last hour; push failures by reason; identities expiring within 30 days;
-//! renewals by state; what waits to be mirrored back; per team. Read from the store, so every
+//! renewals by state; what waits to be mirrored back; requests refused for their identity by
+//! reason; per team. Read from the store, so every
 //! instance and the CLI see the same figures.
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +68,8 @@ pub struct Status {
     pub identities_expiring_30d: i64,
     pub renewals: Renewals,
     pub mirror_back: MirrorBacklog,
+    /// Requests refused for their identity, by reason, since each running `serve` started.
+    pub refused: Vec<Reason>,
 }
 
 impl Status {
@@ -141,5 +144,11 @@ pub fn read(tx: &mut dyn Tx) -> Result<Status, StoreError> {
         identities_expiring_30d: expiring,
         renewals,
         mirror_back: tx.mirror_backlog()?,
+        // Instances that beat within the last ten minutes.
+        refused: tx
+            .refusals_since(Timestamp(now.0 - 600))?
+            .into_iter()
+            .map(|(reason, count)| Reason { reason, count })
+            .collect(),
     })
 }

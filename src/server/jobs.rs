@@ -223,8 +223,10 @@ fn take_all(
 ) -> Result<(Vec<bool>, Option<i64>), StoreError> {
     let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 4).max(1);
     // Each lease is one upsert: correct at READ COMMITTED.
+    let refused = crate::metrics::refusal_totals();
     store.write_rows(|tx| {
         tx.heartbeat(me)?;
+        tx.record_refusals(&me.id, &refused)?;
         let mine = Job::ALL
             .into_iter()
             .map(|j| tx.take_lease(j.name(), &me.id, secs))
@@ -343,6 +345,13 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<String, StoreError> {
                 "{} device(s): {} install(s), {} removal(s), {} declaration sync(s), {} FileVault check(s); {} push(es)",
                 s.devices, s.installs, s.removals, s.declarations, s.filevault_checks, s.pushed
             ))
+        }
+        Job::Renewals if st.config.upstream.is_some() => {
+            // A staged cutover: an identity renewed here (mdmctl's CA, a new certificate the
+            // old server has no association for) would not be accepted by the old server after
+            // a rollback. Renewals wait until `--upstream` is gone; `cutover check` lists the
+            // identities that expire meanwhile.
+            Ok("postponed during the staged cutover (--upstream)".into())
         }
         Job::Renewals => {
             let s = crate::reconcile::renew_due(store, &st.pushes, policy).await?;

@@ -197,6 +197,9 @@ fn status_page(s: &Status, recent: &[Activity]) -> String {
             s.mirror_back.failing
         ));
     }
+    for r in &s.refused {
+        problems.push(format!("{} request(s) refused: {}", r.count, r.reason));
+    }
     if s.renewals.failed > 0 {
         problems.push(format!("{} identity renewal(s) failed", s.renewals.failed));
     }

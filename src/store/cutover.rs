@@ -107,6 +107,14 @@ pub trait Cutover {
     fn renewal_states(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Channels whose last push failed, by APNs reason.
     fn push_failures(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// This instance's refused requests by reason, totals since it started.
+    fn record_refusals(
+        &mut self,
+        instance_id: &str,
+        totals: &[(&str, u64)],
+    ) -> Result<(), StoreError>;
+    /// Refused requests by reason, summed over the instances seen since `since`.
+    fn refusals_since(&mut self, since: Timestamp) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
 impl Cutover for SqlTx<'_> {
@@ -269,6 +277,37 @@ impl Cutover for SqlTx<'_> {
                 "SELECT push_error, COUNT(*) FROM enrollments WHERE push_error IS NOT NULL \
                  GROUP BY push_error ORDER BY COUNT(*) DESC, push_error",
                 &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
+    }
+
+    fn record_refusals(
+        &mut self,
+        instance_id: &str,
+        totals: &[(&str, u64)],
+    ) -> Result<(), StoreError> {
+        for (reason, count) in totals {
+            self.conn.execute(
+                "INSERT INTO refusals (instance_id, reason, count) VALUES (?, ?, ?) \
+                 ON CONFLICT (instance_id, reason) DO UPDATE SET count = excluded.count",
+                &[
+                    instance_id.into(),
+                    (*reason).into(),
+                    i64::try_from(*count).unwrap_or(i64::MAX).into(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn refusals_since(&mut self, since: Timestamp) -> Result<Vec<(String, i64)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT r.reason, SUM(r.count) FROM refusals r JOIN servers s ON s.id = r.instance_id \
+                 WHERE s.seen_at >= ? GROUP BY r.reason ORDER BY SUM(r.count) DESC, r.reason",
+                &[since.into()],
             )?
             .iter()
             .map(|r| Ok((r.text(0)?, r.int(1)?)))

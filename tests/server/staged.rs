@@ -233,6 +233,15 @@ async fn devices_outside_the_set_reach_the_old_server_unchanged_and_move_over_by
         before,
         "nothing forwarded for the impostor"
     );
+    eventually(15, "the refusal counts in the cutover's status", || {
+        s.store
+            .read(mdmctl::cutover::status::read)
+            .unwrap()
+            .refused
+            .iter()
+            .any(|r| r.reason == "identity_mismatch" && r.count >= 1)
+    })
+    .await;
 
     // A device inside with a command queued, taken back: the command is kept (and counted),
     // the old server answers it meanwhile, and it gets the command when it moves in again.
@@ -634,5 +643,42 @@ async fn a_staged_cutover_of_200_macs_from_nanomdm_and_back_and_forth_loses_noth
         .sum();
     assert_eq!(before, after);
     assert_eq!(s.store.read(|tx| tx.mirror_backlog()).unwrap().waiting, 0);
+    s.stop().await;
+}
+
+/// During a staged cutover identities are not renewed: a certificate from mdmctl's CA would
+/// not be accepted by the old server after a rollback. The job says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_wait_while_the_old_server_may_take_devices_back() {
+    let s = Server::start(Options {
+        upstream: Some("http://127.0.0.1:9".into()),
+        renew: Some(crate::harness::Renew::OldProfile("com.example.old".into())),
+        ..Default::default()
+    })
+    .await;
+    let old = Ca::new("OLD MDM SCEP CA");
+    s.trust_old_ca(&old);
+    let mac = s.migrated_expiring(0, &old, IdentityMode::Signature, 10);
+    stage::apply(s.store.as_ref(), &Change::All, "tester", false).unwrap();
+    set_reread().await;
+    assert_eq!(mac.send(false, mac.idle_body()).await.unwrap().0, 200);
+    eventually(10, "the renewals job has run", || {
+        s.store
+            .read(|tx| mdmctl::mdm::instances(tx))
+            .unwrap()
+            .jobs
+            .iter()
+            .any(|j| {
+                j.name == "renewals"
+                    && j.last_run
+                        .as_ref()
+                        .is_some_and(|r| r.summary.contains("postponed during the staged cutover"))
+            })
+    })
+    .await;
+    assert!(
+        s.store.read(|tx| tx.renewal(&mac.udid)).unwrap().is_none(),
+        "no renewal started"
+    );
     s.stop().await;
 }

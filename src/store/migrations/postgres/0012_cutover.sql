@@ -30,3 +30,12 @@ CREATE TABLE cutover_routed (
     device_id TEXT PRIMARY KEY,
     at        BIGINT NOT NULL
 );
+
+-- Requests refused for their identity, by reason, per running instance (its totals since it
+-- started, written with its heartbeat), for `mdmctl cutover status`.
+CREATE TABLE refusals (
+    instance_id TEXT NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    reason      TEXT NOT NULL,
+    count       BIGINT NOT NULL,
+    PRIMARY KEY (instance_id, reason)
+);
