@@ -113,6 +113,7 @@ fn as_diagnose<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn D
         crate::gitops::GitopsError,
         crate::input::InputError,
         crate::cutover::stage::StageError,
+        crate::abm::DepError,
     );
     None
 }

@@ -19,6 +19,7 @@
 //! Arrows point down: `cli` uses everything, `assets` uses `store` and `pki`, `store` uses
 //! `secrets`, and `pki` uses nothing of ours.
 
+pub mod abm;
 pub mod apple;
 pub mod assets;
 pub mod cli;

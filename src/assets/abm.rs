@@ -179,6 +179,19 @@ pub fn set_abm_token(tx: &mut dyn Tx, p7m: &[u8], actor: &str) -> Result<AbmStat
 
 /// The ABM key pair and token, newest active (or pending) first.
 pub fn abm_status(tx: &mut dyn Tx) -> Result<Option<AbmStatus>, AssetError> {
+    let Some((id, token)) = current(tx)? else {
+        return Ok(None);
+    };
+    status_of(tx, id, token.as_ref())
+}
+
+/// The server token in use (decrypted: it holds the OAuth secrets), if one was installed.
+pub fn server_token(tx: &mut dyn Tx) -> Result<Option<ServerToken>, AssetError> {
+    Ok(current(tx)?.and_then(|(_, t)| t))
+}
+
+/// The ABM asset in use and its token.
+fn current(tx: &mut dyn Tx) -> Result<Option<(i64, Option<ServerToken>)>, AssetError> {
     let assets = tx.assets(AssetKind::Abm)?;
     let pick = assets
         .iter()
@@ -196,7 +209,7 @@ pub fn abm_status(tx: &mut dyn Tx) -> Result<Option<AbmStatus>, AssetError> {
     } else {
         None
     };
-    status_of(tx, a.id, token.as_ref())
+    Ok(Some((a.id, token)))
 }
 
 fn status_of(

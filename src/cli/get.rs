@@ -277,14 +277,56 @@ fn mdm_apple(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ABM account behind the server token (`GET /account`), or why it cannot be read.
+fn abm_account(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+) -> Option<Result<crate::abm::Account, String>> {
+    let token = match store.read(crate::assets::abm::server_token) {
+        Ok(Some(t)) => t,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let url = std::env::var("MDMCTL_ABM_URL")
+        .unwrap_or_else(|_| crate::abm::client::DEFAULT_URL.to_string());
+    let retry = crate::abm::Retry {
+        attempts: 2,
+        ..Default::default()
+    };
+    let run = || -> Result<crate::abm::Account, String> {
+        let client = crate::abm::DepClient::new(&url, &token, retry).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(client.account())
+            .map_err(|e| match crate::error::Diagnose::hint(&e) {
+                Some(h) => format!("{e} (hint: {h})"),
+                None => e.to_string(),
+            })
+    };
+    Some(run())
+}
+
 fn mdm_apple_bm(ctx: &Ctx) -> anyhow::Result<()> {
     let store = ctx.open_store()?;
     let status = store.read(|tx| abm_status(tx))?;
     let Some(status) = status else {
         return Err(AssetError::NoAbmKey.into());
     };
+    // The account as Apple sees it, when a live token is there.
+    let account = if status.consumer_key.is_some() && !status.expired {
+        abm_account(&store)
+    } else {
+        None
+    };
     if ctx.json() {
-        print_json(&status)?;
+        let mut v = serde_json::to_value(&status)?;
+        match &account {
+            Some(Ok(a)) => v["account"] = serde_json::to_value(a)?,
+            Some(Err(e)) => v["account_error"] = e.clone().into(),
+            None => {}
+        }
+        print_json(&v)?;
     } else {
         let mut pairs = vec![
             ("state", status.state.as_str().to_string()),
@@ -298,9 +340,19 @@ fn mdm_apple_bm(ctx: &Ctx) -> anyhow::Result<()> {
             pairs.push(("expires", e.to_string()));
             pairs.push(("days left", d.to_string()));
         }
+        if let Some(Ok(a)) = &account {
+            pairs.push(("organization", a.org_name.clone()));
+            pairs.push(("MDM server", a.server_name.clone()));
+            pairs.push(("terms", "accepted".into()));
+        }
         let mut lines = vec!["Apple Business Manager".to_string()];
         lines.extend(key_values(2, &pairs));
         print_lines(&lines)?;
+    }
+    if let Some(Err(e)) = &account {
+        ctx.warn(&format!(
+            "cannot read the account from Apple Business Manager: {e}"
+        ));
     }
     if status.consumer_key.is_none() {
         return Err(UserError::new("no Apple Business Manager server token in the store yet")

@@ -4,6 +4,7 @@
 //! Everything here behaves as Apple documents, and everything it issues says `DEMO` in its
 //! name so it cannot be mistaken for the real thing.
 
+pub mod abm;
 pub mod apns;
 pub mod apple;
 pub mod cutover;

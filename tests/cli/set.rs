@@ -395,10 +395,43 @@ fn abm_token_encrypted_by_openssl_smime_is_accepted() {
     t.run(&["set", "mdm-apple-bm", "--token", "token.p7m"])
         .success()
         .stdout_has("CK_3b8f");
-    let j = t
-        .run(&["--format", "json", "get", "mdm-apple-bm"])
+    // The account as Apple's service shows it, from a stand-in that checks the OAuth signature
+    // made with the token's secrets.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let abm = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        mdmctl::sim::abm::AbmStandIn::start(
+            l,
+            mdmctl::assets::abm::ServerToken {
+                consumer_key: "CK_3b8f".into(),
+                consumer_secret: "CS_secret".into(),
+                access_token: "AT_secret".into(),
+                access_secret: "AS_secret".into(),
+                access_token_expiry: "2027-12-01T10:00:00Z".into(),
+            },
+        )
+        .await
+        .unwrap()
+    });
+    let with_abm = |args: &[&str]| {
+        t.run_with(args, |c| {
+            c.env("MDMCTL_ABM_URL", abm.url());
+        })
+    };
+    let j = with_abm(&["--format", "json", "get", "mdm-apple-bm"])
         .success()
         .json();
+    assert_eq!(j["account"]["org_name"], "Example Inc (DEMO ABM)", "{j:#}");
+    with_abm(&["get", "mdm-apple-bm"])
+        .success()
+        .stdout_has("Example Inc (DEMO ABM)")
+        .stdout_has("accepted");
+    abm.set_terms_not_signed(true);
+    let r = with_abm(&["get", "mdm-apple-bm"]);
+    r.success()
+        .stderr_has("T_C_NOT_SIGNED")
+        .stderr_has("accept the new terms");
+    assert!(!r.stdout.contains("accepted"), "{}", r.stdout);
     assert_eq!(j["consumer_key"], "CK_3b8f");
     assert_eq!(j["access_token_expiry"], "2027-12-01T10:00:00Z");
     assert_eq!(j["state"], "active");

@@ -6,6 +6,7 @@ mod common;
 mod harness;
 mod hostile;
 
+mod abm;
 mod api;
 mod binary;
 mod checkins;

@@ -1,0 +1,235 @@
+//! An Apple Business Manager (device enrollment API) stand-in: there is no public simulator.
+//! Modelled from Apple's documentation and micromdm/nanodep's client and `depsim` quirks:
+//! - `GET /session` checks the OAuth 1.0a HMAC-SHA1 signature over `GET <base>/session` with the
+//!   token's four keys (401 `signature_invalid` otherwise) and requires `Content-Type:
+//!   application/json;charset=UTF8`, as depsim does; it answers `{"auth_session_token"}`.
+//! - every other call needs a live `X-ADM-Auth-Session` (403 `FORBIDDEN` otherwise, as Apple
+//!   answers a stale session); sessions can be expired or rotated on demand (a rotated one comes
+//!   back in the answer's `X-ADM-Auth-Session`).
+//! - on demand: 403 `T_C_NOT_SIGNED` (new terms), 429 with `Retry-After`, 503.
+//! - `GET /account`.
+//!
+//! Not modelled yet: device fetch and sync with cursors, profiles, assignments.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::abm::oauth::{self, Credentials};
+use crate::assets::abm::ServerToken;
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashSet<String>,
+    next: u64,
+    terms_not_signed: bool,
+    throttle: usize,
+    unavailable: usize,
+    rotate_next: bool,
+    session_calls: usize,
+    calls: usize,
+}
+
+/// The stand-in and its state.
+#[derive(Clone)]
+pub struct AbmStandIn {
+    token: Arc<ServerToken>,
+    base: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl AbmStandIn {
+    /// Serve on `listener` for this server token.
+    pub async fn start(
+        listener: tokio::net::TcpListener,
+        token: ServerToken,
+    ) -> std::io::Result<Self> {
+        let base = format!("http://{}", listener.local_addr()?);
+        let me = Self {
+            token: Arc::new(token),
+            base,
+            inner: Arc::new(Mutex::new(Inner::default())),
+        };
+        let app = axum::Router::new()
+            .route("/session", axum::routing::get(session))
+            .route("/account", axum::routing::get(account))
+            .with_state(me.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(me)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forget every session (Apple expired them).
+    pub fn expire_sessions(&self) {
+        self.lock().sessions.clear();
+    }
+
+    /// Answer with 403 `T_C_NOT_SIGNED` until told otherwise.
+    pub fn set_terms_not_signed(&self, on: bool) {
+        self.lock().terms_not_signed = on;
+    }
+
+    /// Answer the next `n` calls with 429 and `Retry-After: 1`.
+    pub fn throttle(&self, n: usize) {
+        self.lock().throttle = n;
+    }
+
+    /// Answer the next `n` calls with 503 (no `Retry-After`).
+    pub fn unavailable(&self, n: usize) {
+        self.lock().unavailable = n;
+    }
+
+    /// Rotate the session on the next call.
+    pub fn rotate_next(&self) {
+        self.lock().rotate_next = true;
+    }
+
+    /// `/session` calls, and other calls, answered so far.
+    pub fn counts(&self) -> (usize, usize) {
+        let i = self.lock();
+        (i.session_calls, i.calls)
+    }
+
+    fn new_session(inner: &mut Inner) -> String {
+        inner.next += 1;
+        let s = format!("session-{}", inner.next);
+        inner.sessions.insert(s.clone());
+        s
+    }
+}
+
+fn signature_valid(s: &AbmStandIn, headers: &HeaderMap) -> bool {
+    let Some(params) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(oauth::parse_header)
+    else {
+        return false;
+    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (Some(key), Some(token), Some(nonce), Some(ts), Some(sig)) = (
+        get("oauth_consumer_key"),
+        get("oauth_token"),
+        get("oauth_nonce"),
+        get("oauth_timestamp").and_then(|t| t.parse::<u64>().ok()),
+        get("oauth_signature"),
+    ) else {
+        return false;
+    };
+    if key != s.token.consumer_key
+        || token != s.token.access_token
+        || get("oauth_signature_method") != Some("HMAC-SHA1")
+    {
+        return false;
+    }
+    let c = Credentials {
+        consumer_key: &s.token.consumer_key,
+        consumer_secret: &s.token.consumer_secret,
+        token: &s.token.access_token,
+        token_secret: &s.token.access_secret,
+    };
+    let Ok(expected) = oauth::authorization(
+        "GET",
+        &format!("{}/session", s.base),
+        &[],
+        &c,
+        nonce,
+        ts,
+        get("oauth_version"),
+    ) else {
+        return false;
+    };
+    oauth::parse_header(&expected)
+        .and_then(|p| p.into_iter().find(|(k, _)| k == "oauth_signature"))
+        .is_some_and(|(_, v)| v == sig)
+}
+
+async fn session(State(s): State<AbmStandIn>, headers: HeaderMap) -> Response {
+    if headers.get("content-type").and_then(|v| v.to_str().ok())
+        != Some("application/json;charset=UTF8")
+    {
+        return (StatusCode::BAD_REQUEST, "content type").into_response();
+    }
+    if !signature_valid(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "signature_invalid").into_response();
+    }
+    let mut i = s.lock();
+    i.session_calls += 1;
+    let token = AbmStandIn::new_session(&mut i);
+    axum::Json(serde_json::json!({ "auth_session_token": token })).into_response()
+}
+
+/// The checks every call but `/session` goes through; the session to answer with.
+fn gate(s: &AbmStandIn, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+    let mut i = s.lock();
+    i.calls += 1;
+    let presented = headers
+        .get("x-adm-auth-session")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if !i.sessions.contains(&presented) {
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "FORBIDDEN").into_response(),
+        ));
+    }
+    if i.terms_not_signed {
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "T_C_NOT_SIGNED").into_response(),
+        ));
+    }
+    if i.throttle > 0 {
+        i.throttle -= 1;
+        return Err(Box::new(
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response(),
+        ));
+    }
+    if i.unavailable > 0 {
+        i.unavailable -= 1;
+        return Err(Box::new(
+            (StatusCode::SERVICE_UNAVAILABLE, "").into_response(),
+        ));
+    }
+    if i.rotate_next {
+        i.rotate_next = false;
+        i.sessions.remove(&presented);
+        return Ok(Some(AbmStandIn::new_session(&mut i)));
+    }
+    Ok(None)
+}
+
+async fn account(State(s): State<AbmStandIn>, headers: HeaderMap, _uri: Uri) -> Response {
+    let rotated = match gate(&s, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let mut resp = axum::Json(serde_json::json!({
+        "server_name": "mdmctl stand-in server",
+        "server_uuid": "7A1B2C3D-0000-4000-8000-ABCDEF012345",
+        "org_name": "Example Inc (DEMO ABM)",
+        "org_email": "it@example.com",
+        "org_id": "1234567",
+        "admin_id": "admin@example.com",
+        "facilitator_id": "admin@example.com",
+        "org_type": "org",
+        "org_version": "v2",
+        "urls": [],
+    }))
+    .into_response();
+    if let Some(r) = rotated
+        && let Ok(v) = r.parse()
+    {
+        resp.headers_mut().insert("x-adm-auth-session", v);
+    }
+    resp
+}

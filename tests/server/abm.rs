@@ -1,0 +1,95 @@
+//! The Apple Business Manager client against a stand-in that checks the OAuth signature and the
+//! session header: one session reused, a new one when Apple expires it, a rotated one adopted,
+//! 429 waited out, 503 retried then given up, new terms stopping at once, a wrong secret refused.
+
+use std::time::{Duration, Instant};
+
+use mdmctl::abm::{DepClient, DepError, Retry};
+use mdmctl::assets::abm::ServerToken;
+use mdmctl::sim::abm::AbmStandIn;
+
+fn token() -> ServerToken {
+    ServerToken {
+        consumer_key: "CK_stand_in".into(),
+        consumer_secret: "CS_secret/with+chars".into(),
+        access_token: "AT_stand_in".into(),
+        access_secret: "AS_secret=".into(),
+        access_token_expiry: "2030-01-01T00:00:00Z".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_abm_client_keeps_its_session_and_survives_apples_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let abm = AbmStandIn::start(listener, token()).await.unwrap();
+    let retry = Retry {
+        attempts: 4,
+        base_delay: Duration::from_millis(20),
+        max_wait: Duration::from_secs(5),
+    };
+    let c = DepClient::new(abm.url(), &token(), retry.clone()).unwrap();
+
+    let a = c.account().await.unwrap();
+    assert_eq!(a.org_name, "Example Inc (DEMO ABM)");
+    assert_eq!(abm.counts(), (1, 1), "one signed /session, then the call");
+    c.account().await.unwrap();
+    assert_eq!(abm.counts(), (1, 2), "the session is reused");
+
+    abm.expire_sessions();
+    c.account().await.unwrap();
+    assert_eq!(
+        abm.counts(),
+        (2, 4),
+        "403 FORBIDDEN: one new session, the call replayed"
+    );
+
+    abm.rotate_next();
+    c.account().await.unwrap();
+    c.account().await.unwrap();
+    assert_eq!(
+        abm.counts().0,
+        2,
+        "the rotated session is adopted, no new /session"
+    );
+
+    abm.throttle(1);
+    let t = Instant::now();
+    c.account().await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "429 Retry-After: 1 is waited out"
+    );
+
+    abm.unavailable(2);
+    c.account().await.unwrap();
+    abm.unavailable(10);
+    match c.account().await {
+        Err(DepError::Http { status: 503, .. }) => {}
+        other => panic!("503 past the retries is an error: {other:?}"),
+    }
+    abm.unavailable(0);
+
+    abm.set_terms_not_signed(true);
+    let before = abm.counts();
+    match c.account().await {
+        Err(e @ DepError::TermsNotSigned) => {
+            let hint = mdmctl::error::Diagnose::hint(&e).unwrap();
+            assert!(hint.contains("accept the new terms"), "{hint}");
+        }
+        other => panic!("new terms stop the call: {other:?}"),
+    }
+    assert_eq!(
+        abm.counts(),
+        (before.0, before.1 + 1),
+        "no retry, no new session"
+    );
+    abm.set_terms_not_signed(false);
+
+    let mut wrong = token();
+    wrong.access_secret = "not the secret".into();
+    let bad = DepClient::new(abm.url(), &wrong, retry).unwrap();
+    match bad.account().await {
+        Err(DepError::TokenRejected(body)) => assert!(body.contains("signature_invalid"), "{body}"),
+        other => panic!("a wrong secret fails the signature: {other:?}"),
+    }
+}
