@@ -309,8 +309,20 @@ fn cookie(st: &AppState, value: &str, max_age: i64) -> String {
     format!("{COOKIE}={value}; Path=/cutover; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
-/// `POST /cutover/login` (a form with `token`).
-pub(crate) async fn login(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+/// The largest login form read (a token is under 100 bytes).
+const LOGIN_MAX: usize = 4096;
+
+/// `POST /cutover/login` (a form with `token`), read within the body limit and timeout the MDM
+/// endpoints use (413 past 4 KiB, 408 when it trickles in).
+pub(crate) async fn login(
+    State(st): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let body: Bytes =
+        match super::read_body(request.into_body(), LOGIN_MAX, st.config.body_timeout).await {
+            Ok(b) => b,
+            Err(status) => return status.into_response(),
+        };
     let token = std::str::from_utf8(&body)
         .ok()
         .and_then(|b| reqwest::Url::parse(&format!("http://form/?{b}")).ok())

@@ -329,3 +329,122 @@ async fn an_admin_logs_in_and_watches_macs_migrate() {
     drop(browser);
     s.stop().await;
 }
+
+/// Fetch with a raw request: the status and the whole answer.
+fn raw(addr: &str, request: String, body: &[u8], chunk: usize, pause: Duration) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = tcp.write_all(request.as_bytes());
+    for part in body.chunks(chunk.max(1)) {
+        if tcp.write_all(part).is_err() {
+            break;
+        }
+        std::thread::sleep(pause);
+    }
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+fn login_request(len: usize) -> String {
+    format!(
+        "POST /cutover/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// The login form without a browser: garbage, a huge and a slow body, a wrong token, the
+/// cookie's attributes, and the page behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_form_refuses_garbage_huge_slow_and_non_admin_input() {
+    let s = Server::start(Options::default()).await;
+    let admin = crate::api::token_as(&s, "form-admin", "admin", None).await;
+    let observer = crate::api::token_as(&s, "form-observer", "observer", None).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let run = |request: String, body: Vec<u8>, chunk: usize, pause: Duration| {
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || raw(&a, request, &body, chunk, pause))
+    };
+
+    let garbage = b"\xff\xfe%%%token".to_vec();
+    let (code, page) = run(login_request(garbage.len()), garbage, 4096, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(code, 400);
+    assert!(page.contains("enter an admin API token"), "{page}");
+
+    let huge = vec![b'a'; 100 * 1024];
+    let (code, _) = run(login_request(huge.len()), huge, 64 * 1024, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(code, 413);
+
+    let slow = format!("token={admin}").into_bytes();
+    let started = Instant::now();
+    let (code, _) = run(
+        login_request(slow.len()),
+        slow,
+        4,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code, 408,
+        "a trickling form is cut off after the body timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let form = format!("token={observer}").into_bytes();
+    let (code, page) = run(login_request(form.len()), form, 4096, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(code, 401);
+    assert!(page.contains("not an admin token"), "{page}");
+    assert!(
+        !page.to_ascii_lowercase().contains("set-cookie"),
+        "no cookie for a refused token"
+    );
+
+    let form = format!("token={admin}").into_bytes();
+    let (code, answer) = run(login_request(form.len()), form, 4096, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(code, 303);
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie")
+        .to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/cutover"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let value = cookie
+        .split_once(':')
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let (code, page) = run(
+        format!("GET /cutover HTTP/1.1\r\nHost: x\r\nCookie: {value}\r\nConnection: close\r\n\r\n"),
+        Vec::new(),
+        1,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("id=\"migrated\"") && page.contains("default-src 'none'"),
+        "{page}"
+    );
+    s.stop().await;
+}
