@@ -20,10 +20,12 @@ pub enum CutoverCommand {
     /// that will run. Exits 1 when any check fails.
     Check(CheckArgs),
     /// Staged cutover (`serve --upstream`): choose the devices mdmctl answers; the others are
-    /// forwarded to the old server. Recorded in the activity log.
+    /// forwarded to the old server. Recorded in the activity log. Works through `--server`
+    /// (a maintainer or admin token).
     Set(SetArgs),
     /// Staged cutover: send devices back to the old server (all of them, or those listed).
     /// Their queued mdmctl commands are kept, and counted. Recorded in the activity log.
+    /// Works through `--server`.
     Rollback(RollbackArgs),
     /// Where the cutover stands: devices imported, in the cutover set, migrated, still
     /// waiting; routed to the old server in the last hour; push failures; identities expiring
@@ -325,9 +327,17 @@ fn device_list(path: &std::path::Path) -> anyhow::Result<Vec<(usize, String)>> {
 type Listed = Option<(PathBuf, Vec<(usize, String)>)>;
 
 fn stage(ctx: &Ctx, change: &Change, listed: Listed, dry_run: bool) -> anyhow::Result<ExitCode> {
-    ctx.local_only("cutover set/rollback")?;
-    let store = ctx.open_store()?;
-    let o = match stage::apply(store.as_ref(), change, &ctx.actor(), dry_run) {
+    let applied = match ctx.remote()? {
+        Some(api) => Ok(api.cutover_change(&stage::ChangeRequest {
+            change: change.clone(),
+            dry_run,
+        })?),
+        None => {
+            let store = ctx.open_store()?;
+            stage::apply(store.as_ref(), change, &ctx.actor(), dry_run)
+        }
+    };
+    let o = match applied {
         Ok(o) => o,
         Err(StageError::UnknownDevice(id)) if listed.is_some() => {
             let (file, lines) = listed.unwrap_or_default();

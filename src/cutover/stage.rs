@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::store::{CutoverSet, NewActivity, Store, StoreError, Tx};
 
-/// What an admin asked for.
-#[derive(Clone, Debug)]
+/// What an admin asked for (in JSON, as `POST /api/v1/cutover` takes it: `{"percent": 10}`,
+/// `{"devices": [...]}`, `{"team": "T"}`, `"all"`, `{"back": [...]}`, `"all_back"`).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     /// `cutover set --percent N`.
     Percent(u8),
@@ -27,8 +29,16 @@ pub enum Change {
     AllBack,
 }
 
+/// A change and whether it is a dry run (`POST /api/v1/cutover`).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ChangeRequest {
+    pub change: Change,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// A device that moves.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Moved {
     pub udid: String,
     pub serial: Option<String>,
@@ -37,7 +47,7 @@ pub struct Moved {
 }
 
 /// What a change does.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub before: CutoverSet,
     pub after: CutoverSet,

@@ -290,6 +290,14 @@ impl ApiClient {
         self.call(self.http.get(format!("{}/servers", self.base)))
     }
 
+    /// `cutover set` / `cutover rollback` on the server's store.
+    pub fn cutover_change(
+        &self,
+        req: &crate::cutover::stage::ChangeRequest,
+    ) -> Result<crate::cutover::stage::Outcome, ApiClientError> {
+        self.call(self.http.post(format!("{}/cutover", self.base)).json(req))
+    }
+
     /// Where the staged cutover stands.
     pub fn cutover_status(&self) -> Result<crate::cutover::status::Status, ApiClientError> {
         self.call(self.http.get(format!("{}/cutover", self.base)))

@@ -52,7 +52,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/apply", post(apply))
         .route("/activities", get(activities))
         .route("/servers", get(servers))
-        .route("/cutover", get(cutover))
+        .route("/cutover", get(cutover).post(cutover_change))
 }
 
 /// An API error: status, message, hint.
@@ -414,6 +414,32 @@ async fn cutover(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Resp
     let store = st.store.clone();
     let out = blocking(move || store.read(crate::cutover::status::read)).await?;
     Ok(Json(out).into_response())
+}
+
+/// `cutover set` / `cutover rollback` through `--server`: who is answered here and who goes to
+/// the old server. Recorded as the caller.
+async fn cutover_change(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<crate::cutover::stage::ChangeRequest>,
+) -> Result<Response, ApiError> {
+    use crate::cutover::stage::{self, StageError};
+    caller.may(ACTORS, "move devices in or out of the cutover set")?;
+    caller.whole_fleet("change the cutover set")?;
+    let who = caller.who;
+    let store = st.store.clone();
+    let out = blocking(move || {
+        Ok::<_, StoreError>(stage::apply(store.as_ref(), &req.change, &who, req.dry_run))
+    })
+    .await?;
+    match out {
+        Ok(o) => Ok(Json(o).into_response()),
+        Err(StageError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::not_found(
+            format!("{e}; nothing changed"),
+            "list UDIDs or serial numbers of imported devices, or a team with devices (`mdmctl get devices`, `mdmctl get teams`)",
+        )),
+    }
 }
 
 /// Build the command a request describes (named, or a raw plist).

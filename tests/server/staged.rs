@@ -682,3 +682,69 @@ async fn renewals_wait_while_the_old_server_may_take_devices_back() {
     );
     s.stop().await;
 }
+
+/// `cutover set` / `rollback` through the API: a maintainer's dry run changes nothing, an
+/// observer may not, an unknown device changes nothing, and a change is recorded as its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cutover_set_changes_through_the_api_for_maintainers_only() {
+    let s = Server::start(Options::default()).await;
+    let old = Ca::new("OLD MDM SCEP CA");
+    s.trust_old_ca(&old);
+    let macs: Vec<_> = (0..3)
+        .map(|i| s.migrated(i, &old, IdentityMode::Signature))
+        .collect();
+    let maintainer = crate::api::token_as(&s, "wave-runner", "maintainer", None).await;
+    let observer = crate::api::token_as(&s, "watcher", "observer", None).await;
+    let post = |token: &str, body: serde_json::Value| {
+        s.http()
+            .post(format!("{}/api/v1/cutover", s.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        &maintainer,
+        serde_json::json!({ "change": "all", "dry_run": true }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let o: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(o["moved_in"].as_array().unwrap().len(), 3);
+    assert_eq!(o["dry_run"], true);
+    let in_set = || {
+        s.store
+            .read(mdmctl::cutover::status::read)
+            .unwrap()
+            .fleet
+            .in_set
+    };
+    assert_eq!(in_set(), 0, "a dry run changes nothing");
+
+    let r = post(&observer, serde_json::json!({ "change": "all" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = post(
+        &maintainer,
+        serde_json::json!({ "change": { "devices": [macs[0].udid, "NOPE"] } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("NOPE"));
+    assert_eq!(in_set(), 0, "nothing changed");
+
+    let r = post(
+        &maintainer,
+        serde_json::json!({ "change": { "percent": 100 } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(in_set(), 3);
+    let changes = s.activities("cutover.set");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].actor, "api:wave-runner");
+    s.stop().await;
+}
