@@ -114,6 +114,7 @@ fn as_diagnose<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn D
         crate::input::InputError,
         crate::cutover::stage::StageError,
         crate::abm::DepError,
+        crate::abm::sync::SyncError,
     );
     None
 }

@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod oauth;
+pub mod sync;
 
 pub use client::{Account, DepClient, DepError, Retry};

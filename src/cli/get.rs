@@ -22,6 +22,12 @@ pub enum GetCommand {
     MdmApple,
     /// The Apple Business Manager key pair and server token.
     MdmAppleBm,
+    /// Apple Business Manager's devices as the last `mdmctl abm sync` left them.
+    AbmDevices {
+        /// Only devices with this ABM profile status (`empty`, `assigned`, `pushed`, `removed`).
+        #[arg(long)]
+        status: Option<String>,
+    },
     /// The devices the store holds: imported, enrolled, migrated.
     Devices {
         /// Only devices that have (`true`) or have not (`false`) checked in since the cutover.
@@ -118,6 +124,7 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
     match cmd {
         GetCommand::MdmApple => mdm_apple(ctx),
         GetCommand::MdmAppleBm => mdm_apple_bm(ctx),
+        GetCommand::AbmDevices { status } => abm_devices(ctx, status.as_deref()),
         GetCommand::Devices {
             migrated,
             seen_since,
@@ -275,6 +282,48 @@ fn mdm_apple(ctx: &Ctx) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+fn abm_devices(ctx: &Ctx, status: Option<&str>) -> anyhow::Result<()> {
+    ctx.local_only("get abm-devices")?;
+    let store = ctx.open_store()?;
+    let devices = store.read(|tx| tx.abm_devices(status))?;
+    if ctx.json() {
+        return print_json(&devices);
+    }
+    if devices.is_empty() {
+        eprintln!("No Apple Business Manager device in the store (run `mdmctl abm sync`).");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            let o = |v: &Option<String>| v.clone().unwrap_or_default();
+            vec![
+                d.serial.clone(),
+                o(&d.model),
+                o(&d.color),
+                o(&d.profile_status),
+                o(&d.assigned_date),
+                if d.deleted {
+                    "deleted".into()
+                } else {
+                    o(&d.op_type)
+                },
+            ]
+        })
+        .collect();
+    print_lines(&table(
+        &[
+            "SERIAL",
+            "MODEL",
+            "COLOR",
+            "PROFILE",
+            "ASSIGNED",
+            "LAST CHANGE",
+        ],
+        &rows,
+    ))
 }
 
 /// The ABM account behind the server token (`GET /account`), or why it cannot be read.

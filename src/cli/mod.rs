@@ -1,6 +1,7 @@
 //! The command line. One file per subcommand: clap arguments and a short `run` that reads
 //! files, calls a library module, and prints. Nothing imports `cli`.
 
+mod abm;
 mod apply;
 mod context;
 mod cutover;
@@ -125,6 +126,9 @@ pub enum Command {
     /// Act on one device's record (`rebind`: let a re-enrolled Mac bind its new identity).
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// Apple Business Manager: `sync` its devices into the store.
+    #[command(subcommand)]
+    Abm(abm::AbmCommand),
     /// Before DNS moves: `check` says go or no-go.
     #[command(subcommand)]
     Cutover(cutover::CutoverCommand),
@@ -159,6 +163,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         Command::Token(cmd) => token::run(&ctx, cmd),
         Command::EnrollSecret(cmd) => enroll_secret::run(&ctx, cmd),
         Command::Device(cmd) => device::run(&ctx, cmd),
+        Command::Abm(cmd) => abm::run(&ctx, cmd),
         // A go / no-go answers with its exit code.
         Command::Cutover(cmd) => return cutover::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),

@@ -8,8 +8,12 @@
 //!   back in the answer's `X-ADM-Auth-Session`).
 //! - on demand: 403 `T_C_NOT_SIGNED` (new terms), 429 with `Retry-After`, 503.
 //! - `GET /account`.
+//! - `POST /server/devices` (every device, paged by `limit`, `more_to_follow`; the last page's
+//!   cursor is a sync cursor) and `POST /devices/sync` (the changes since a cursor: `added`,
+//!   `modified`, `deleted` with `op_date`); cursors can be expired on demand (400
+//!   `"EXPIRED_CURSOR"`, quoted as depsim sends it); an unknown one is `"INVALID_CURSOR"`.
 //!
-//! Not modelled yet: device fetch and sync with cursors, profiles, assignments.
+//! Not modelled yet: profiles, assignments.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -31,6 +35,12 @@ struct Inner {
     rotate_next: bool,
     session_calls: usize,
     calls: usize,
+    /// Every device, in the order ABM added them.
+    devices: Vec<serde_json::Value>,
+    /// Every change, in order: what `/devices/sync` pages through.
+    changes: Vec<serde_json::Value>,
+    /// Cursors carry the generation they were issued in; expiring bumps it.
+    generation: usize,
 }
 
 /// The stand-in and its state.
@@ -56,6 +66,8 @@ impl AbmStandIn {
         let app = axum::Router::new()
             .route("/session", axum::routing::get(session))
             .route("/account", axum::routing::get(account))
+            .route("/server/devices", axum::routing::post(fetch))
+            .route("/devices/sync", axum::routing::post(sync))
             .with_state(me.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(me)
@@ -98,6 +110,54 @@ impl AbmStandIn {
     pub fn counts(&self) -> (usize, usize) {
         let i = self.lock();
         (i.session_calls, i.calls)
+    }
+
+    /// Add `n` Macs (serials `ABM<first + i>`), as an admin assigning them to this server.
+    pub fn add_devices(&self, first: usize, n: usize) {
+        let mut i = self.lock();
+        for k in first..first + n {
+            let d = serde_json::json!({
+                "serial_number": format!("ABM{k:07}"),
+                "model": "MacBook Air",
+                "description": "MBA 13\" M3",
+                "color": "MIDNIGHT",
+                "os": "OSX",
+                "device_family": "Mac",
+                "profile_status": "empty",
+                "device_assigned_by": "admin@example.com",
+                "device_assigned_date": "2026-12-01T10:00:00Z",
+            });
+            i.devices.push(d.clone());
+            let mut c = d;
+            c["op_type"] = "added".into();
+            c["op_date"] = format!("2026-12-03T{:02}:{:02}:00Z", (k / 60) % 24, k % 60).into();
+            i.changes.push(c);
+        }
+    }
+
+    /// A change to one device (`modified`, `deleted`), dated after everything before it.
+    pub fn change(&self, serial: &str, op: &str) {
+        let mut i = self.lock();
+        let Some(d) = i
+            .devices
+            .iter()
+            .find(|d| d["serial_number"] == serial)
+            .cloned()
+        else {
+            return;
+        };
+        let mut c = d;
+        c["op_type"] = op.into();
+        c["op_date"] = format!("2026-12-04T00:00:{:02}Z", i.changes.len() % 60).into();
+        if op == "deleted" {
+            i.devices.retain(|d| d["serial_number"] != serial);
+        }
+        i.changes.push(c);
+    }
+
+    /// Expire every cursor issued so far.
+    pub fn expire_cursors(&self) {
+        self.lock().generation += 1;
     }
 
     fn new_session(inner: &mut Inner) -> String {
@@ -232,4 +292,100 @@ async fn account(State(s): State<AbmStandIn>, headers: HeaderMap, _uri: Uri) -> 
         resp.headers_mut().insert("x-adm-auth-session", v);
     }
     resp
+}
+
+/// `f3.200` → (3, 200) for kind `f`.
+fn parse_cursor(c: &str, kind: char) -> Option<(usize, usize)> {
+    let (g, n) = c.strip_prefix(kind)?.split_once('.')?;
+    Some((g.parse().ok()?, n.parse().ok()?))
+}
+
+fn page_limit(body: &serde_json::Value) -> usize {
+    body["limit"]
+        .as_u64()
+        .map_or(100, |l| l.clamp(1, 1000) as usize)
+}
+
+fn with_rotation(json: serde_json::Value, rotated: Option<String>) -> Response {
+    let mut resp = axum::Json(json).into_response();
+    if let Some(r) = rotated
+        && let Ok(v) = r.parse()
+    {
+        resp.headers_mut().insert("x-adm-auth-session", v);
+    }
+    resp
+}
+
+/// `POST /server/devices`: every device, `limit` at a time. Fetch cursors are `f<offset>`; the
+/// last page's cursor is `s<changes so far>`, a sync cursor.
+async fn fetch(
+    State(s): State<AbmStandIn>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let rotated = match gate(&s, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let i = s.lock();
+    let generation = i.generation;
+    let offset = match body["cursor"].as_str() {
+        None => 0,
+        Some(c) => match parse_cursor(c, 'f') {
+            Some((g, _)) if g != generation => {
+                return (StatusCode::BAD_REQUEST, "\"EXPIRED_CURSOR\"").into_response();
+            }
+            Some((_, n)) => n,
+            None if parse_cursor(c, 's').is_some() => {
+                return (StatusCode::BAD_REQUEST, "\"EXHAUSTED_CURSOR\"").into_response();
+            }
+            None => return (StatusCode::BAD_REQUEST, "\"INVALID_CURSOR\"").into_response(),
+        },
+    };
+    let end = (offset + page_limit(&body)).min(i.devices.len());
+    let devices: Vec<serde_json::Value> = i.devices[offset.min(end)..end].to_vec();
+    let more = end < i.devices.len();
+    let cursor = if more {
+        format!("f{generation}.{end}")
+    } else {
+        format!("s{generation}.{}", i.changes.len())
+    };
+    drop(i);
+    with_rotation(
+        serde_json::json!({ "devices": devices, "cursor": cursor, "more_to_follow": more, "fetched_until": "2026-12-04T00:00:00Z" }),
+        rotated,
+    )
+}
+
+/// `POST /devices/sync`: the changes since a sync cursor `s<index>`.
+async fn sync(
+    State(s): State<AbmStandIn>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let rotated = match gate(&s, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let i = s.lock();
+    let Some((generation, from)) = body["cursor"]
+        .as_str()
+        .and_then(|c| parse_cursor(c, 's'))
+        .filter(|(_, n)| *n <= i.changes.len())
+    else {
+        return (StatusCode::BAD_REQUEST, "\"INVALID_CURSOR\"").into_response();
+    };
+    if generation != i.generation {
+        return (StatusCode::BAD_REQUEST, "\"EXPIRED_CURSOR\"").into_response();
+    }
+    let end = (from + page_limit(&body)).min(i.changes.len());
+    let devices: Vec<serde_json::Value> = i.changes[from..end].to_vec();
+    let more = end < i.changes.len();
+    drop(i);
+    with_rotation(
+        serde_json::json!({ "devices": devices, "cursor": format!("s{generation}.{end}"), "more_to_follow": more }),
+        rotated,
+    )
 }

@@ -12,6 +12,7 @@
 //! backend (`sqlite.rs`, `postgres.rs`) owns connections, pooling, transactions, type mapping
 //! and its DDL. Callers only ever see `Arc<dyn Store>` and `&mut dyn Tx`.
 
+mod abm;
 mod activities;
 mod assets;
 mod cutover;
@@ -37,6 +38,7 @@ mod stats;
 mod tokens;
 mod tx;
 
+pub use abm::{AbmCursor, AbmDevice, AbmDevices};
 pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
 pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
 pub use cutover::{Cutover, CutoverSet, MirrorBacklog, MirrorItem};
@@ -190,6 +192,7 @@ pub trait Tx:
     + EnrollmentTrust
     + Leases
     + Cutover
+    + AbmDevices
     + Stats
 {
 }
@@ -209,6 +212,7 @@ impl<
         + EnrollmentTrust
         + Leases
         + Cutover
+        + AbmDevices
         + Stats,
 > Tx for T
 {

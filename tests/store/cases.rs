@@ -911,6 +911,43 @@ pub fn cutover_set_and_moves_round_trip(s: &TestStore) {
     );
 }
 
+/// Apple Business Manager's device records and the sync cursor, on both backends.
+pub fn abm_devices_and_cursor_round_trip(s: &TestStore) {
+    use mdmctl::store::{AbmCursor, AbmDevice};
+    let devices: Vec<AbmDevice> = (0..250)
+        .map(|i| AbmDevice {
+            serial: format!("ABM{i:04}"),
+            model: Some("MacBook Air".into()),
+            profile_status: Some(if i % 2 == 0 { "empty" } else { "assigned" }.into()),
+            op_type: Some("added".into()),
+            ..Default::default()
+        })
+        .collect();
+    w(s, |tx| tx.put_abm_devices(&devices));
+    assert_eq!(r(s, |tx| tx.abm_devices(None)).len(), 250);
+    assert_eq!(r(s, |tx| tx.abm_devices(Some("assigned"))).len(), 125);
+    let mut gone = devices[3].clone();
+    gone.deleted = true;
+    gone.op_type = Some("deleted".into());
+    w(s, |tx| tx.put_abm_devices(std::slice::from_ref(&gone)));
+    let back = r(s, |tx| tx.abm_devices(None));
+    assert_eq!(back.len(), 250, "replaced, not added");
+    assert_eq!(back[3], gone);
+    assert_eq!(r(s, |tx| tx.abm_cursor()), None);
+    let c = AbmCursor {
+        value: "MTczNDU2".into(),
+        at: mdmctl::timestamp::Timestamp(1_700_000_000),
+    };
+    w(s, |tx| tx.set_abm_cursor(Some(&c)));
+    assert_eq!(r(s, |tx| tx.abm_cursor()), Some(c));
+    w(s, |tx| tx.set_abm_cursor(None));
+    assert_eq!(
+        r(s, |tx| tx.abm_cursor()),
+        None,
+        "forgotten (`abm sync --reset-cursor`)"
+    );
+}
+
 pub fn queueing_to_thousands_of_enrollments(s: &TestStore) {
     use mdmctl::store::NewCommand;
     let ids: Vec<String> = (0..1_200).map(|i| format!("M-{i:05}")).collect();

@@ -39,3 +39,23 @@ CREATE TABLE refusals (
     count       BIGINT NOT NULL,
     PRIMARY KEY (instance_id, reason)
 );
+
+-- Apple Business Manager's devices as the last sync left them (`mdmctl abm sync`), one row
+-- per serial number; the sync cursor is in `meta` (`abm.cursor`).
+CREATE TABLE abm_devices (
+    serial           TEXT PRIMARY KEY,
+    model            TEXT,
+    description      TEXT,
+    color            TEXT,
+    os               TEXT,
+    device_family    TEXT,
+    profile_status   TEXT,
+    profile_uuid     TEXT,
+    assigned_by      TEXT,
+    assigned_date    TEXT,
+    op_type          TEXT,
+    op_date          TEXT,
+    migration_deadline TEXT,
+    deleted          BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at       BIGINT NOT NULL
+);
