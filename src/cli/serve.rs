@@ -123,6 +123,15 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub lease_seconds: u32,
+    /// How often Apple Business Manager's devices are synced (one instance runs it), when a
+    /// server token is installed; 0: never. The service is `MDMCTL_ABM_URL` when set.
+    #[arg(
+        long,
+        env = "MDMCTL_ABM_SYNC_INTERVAL",
+        default_value_t = 60,
+        value_name = "MINUTES"
+    )]
+    pub abm_sync_interval: u32,
     /// Also serve `/metrics`, `/livez` and `/readyz` on this address, plain HTTP and without
     /// a token (for a local Prometheus or a private network). Without it, `/metrics` on the
     /// main address needs an API token.
@@ -307,6 +316,11 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.enroll_anchors = anchors;
     config.organization = args.org.clone();
     config.lease = std::time::Duration::from_secs(u64::from(args.lease_seconds.max(3)));
+    config.abm_sync_interval =
+        std::time::Duration::from_secs(u64::from(args.abm_sync_interval) * 60);
+    if let Ok(url) = std::env::var("MDMCTL_ABM_URL") {
+        config.abm_url = url;
+    }
     if let Some(url) = &args.upstream {
         let roots = match &args.upstream_ca_file {
             None => Vec::new(),

@@ -14,7 +14,8 @@
 //! `renewals` (identities nearing expiry), `device-facts` (DeviceInformation for devices under
 //! macOS update enforcement), `housekeeping` (expired SCEP challenges, instances gone for good),
 //! `mirror-back` (during a staged cutover, the check-ins of devices served here sent to the old
-//! server, `--upstream-migration-url`).
+//! server, `--upstream-migration-url`), `abm-sync` (Apple Business Manager's devices, every
+//! `--abm-sync-interval`).
 //! Commands queued through the API are pushed by the instance that queued them, once; the
 //! `push` job only sends what such an instance left behind.
 
@@ -36,16 +37,18 @@ pub enum Job {
     DeviceFacts,
     Housekeeping,
     Mirror,
+    AbmSync,
 }
 
 impl Job {
-    pub const ALL: [Job; 6] = [
+    pub const ALL: [Job; 7] = [
         Job::Push,
         Job::Reconcile,
         Job::Renewals,
         Job::DeviceFacts,
         Job::Housekeeping,
         Job::Mirror,
+        Job::AbmSync,
     ];
 
     /// Its lease's name (and the name `get servers` shows).
@@ -57,6 +60,7 @@ impl Job {
             Job::DeviceFacts => "device-facts",
             Job::Housekeeping => "housekeeping",
             Job::Mirror => "mirror-back",
+            Job::AbmSync => "abm-sync",
         }
     }
 
@@ -93,9 +97,9 @@ const FORGET_AFTER_SECS: i64 = 24 * 3600;
 pub struct Instance {
     pub info: ServerInstance,
     /// Per job: until when this instance may run it (its lease, less a margin).
-    held: Mutex<[Option<Instant>; 6]>,
+    held: Mutex<[Option<Instant>; 7]>,
     /// Per job: its last run here.
-    last: Mutex<[Option<JobRun>; 6]>,
+    last: Mutex<[Option<JobRun>; 7]>,
 }
 
 impl Instance {
@@ -117,7 +121,7 @@ impl Instance {
                 started_at: now,
                 seen_at: now,
             },
-            held: Mutex::new([None; 6]),
+            held: Mutex::new([None; 7]),
             last: Mutex::new(Default::default()),
         }
     }
@@ -255,6 +259,10 @@ async fn run_loop(state: Weak<AppState>, job: Job) {
             // housekeeping runs.
             let every = if job == Job::Mirror && s.config.mirror.is_none() {
                 Job::Housekeeping.every(&s.config.reconcile)
+            } else if job == Job::AbmSync && !s.config.abm_sync_interval.is_zero() {
+                s.config.abm_sync_interval
+            } else if job == Job::AbmSync {
+                Job::Housekeeping.every(&s.config.reconcile)
             } else {
                 job.every(&s.config.reconcile)
             };
@@ -378,10 +386,45 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<String, StoreError> {
                 "{challenges} expired SCEP challenge(s), {servers} instance(s) gone for good"
             ))
         }
+        Job::AbmSync => abm_sync(st).await,
         Job::Mirror => match st.config.mirror.clone() {
             Some(m) => super::upstream::mirror_pass(st, &m).await,
             None => Ok("not configured".into()),
         },
+    }
+}
+
+/// The `abm-sync` job: Apple Business Manager's devices into the store, when a server token is
+/// installed. A failure (Apple unreachable, new terms) is the job's error, shown by `get
+/// servers` and logged; it runs again at the next interval.
+async fn abm_sync(st: &Arc<AppState>) -> Result<String, StoreError> {
+    if st.config.abm_sync_interval.is_zero() {
+        return Ok("off (--abm-sync-interval 0)".into());
+    }
+    let store = st.store.clone();
+    let token = tokio::task::spawn_blocking(move || store.read(crate::assets::abm::server_token))
+        .await
+        .map_err(|e| StoreError::Decode(format!("ABM sync task failed: {e}")))?
+        .map_err(|e| StoreError::Decode(e.to_string()))?;
+    let Some(token) = token else {
+        return Ok("no Apple Business Manager server token".into());
+    };
+    let client =
+        crate::abm::DepClient::new(&st.config.abm_url, &token, crate::abm::Retry::default())
+            .map_err(|e| StoreError::Decode(e.to_string()))?;
+    match crate::abm::sync::sync(&client, &st.store, false).await {
+        Ok(s) => Ok(format!(
+            "{} record(s): {} added, {} modified, {} deleted{}",
+            s.records,
+            s.added,
+            s.modified,
+            s.deleted,
+            if s.full_fetch { " (every device)" } else { "" }
+        )),
+        Err(e) => {
+            warn!(error = %e, "Apple Business Manager sync failed; it runs again at the next interval");
+            Err(StoreError::Decode(format!("ABM sync: {e}")))
+        }
     }
 }
 

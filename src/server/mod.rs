@@ -96,6 +96,10 @@ pub struct ServeConfig {
     /// Staged cutover: where the check-ins of devices served here are sent back, so the old
     /// server can take them back (`--upstream-migration-url`).
     pub mirror: Option<Arc<upstream::Mirror>>,
+    /// Apple Business Manager's service (`MDMCTL_ABM_URL`) and how often the `abm-sync` job
+    /// runs (`--abm-sync-interval`).
+    pub abm_url: String,
+    pub abm_sync_interval: Duration,
 }
 
 impl ServeConfig {
@@ -122,6 +126,8 @@ impl ServeConfig {
             upstream: None,
             serve_enrollment: false,
             mirror: None,
+            abm_url: crate::abm::client::DEFAULT_URL.to_string(),
+            abm_sync_interval: Duration::from_secs(3600),
         }
     }
 }

@@ -102,6 +102,8 @@ pub async fn run(
     // Deliver profiles promptly and ask for FileVault keys again soon: the demo waits for them.
     config.reconcile.interval = Duration::from_millis(250);
     config.reconcile.filevault_recheck = Duration::from_millis(500);
+    // The demo's ABM token is for a pretend Apple: no sync with the real one.
+    config.abm_sync_interval = Duration::ZERO;
     // The old NanoMDM, running: what mdmctl forwards and mirrors back lands there.
     let old = match old_ca {
         None => None,

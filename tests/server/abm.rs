@@ -93,3 +93,43 @@ async fn the_abm_client_keeps_its_session_and_survives_apples_answers() {
         other => panic!("a wrong secret fails the signature: {other:?}"),
     }
 }
+
+/// `serve` syncs ABM's devices in the background (the `abm-sync` job) once a server token is
+/// installed, and says what it did in `get servers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_syncs_abm_devices_in_the_background() {
+    use mdmctl::store::{AssetKind, AssetState, NewAsset};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let abm = AbmStandIn::start(listener, token()).await.unwrap();
+    abm.add_devices(0, 30);
+    let s = crate::harness::Server::start(crate::harness::Options {
+        abm: Some(abm.url().to_string()),
+        ..Default::default()
+    })
+    .await;
+    s.store
+        .write(|tx| {
+            let mut a = NewAsset::new(AssetKind::Abm, AssetState::Active, "test");
+            a.token = Some(zeroize::Zeroizing::new(
+                serde_json::to_vec(&token()).unwrap(),
+            ));
+            tx.insert_asset(&a)
+        })
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while s.store.read(|tx| tx.abm_devices(None)).unwrap().len() < 30 {
+        assert!(
+            Instant::now() < until,
+            "the abm-sync job did not sync the 30 devices"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!s.activities("abm.sync").is_empty());
+    let jobs = s.store.read(|tx| mdmctl::mdm::instances(tx)).unwrap().jobs;
+    let job = jobs
+        .iter()
+        .find(|j| j.name == "abm-sync")
+        .expect("the abm-sync job");
+    assert!(job.holder.is_some());
+    s.stop().await;
+}

@@ -105,6 +105,8 @@ pub struct Options {
     pub upstream: Option<String>,
     /// `serve --upstream-migration-url` and the old server's API key.
     pub mirror: Option<(String, String)>,
+    /// `MDMCTL_ABM_URL`, with the `abm-sync` job every second.
+    pub abm: Option<String>,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -129,6 +131,7 @@ impl Default for Options {
             postgres: None,
             upstream: None,
             mirror: None,
+            abm: None,
         }
     }
 }
@@ -280,6 +283,10 @@ impl Server {
                     .expect("the old server's URL"),
             )
         });
+        if let Some(url) = &opts.abm {
+            config.abm_url = url.clone();
+            config.abm_sync_interval = std::time::Duration::from_secs(1);
+        }
         config.mirror = opts.mirror.as_ref().map(|(u, key)| {
             Arc::new(
                 server::upstream::Mirror::new(
