@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use super::apns::{ApnsStandIn, StandInConfig};
 use super::device::{Endpoint, Fleet, IdentityMode, SimDevice, http_client};
-use super::nanomdm_server::{NanoMdmStandIn, OldEnrollment};
+use super::nanomdm_server::NanoMdmStandIn;
 use crate::apple::command::named;
 use crate::cutover::stage::{self, Change};
 use crate::push::{ApnsConfig, PushService};
@@ -118,17 +118,7 @@ pub async fn run(
             );
             let nano = NanoMdmStandIn::start(l, ca, OLD_API_KEY).await;
             for d in devices {
-                nano.preload(
-                    &d.udid,
-                    OldEnrollment {
-                        authenticated: true,
-                        enabled: true,
-                        token: Some(d.token.clone()),
-                        push_magic: Some(d.push_magic.clone()),
-                        cert_sha256: d.identity_sha256(),
-                        ..Default::default()
-                    },
-                );
+                nano.preload_device(d);
             }
             let timeout = Duration::from_secs(10);
             config.upstream = Some(Arc::new(

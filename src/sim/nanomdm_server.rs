@@ -102,6 +102,22 @@ impl NanoMdmStandIn {
         self.lock().enrollments.insert(id.to_string(), e);
     }
 
+    /// What the old server had for a Mac it enrolled, before the cutover: authenticated,
+    /// enabled, its push token and magic, its identity associated.
+    pub fn preload_device(&self, d: &super::device::SimDevice) {
+        self.preload(
+            &d.udid,
+            OldEnrollment {
+                authenticated: true,
+                enabled: true,
+                token: Some(d.token.clone()),
+                push_magic: Some(d.push_magic.clone()),
+                cert_sha256: d.identity_sha256(),
+                ..Default::default()
+            },
+        );
+    }
+
     /// Answer the next `n` `/migration` requests with 500.
     pub fn fail_migrations(&self, n: usize) {
         self.lock().fail_migration = n;

@@ -369,6 +369,27 @@ fn token_file(t: &TestContext, name: &str, expiry: &str) {
     );
 }
 
+/// The ABM stand-in for the token `token_file` writes (its runtime must outlive the test).
+fn abm_stand_in() -> (tokio::runtime::Runtime, mdmctl::sim::abm::AbmStandIn) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let abm = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        mdmctl::sim::abm::AbmStandIn::start(
+            l,
+            mdmctl::assets::abm::ServerToken {
+                consumer_key: "CK_3b8f".into(),
+                consumer_secret: "CS_secret".into(),
+                access_token: "AT_secret".into(),
+                access_secret: "AS_secret".into(),
+                access_token_expiry: "2027-12-01T10:00:00Z".into(),
+            },
+        )
+        .await
+        .unwrap()
+    });
+    (rt, abm)
+}
+
 #[test]
 fn abm_token_encrypted_by_openssl_smime_is_accepted() {
     let t = TestContext::new();
@@ -397,22 +418,7 @@ fn abm_token_encrypted_by_openssl_smime_is_accepted() {
         .stdout_has("CK_3b8f");
     // The account as Apple's service shows it, from a stand-in that checks the OAuth signature
     // made with the token's secrets.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let abm = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        mdmctl::sim::abm::AbmStandIn::start(
-            l,
-            mdmctl::assets::abm::ServerToken {
-                consumer_key: "CK_3b8f".into(),
-                consumer_secret: "CS_secret".into(),
-                access_token: "AT_secret".into(),
-                access_secret: "AS_secret".into(),
-                access_token_expiry: "2027-12-01T10:00:00Z".into(),
-            },
-        )
-        .await
-        .unwrap()
-    });
+    let (_rt, abm) = abm_stand_in();
     let with_abm = |args: &[&str]| {
         t.run_with(args, |c| {
             c.env("MDMCTL_ABM_URL", abm.url());
@@ -536,22 +542,7 @@ fn abm_sync_fetches_every_device_then_the_changes() {
     ]);
     t.run(&["set", "mdm-apple-bm", "--token", "token.p7m"])
         .success();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let abm = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        mdmctl::sim::abm::AbmStandIn::start(
-            l,
-            mdmctl::assets::abm::ServerToken {
-                consumer_key: "CK_3b8f".into(),
-                consumer_secret: "CS_secret".into(),
-                access_token: "AT_secret".into(),
-                access_secret: "AS_secret".into(),
-                access_token_expiry: "2027-12-01T10:00:00Z".into(),
-            },
-        )
-        .await
-        .unwrap()
-    });
+    let (_rt, abm) = abm_stand_in();
     abm.add_devices(0, 2500);
     let run = |args: &[&str]| {
         t.run_with(args, |c| {

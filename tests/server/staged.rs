@@ -335,6 +335,49 @@ async fn an_old_server_that_does_not_answer_gets_the_device_a_502_not_a_crash() 
     s.stop().await;
 }
 
+/// A NanoMDM stand-in (its CA, API key `nano-api-key`) and `serve --upstream` in front of it,
+/// mirroring check-ins back to its `/migration`.
+async fn behind_nanomdm() -> (
+    Ca,
+    mdmctl::sim::nanomdm_server::NanoMdmStandIn,
+    String,
+    Server,
+) {
+    let old = Ca::new("OLD NANOMDM CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_url = format!("http://{}", listener.local_addr().unwrap());
+    let nano = mdmctl::sim::nanomdm_server::NanoMdmStandIn::start(
+        listener,
+        old.cert.clone(),
+        "nano-api-key",
+    )
+    .await;
+    let s = Server::start(Options {
+        upstream: Some(old_url.clone()),
+        mirror: Some((format!("{old_url}/migration"), "nano-api-key".into())),
+        ..Default::default()
+    })
+    .await;
+    s.trust_old_ca(&old);
+    (old, nano, old_url, s)
+}
+
+/// The same Mac (UDID, identity) after it rotated its push token to `token`.
+fn with_new_token(s: &Server, m: &SimDevice, token: Vec<u8>) -> SimDevice {
+    SimDevice::with_key(
+        0,
+        "14.6",
+        IdentityMode::Signature,
+        s.http(),
+        &s.tls_roots,
+        m.key().clone(),
+    )
+    .unwrap()
+    .with_ids(&m.udid, &m.serial, token, &m.push_magic)
+    .with_identity(m.identity().unwrap(), m.key().clone(), s.endpoint())
+    .unwrap()
+}
+
 /// Wait for `cond`, up to `secs` seconds.
 async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -346,31 +389,11 @@ async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_update_on_a_moved_device_reaches_the_old_server_so_a_rollback_finds_it() {
-    use mdmctl::sim::nanomdm_server::{Door, NanoMdmStandIn, OldEnrollment};
-    let old = Ca::new("OLD NANOMDM CA");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let old_url = format!("http://{}", listener.local_addr().unwrap());
-    let nano = NanoMdmStandIn::start(listener, old.cert.clone(), "nano-api-key").await;
-    let s = Server::start(Options {
-        upstream: Some(old_url.clone()),
-        mirror: Some((format!("{old_url}/migration"), "nano-api-key".into())),
-        ..Default::default()
-    })
-    .await;
-    s.trust_old_ca(&old);
+    use mdmctl::sim::nanomdm_server::Door;
+    let (old, nano, _, s) = behind_nanomdm().await;
     let mac = s.migrated(0, &old, IdentityMode::Signature);
     // What the old server had for it before the cutover.
-    nano.preload(
-        &mac.udid,
-        OldEnrollment {
-            authenticated: true,
-            enabled: true,
-            token: Some(mac.token.clone()),
-            push_magic: Some(mac.push_magic.clone()),
-            cert_sha256: mac.identity_sha256(),
-            ..Default::default()
-        },
-    );
+    nano.preload_device(&mac);
 
     // Not moved: NanoMDM answers it, after verifying the forwarded Mdm-Signature itself.
     assert_eq!(mac.send(false, mac.idle_body()).await.unwrap().0, 200);
@@ -387,18 +410,7 @@ async fn a_token_update_on_a_moved_device_reaches_the_old_server_so_a_rollback_f
     .unwrap();
     nano.fail_migrations(1);
     let new_token = vec![0x42; 32];
-    let rotated = SimDevice::with_key(
-        0,
-        "14.6",
-        IdentityMode::Signature,
-        s.http(),
-        &s.tls_roots,
-        mac.key().clone(),
-    )
-    .unwrap()
-    .with_ids(&mac.udid, &mac.serial, new_token.clone(), &mac.push_magic)
-    .with_identity(mac.identity().unwrap(), mac.key().clone(), s.endpoint())
-    .unwrap();
+    let rotated = with_new_token(&s, &mac, new_token.clone());
     assert_eq!(rotated.token_update().await.unwrap(), 200);
     assert!(migrated_at(&s, &mac.udid), "answered by mdmctl");
     eventually(5, "the failed attempt is recorded", || {
@@ -443,32 +455,11 @@ async fn a_token_update_on_a_moved_device_reaches_the_old_server_so_a_rollback_f
 /// is recorded once, on the server that sent it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staged_cutover_of_200_macs_from_nanomdm_and_back_and_forth_loses_nothing() {
-    use mdmctl::sim::nanomdm_server::{NanoMdmStandIn, OldEnrollment};
     use mdmctl::store::QueueStatus;
-    let old = Ca::new("OLD NANOMDM CA");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let old_url = format!("http://{}", listener.local_addr().unwrap());
-    let nano = NanoMdmStandIn::start(listener, old.cert.clone(), "nano-api-key").await;
-    let s = Server::start(Options {
-        upstream: Some(old_url.clone()),
-        mirror: Some((format!("{old_url}/migration"), "nano-api-key".into())),
-        ..Default::default()
-    })
-    .await;
-    s.trust_old_ca(&old);
+    let (old, nano, old_url, s) = behind_nanomdm().await;
     let macs = s.migrated_fleet(200, &old, IdentityMode::Signature);
     for m in &macs {
-        nano.preload(
-            &m.udid,
-            OldEnrollment {
-                authenticated: true,
-                enabled: true,
-                token: Some(m.token.clone()),
-                push_magic: Some(m.push_magic.clone()),
-                cert_sha256: m.identity_sha256(),
-                ..Default::default()
-            },
-        );
+        nano.preload_device(m);
     }
 
     // 1. Go / no-go, with this serve's configuration and the APNs stand-in.
@@ -582,21 +573,7 @@ async fn a_staged_cutover_of_200_macs_from_nanomdm_and_back_and_forth_loses_noth
     );
 
     // 4. A moved Mac rotates its push token: the old server gets it (mirrored back).
-    let rotated = {
-        let m = moved[0];
-        SimDevice::with_key(
-            0,
-            "14.6",
-            IdentityMode::Signature,
-            s.http(),
-            &s.tls_roots,
-            m.key().clone(),
-        )
-        .unwrap()
-        .with_ids(&m.udid, &m.serial, vec![0x77; 32], &m.push_magic)
-        .with_identity(m.identity().unwrap(), m.key().clone(), s.endpoint())
-        .unwrap()
-    };
+    let rotated = with_new_token(&s, moved[0], vec![0x77; 32]);
     assert_eq!(rotated.token_update().await.unwrap(), 200);
     eventually(15, "the rotated token reaches the old server", || {
         nano.enrollment(&rotated.udid).and_then(|e| e.token) == Some(vec![0x77; 32])
