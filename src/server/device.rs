@@ -79,10 +79,15 @@ pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
         Ok(v) => v,
         Err(e) => return refusal(e),
     };
+    handle_verified(st, &verified, &req)
+}
+
+/// Hand a request whose identity is already verified to the check-in or command handler.
+pub(crate) fn handle_verified(st: &AppState, verified: &Verified, req: &MdmRequest) -> Reply {
     if req.checkin {
-        super::checkin::handle(st, &verified, &req.body)
+        super::checkin::handle(st, verified, &req.body)
     } else {
-        super::commands::handle(st, &verified, &req.body)
+        super::commands::handle(st, verified, &req.body)
     }
 }
 

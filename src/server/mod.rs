@@ -467,7 +467,7 @@ async fn mdm_endpoint(
         Ok(b) => b,
         Err(status) => return status.into_response(),
     };
-    let mut req = MdmRequest {
+    let req = MdmRequest {
         // Check-ins and command reports may share a path (MicroMDM, NanoMDM): the
         // Content-Type tells them apart.
         checkin: content_type.starts_with("application/x-apple-aspen-mdm-checkin"),
@@ -485,7 +485,17 @@ async fn mdm_endpoint(
                 return upstream::forward(&st, &up, &parts.method, &parts.uri, headers, req.body)
                     .await;
             }
-            Ok((Ok(upstream::Route::Here), r)) => req = r,
+            Ok((Ok(upstream::Route::Here(v)), r)) => {
+                let st2 = st.clone();
+                return match tokio::task::spawn_blocking(move || {
+                    device::handle_verified(&st2, &v, &r)
+                })
+                .await
+                {
+                    Ok(reply) => reply.into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                };
+            }
             Ok((Err(refused), _)) => return refused.into_response(),
             Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }

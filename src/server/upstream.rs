@@ -119,9 +119,10 @@ impl Upstream {
     }
 }
 
-/// Where a request goes.
+/// Where a request goes; one answered here carries the identity already verified, so it is
+/// not checked twice.
 pub(crate) enum Route {
-    Here,
+    Here(crate::pki::identity::Verified),
     Upstream,
 }
 
@@ -147,7 +148,7 @@ pub(crate) fn route(st: &AppState, up: &Upstream, req: &MdmRequest) -> Result<Ro
             .and_then(|r| r.sender.channel().ok())
     };
     let Some(channel) = channel else {
-        return Ok(Route::Here);
+        return Ok(Route::Here(v));
     };
     let device = channel.device_id.clone();
     let looked = st.store.glance(|tx| -> Result<_, StoreError> {
@@ -165,13 +166,13 @@ pub(crate) fn route(st: &AppState, up: &Upstream, req: &MdmRequest) -> Result<Ro
     };
     let Some(auth) = auth else {
         if st.config.serve_enrollment {
-            return Ok(Route::Here);
+            return Ok(Route::Here(v));
         }
         up.note_routed(st, &device);
         return Ok(Route::Upstream);
     };
     if inside {
-        return Ok(Route::Here);
+        return Ok(Route::Here(v));
     }
     if let Some(h) = auth.identity_sha256.as_deref()
         && h != v.sha256
