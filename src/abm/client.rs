@@ -107,6 +107,34 @@ impl std::fmt::Debug for DepClient {
     }
 }
 
+/// The largest answer read from Apple: a page of 1,000 devices is well under a megabyte.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// An answer's body, at most `MAX_ANSWER` bytes (past it the call fails, nothing is kept).
+async fn body_of(mut resp: reqwest::Response, url: &str) -> Result<String, DepError> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if out.len() + c.len() > MAX_ANSWER {
+                    return Err(DepError::Decode {
+                        path: url.to_string(),
+                        reason: format!("the answer is larger than {MAX_ANSWER} bytes"),
+                    });
+                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(String::from_utf8_lossy(&out).into_owned()),
+            Err(e) => {
+                return Err(DepError::Unreachable {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
 fn nonce() -> String {
     let mut b = [0u8; 16];
     // A failing RNG leaves zeros: the timestamp still varies, and Apple refuses a reused nonce.
@@ -174,7 +202,7 @@ impl DepClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let body = body_of(resp, &url).await?;
         if status.is_success() {
             #[derive(Deserialize)]
             struct Session {
@@ -245,7 +273,7 @@ impl DepClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let text = resp.text().await.unwrap_or_default();
+            let text = body_of(resp, &url).await?;
             if let Some(r) = rotated {
                 tracing::debug!("ABM rotated the session; adopted");
                 *self.session.lock().await = Some(r);

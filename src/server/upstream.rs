@@ -335,7 +335,12 @@ impl Mirror {
         if status.is_success() {
             return Ok(());
         }
-        let text = resp.text().await.unwrap_or_default();
+        // The reason, not the whole answer: its first chunk.
+        let mut resp = resp;
+        let text = match resp.chunk().await {
+            Ok(Some(c)) => String::from_utf8_lossy(&c[..c.len().min(1024)]).into_owned(),
+            _ => String::new(),
+        };
         Err(format!(
             "HTTP {}: {}",
             status.as_u16(),

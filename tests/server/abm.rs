@@ -133,3 +133,41 @@ async fn serve_syncs_abm_devices_in_the_background() {
     assert!(job.holder.is_some());
     s.stop().await;
 }
+
+/// A service answering without end (20 MiB) or with garbage: an error, never unbounded memory
+/// or a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_garbage_answers_are_errors() {
+    use std::io::{Read, Write};
+    for huge in [true, false] {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Some(Ok(mut s)) = l.incoming().next() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                if huge {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20971520\r\n\r\n");
+                    let chunk = vec![b'{'; 1 << 20];
+                    for _ in 0..20 {
+                        if s.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                } else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n\xff\x00{[\"x\"]}",
+                    );
+                }
+            }
+        });
+        let c = DepClient::new(&url, &token(), Retry::default()).unwrap();
+        match c.account().await {
+            Err(DepError::Decode { reason, .. }) if huge => {
+                assert!(reason.contains("larger than"), "{reason}")
+            }
+            Err(DepError::Decode { path, .. }) => assert_eq!(path, "/session"),
+            other => panic!("huge={huge}: {other:?}"),
+        }
+    }
+}
