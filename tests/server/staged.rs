@@ -698,6 +698,21 @@ async fn the_cutover_set_changes_through_the_api_for_maintainers_only() {
     };
     assert_eq!(in_set(), 0, "a dry run changes nothing");
 
+    // Garbage and a nesting bomb: refused, nothing changed.
+    for body in ["{not json".to_string(), "[".repeat(100_000)] {
+        let r = s
+            .http()
+            .post(format!("{}/api/v1/cutover", s.url))
+            .bearer_auth(&maintainer)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    assert_eq!(in_set(), 0);
+
     let r = post(&observer, serde_json::json!({ "change": "all" }))
         .await
         .unwrap();
