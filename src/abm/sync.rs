@@ -192,6 +192,7 @@ pub async fn sync(
                 op_type: d.op_type,
                 op_date: d.op_date,
                 migration_deadline: d.mdm_migration_deadline,
+                ..Default::default()
             }
         })
         .collect();
@@ -199,7 +200,11 @@ pub async fn sync(
     let sum = summary.clone();
     tokio::task::spawn_blocking(move || {
         s.write(|tx| {
-            tx.put_abm_devices(&devices)?;
+            let default_team = tx
+                .global_settings()?
+                .and_then(|g| g.apple_bm_default_team)
+                .filter(|t| !t.is_empty());
+            tx.put_abm_devices(&devices, default_team.as_deref())?;
             // A cursor keeps the time Apple first gave it (they last 7 days from then).
             if let Some(c) = &cursor
                 && prior.as_ref().is_none_or(|p| &p.value != c)

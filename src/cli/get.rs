@@ -27,6 +27,12 @@ pub enum GetCommand {
         /// Only devices with this ABM profile status (`empty`, `assigned`, `pushed`, `removed`).
         #[arg(long)]
         status: Option<String>,
+        /// Only devices of this team (`--team ""`: in no team).
+        #[arg(long, value_name = "NAME")]
+        team: Option<String>,
+        /// Only devices that have not enrolled yet.
+        #[arg(long)]
+        pending: bool,
     },
     /// The devices the store holds: imported, enrolled, migrated.
     Devices {
@@ -124,7 +130,18 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
     match cmd {
         GetCommand::MdmApple => mdm_apple(ctx),
         GetCommand::MdmAppleBm => mdm_apple_bm(ctx),
-        GetCommand::AbmDevices { status } => abm_devices(ctx, status.as_deref()),
+        GetCommand::AbmDevices {
+            status,
+            team,
+            pending,
+        } => abm_devices(
+            ctx,
+            &crate::store::AbmFilter {
+                status,
+                team: team.map(|t| Some(t).filter(|t| !t.is_empty())),
+                pending_only: pending,
+            },
+        ),
         GetCommand::Devices {
             migrated,
             seen_since,
@@ -284,32 +301,45 @@ fn mdm_apple(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn abm_devices(ctx: &Ctx, status: Option<&str>) -> anyhow::Result<()> {
+fn abm_devices(ctx: &Ctx, filter: &crate::store::AbmFilter) -> anyhow::Result<()> {
     ctx.local_only("get abm-devices")?;
     let store = ctx.open_store()?;
-    let devices = store.read(|tx| tx.abm_devices(status))?;
+    let devices = store.read(|tx| tx.abm_devices(filter))?;
     if ctx.json() {
         return print_json(&devices);
     }
     if devices.is_empty() {
-        eprintln!("No Apple Business Manager device in the store (run `mdmctl abm sync`).");
+        eprintln!("No Apple Business Manager device matches (run `mdmctl abm sync`).");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = devices
         .iter()
         .map(|d| {
             let o = |v: &Option<String>| v.clone().unwrap_or_default();
+            let assignment = match d.assign_state.as_deref() {
+                None => "to assign".to_string(),
+                Some("assigned") => "assigned".to_string(),
+                Some(s) => match d.assign_retry_at {
+                    Some(t) => format!("{s} ({}), retry {}", o(&d.assign_detail), t),
+                    None => format!("{s} ({})", o(&d.assign_detail)),
+                },
+            };
+            let state = if d.deleted {
+                "deleted".to_string()
+            } else if let Some(u) = &d.enrolled_udid {
+                format!("enrolled ({u})")
+            } else if let Some(deadline) = &d.migration_deadline {
+                format!("migrating via ABM, deadline {deadline}")
+            } else {
+                "pending".to_string()
+            };
             vec![
                 d.serial.clone(),
                 o(&d.model),
-                o(&d.color),
+                d.team.clone().unwrap_or_else(|| "-".into()),
                 o(&d.profile_status),
-                o(&d.assigned_date),
-                if d.deleted {
-                    "deleted".into()
-                } else {
-                    o(&d.op_type)
-                },
+                assignment,
+                state,
             ]
         })
         .collect();
@@ -317,10 +347,10 @@ fn abm_devices(ctx: &Ctx, status: Option<&str>) -> anyhow::Result<()> {
         &[
             "SERIAL",
             "MODEL",
-            "COLOR",
-            "PROFILE",
-            "ASSIGNED",
-            "LAST CHANGE",
+            "TEAM",
+            "ABM PROFILE",
+            "ASSIGNMENT",
+            "STATE",
         ],
         &rows,
     ))

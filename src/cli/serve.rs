@@ -253,6 +253,13 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     if !has_apns {
         ctx.warn("the store has no APNs push certificate: devices will only get commands when they check in on their own; `mdmctl set mdm-apple --apns-cert FILE`");
     }
+    // Recorded so `mdmctl abm sync` run elsewhere builds the same enrollment profile URL.
+    store.write(|tx| {
+        if tx.meta_get(crate::abm::assign::SERVER_URL_KEY)?.as_deref() != Some(url.as_str()) {
+            tx.meta_set(crate::abm::assign::SERVER_URL_KEY, &url)?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })?;
     if args.open_enrollment {
         ctx.warn("--open-enrollment: anyone who can reach this server can download the enrollment profile and enroll a device, and receive its team's profiles; create enrollment secrets instead (`mdmctl enroll-secret create`)");
         let actor = ctx.actor();

@@ -249,6 +249,15 @@ fn setting_changes(
         old.enable_disk_encryption.to_string(),
         new.enable_disk_encryption.to_string(),
     );
+    let setup = |v: &Option<String>| match v {
+        None => "unset".to_string(),
+        Some(json) => format!("sha256 {}", &sha256_hex(json.as_bytes())[..12]),
+    };
+    push(
+        "mdm.macos_setup.macos_setup_assistant",
+        setup(&old.setup_assistant),
+        setup(&new.setup_assistant),
+    );
 }
 
 /// Diff `config` against `current`. Problems that need the store (a default team that will not

@@ -588,7 +588,12 @@ impl Validator<'_> {
         let Some(m) = self.fields(
             &c,
             mdm,
-            &["apple_bm_default_team", "macos_updates", "macos_settings"],
+            &[
+                "apple_bm_default_team",
+                "macos_updates",
+                "macos_settings",
+                "macos_setup",
+            ],
         ) else {
             return scope;
         };
@@ -651,7 +656,9 @@ impl Validator<'_> {
         };
         if let Some(mdm) = t.get("mdm") {
             let c = c.child("mdm");
-            if let Some(m) = self.fields(&c, mdm, &["macos_updates", "macos_settings"]) {
+            if let Some(m) =
+                self.fields(&c, mdm, &["macos_updates", "macos_settings", "macos_setup"])
+            {
                 self.mdm_common(&c, &m, &mut scope);
             }
         }
@@ -659,6 +666,9 @@ impl Validator<'_> {
     }
 
     fn mdm_common(&mut self, c: &Ctx<'_>, m: &Fields<'_>, scope: &mut ScopeConfig) {
+        if let Some(n) = m.get("macos_setup") {
+            self.macos_setup(&c.child("macos_setup"), n, scope);
+        }
         if let Some(u) = m.get("macos_updates") {
             let c = c.child("macos_updates");
             if let Some(f) = self.fields(&c, u, &["minimum_version", "deadline"]) {
@@ -738,6 +748,124 @@ impl Validator<'_> {
         }
     }
 
+    /// Read a file a YAML document names (relative to it), inside the repository unless
+    /// `--allow-outside-repo`; a problem is reported at `node`. `what` names the file in
+    /// problems: (a kind, its size limit, the expected kind of path).
+    fn read_repo_file(
+        &mut self,
+        ci: &Ctx<'_>,
+        node: &Node,
+        path: &str,
+        limit: u64,
+        what: (&str, &str, &str),
+    ) -> Option<(PathBuf, Vec<u8>)> {
+        let base = ci.doc.file.parent().unwrap_or(Path::new("."));
+        let joined = base.join(path);
+        // Resolved with symlinks followed: where the bytes really come from.
+        let full = self.files.resolve(&joined);
+        if let Some(repo) = &ci.doc.repository
+            && !full.starts_with(repo)
+        {
+            // A repository driven by pull requests must not read the runner's files.
+            self.issue(
+                ci,
+                node,
+                &format!(
+                    "`{path}` leads outside the repository `{}` (to `{}`)",
+                    repo.display(),
+                    full.display()
+                ),
+                &format!(
+                    "{} inside the repository (`--allow-outside-repo` lifts this)",
+                    what.0
+                ),
+            );
+            return None;
+        }
+        match self.files.read(&full, limit) {
+            Ok(b) => Some((full, b)),
+            Err(e @ crate::input::InputError::TooLarge { .. }) => {
+                self.issue(
+                    ci,
+                    node,
+                    &e.to_string(),
+                    &format!("{} no larger than {}", what.0, what.1),
+                );
+                None
+            }
+            Err(e) => {
+                self.issue(
+                    ci,
+                    node,
+                    &e.to_string(),
+                    &format!("{} path relative to this YAML file", what.2),
+                );
+                None
+            }
+        }
+    }
+
+    /// `macos_setup: {macos_setup_assistant: file.json}`: the automated-enrollment profile
+    /// Apple Business Manager gives the scope's new devices, checked against Apple's keys.
+    fn macos_setup(&mut self, c: &Ctx<'_>, node: &Node, scope: &mut ScopeConfig) {
+        let Some(f) = self.fields(c, node, &["macos_setup_assistant"]) else {
+            return;
+        };
+        let Some(n) = f.get("macos_setup_assistant") else {
+            return;
+        };
+        let cc = c.child("macos_setup_assistant");
+        if matches!(n.value, Value::Null) {
+            return;
+        }
+        let Some(path) = self.string(&cc, n, "a path to a `.json` file") else {
+            return;
+        };
+        let Some((full, bytes)) = self.read_repo_file(
+            &cc,
+            n,
+            &path,
+            crate::abm::profile::MAX_JSON,
+            ("a setup-assistant JSON", "256 KiB", "a `.json`"),
+        ) else {
+            return;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.issue(
+                &cc,
+                n,
+                &format!("`{path}` is not UTF-8 text"),
+                "a JSON file",
+            );
+            return;
+        };
+        match crate::abm::profile::validate(&text) {
+            Ok(map) => {
+                scope.settings.setup_assistant = Some(crate::abm::profile::canonical(&map));
+            }
+            Err(problems) => {
+                for p in problems {
+                    let loc = super::Loc {
+                        file: full.clone(),
+                        line: p.line as u64,
+                        column: p.column as u64,
+                    };
+                    let key = if p.key.is_empty() {
+                        String::new()
+                    } else {
+                        format!("`{}`: ", p.key)
+                    };
+                    self.issues.push(Issue::at(
+                        loc,
+                        &format!("{} (named at {})", cc.label(), c.doc.loc(n)),
+                        &format!("{key}{}", p.message),
+                        &p.expected,
+                    ));
+                }
+            }
+        }
+    }
+
     fn custom_settings(&mut self, c: &Ctx<'_>, node: &Node, scope: &mut ScopeConfig) {
         let items = match &node.value {
             Value::Seq(items) => items,
@@ -776,46 +904,14 @@ impl Validator<'_> {
                     continue;
                 }
             };
-            let base = ci.doc.file.parent().unwrap_or(Path::new("."));
-            let joined = base.join(&path);
-            // Resolved with symlinks followed: where the bytes really come from.
-            let full = self.files.resolve(&joined);
-            if let Some(repo) = &ci.doc.repository
-                && !full.starts_with(repo)
-            {
-                // A repository driven by pull requests must not read the runner's files.
-                self.issue(
-                    &ci,
-                    path_node,
-                    &format!(
-                        "`{path}` leads outside the repository `{}` (to `{}`)",
-                        repo.display(),
-                        full.display()
-                    ),
-                    "a profile inside the repository (`--allow-outside-repo` lifts this)",
-                );
+            let Some((full, bytes)) = self.read_repo_file(
+                &ci,
+                path_node,
+                &path,
+                self.max_profile_size,
+                ("a profile", "`--max-profile-size`", "a `.mobileconfig`"),
+            ) else {
                 continue;
-            }
-            let bytes = match self.files.read(&full, self.max_profile_size) {
-                Ok(b) => b,
-                Err(e @ crate::input::InputError::TooLarge { .. }) => {
-                    self.issue(
-                        &ci,
-                        path_node,
-                        &e.to_string(),
-                        "a profile no larger than `--max-profile-size`",
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.issue(
-                        &ci,
-                        path_node,
-                        &e.to_string(),
-                        "a `.mobileconfig` path relative to this YAML file",
-                    );
-                    continue;
-                }
             };
             match check_profile(&bytes) {
                 Ok(parsed) => scope.profiles.push(ProfileFile {
@@ -1049,6 +1145,7 @@ mod props {
                             minimum_version: Some(format!("{major}.{minor}")),
                             deadline: Some(format!("{y}-{m:02}-{d:02}")),
                             enable_disk_encryption: *fv,
+                            setup_assistant: None,
                         },
                     )
                 })

@@ -389,8 +389,34 @@ pub fn transfer(
         team: team.map(str::to_string),
         moved: Vec::new(),
         unchanged: Vec::new(),
-        unknown,
+        unknown: Vec::new(),
     };
+    // A serial not enrolled yet may be an Apple Business Manager device: it enrolls into the
+    // team, and the team's enrollment profile is assigned to it at the next ABM sync.
+    for serial in unknown {
+        match tx.abm_device(&serial)? {
+            Some(d) if d.enrolled_udid.is_none() && !d.deleted => {
+                if d.team.as_deref() == team {
+                    out.unchanged.push(serial);
+                    continue;
+                }
+                tx.set_abm_device_team(&serial, team)?;
+                tx.record_activity(&NewActivity {
+                    actor: actor.to_string(),
+                    kind: "abm.team_transfer".into(),
+                    device_id: None,
+                    summary: format!(
+                        "moved Apple Business Manager device {serial} (not enrolled yet) from {} to {}",
+                        d.team.as_deref().unwrap_or("no team"),
+                        team.unwrap_or("no team")
+                    ),
+                    details: serde_json::json!({ "serial": serial, "from": d.team, "to": team }),
+                })?;
+                out.moved.push(serial);
+            }
+            _ => out.unknown.push(serial),
+        }
+    }
     for id in ids {
         let from = tx.device_team(&id)?;
         if from.as_deref() == team {

@@ -394,8 +394,8 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<String, StoreError> {
     }
 }
 
-/// The `abm-sync` job: Apple Business Manager's devices into the store, when a server token is
-/// installed. A failure (Apple unreachable, new terms) is the job's error, shown by `get
+/// The `abm-sync` job: Apple Business Manager's devices into the store and their enrollment
+/// profiles assigned, when a server token is installed. A failure (Apple unreachable, new terms) is the job's error, shown by `get
 /// servers` and logged; it runs again at the next interval.
 async fn abm_sync(st: &Arc<AppState>) -> Result<String, StoreError> {
     if st.config.abm_sync_interval.is_zero() {
@@ -412,18 +412,36 @@ async fn abm_sync(st: &Arc<AppState>) -> Result<String, StoreError> {
     let client =
         crate::abm::DepClient::new(&st.config.abm_url, &token, crate::abm::Retry::default())
             .map_err(|e| StoreError::Decode(e.to_string()))?;
-    match crate::abm::sync::sync(&client, &st.store, false).await {
-        Ok(s) => Ok(format!(
-            "{} record(s): {} added, {} modified, {} deleted{}",
-            s.records,
-            s.added,
-            s.modified,
-            s.deleted,
-            if s.full_fetch { " (every device)" } else { "" }
-        )),
+    let synced = match crate::abm::sync::sync(&client, &st.store, false).await {
+        Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "Apple Business Manager sync failed; it runs again at the next interval");
-            Err(StoreError::Decode(format!("ABM sync: {e}")))
+            return Err(StoreError::Decode(format!("ABM sync: {e}")));
+        }
+    };
+    let sync_text = format!(
+        "{} record(s): {} added, {} modified, {} deleted{}",
+        synced.records,
+        synced.added,
+        synced.modified,
+        synced.deleted,
+        if synced.full_fetch {
+            " (every device)"
+        } else {
+            ""
+        }
+    );
+    // Assigned after every sync: what failed before and whose wait is over is tried again.
+    match crate::abm::assign::assign(&client, &st.store, Some(&st.config.url)).await {
+        Ok(a) => Ok(format!(
+            "{sync_text}; profiles: {} assigned, {} failed, {} throttled, {} not accessible",
+            a.assigned, a.failed, a.throttled, a.not_accessible
+        )),
+        Err(e) => {
+            warn!(error = %e, "Apple Business Manager profile assignment failed; it runs again at the next interval");
+            Err(StoreError::Decode(format!(
+                "{sync_text}; ABM assignment: {e}"
+            )))
         }
     }
 }

@@ -12,10 +12,15 @@
 //!   cursor is a sync cursor) and `POST /devices/sync` (the changes since a cursor: `added`,
 //!   `modified`, `deleted` with `op_date`); cursors can be expired on demand (400
 //!   `"EXPIRED_CURSOR"`, quoted as depsim sends it); an unknown one is `"INVALID_CURSOR"`.
-//!
-//! Not modelled yet: profiles, assignments.
+//! - `POST /profile` (defines a profile: `profile_name` and `url` required, a new UUID each
+//!   time, as Apple's are immutable), `GET /profile?profile_uuid=`, and `PUT` (depsim) or `POST`
+//!   (Apple's documentation) `/profile/devices`: at most 1,000 serials (400 otherwise), an
+//!   answer per serial (`SUCCESS`; `NOT_ACCESSIBLE` for a serial not assigned to this server;
+//!   on demand `FAILED`, `THROTTLED` with `retry_after_seconds`, or no answer at all for some
+//!   serials, for a number of calls), and a successful assignment shows in the next sync as a
+//!   `modified` record with the new `profile_uuid` and `profile_status: assigned`, as ABM does.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -41,6 +46,18 @@ struct Inner {
     changes: Vec<serde_json::Value>,
     /// Cursors carry the generation they were issued in; expiring bumps it.
     generation: usize,
+    /// Defined profiles by UUID.
+    profiles: BTreeMap<String, serde_json::Value>,
+    /// The profile each serial is assigned.
+    assigned: HashMap<String, String>,
+    /// How many times each serial was sent for assignment.
+    assign_tries: HashMap<String, usize>,
+    /// The size of each assignment call.
+    assign_batches: Vec<usize>,
+    /// Serials answered otherwise than `SUCCESS`: (answer, or `""` for none; calls left).
+    outcomes: HashMap<String, (&'static str, usize)>,
+    /// `retry_after_seconds` in answers with `THROTTLED`.
+    retry_after: Option<i64>,
 }
 
 /// The stand-in and its state.
@@ -68,6 +85,14 @@ impl AbmStandIn {
             .route("/account", axum::routing::get(account))
             .route("/server/devices", axum::routing::post(fetch))
             .route("/devices/sync", axum::routing::post(sync))
+            .route(
+                "/profile",
+                axum::routing::post(define_profile).get(get_profile),
+            )
+            .route(
+                "/profile/devices",
+                axum::routing::put(assign_profile).post(assign_profile),
+            )
             .with_state(me.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(me)
@@ -153,6 +178,43 @@ impl AbmStandIn {
             i.devices.retain(|d| d["serial_number"] != serial);
         }
         i.changes.push(c);
+    }
+
+    /// Answer `answer` (`FAILED`, `THROTTLED`, `NOT_ACCESSIBLE`, or `""`: leave it out) for
+    /// these serials in the next `calls` assignment calls naming them (`usize::MAX`: always).
+    pub fn answer_for(&self, serials: &[String], answer: &'static str, calls: usize) {
+        let mut i = self.lock();
+        for s in serials {
+            i.outcomes.insert(s.clone(), (answer, calls));
+        }
+    }
+
+    /// `retry_after_seconds` sent with `THROTTLED` answers.
+    pub fn set_retry_after(&self, seconds: Option<i64>) {
+        self.lock().retry_after = seconds;
+    }
+
+    /// The profile a serial is assigned, and that profile's JSON.
+    pub fn assigned_profile(&self, serial: &str) -> Option<(String, serde_json::Value)> {
+        let i = self.lock();
+        let uuid = i.assigned.get(serial)?.clone();
+        let json = i.profiles.get(&uuid).cloned().unwrap_or_default();
+        Some((uuid, json))
+    }
+
+    /// Profiles defined so far.
+    pub fn profiles_defined(&self) -> usize {
+        self.lock().profiles.len()
+    }
+
+    /// How many times a serial was sent for assignment.
+    pub fn assign_tries(&self, serial: &str) -> usize {
+        self.lock().assign_tries.get(serial).copied().unwrap_or(0)
+    }
+
+    /// The size of every assignment call so far.
+    pub fn assign_batches(&self) -> Vec<usize> {
+        self.lock().assign_batches.clone()
     }
 
     /// Expire every cursor issued so far.
@@ -388,4 +450,138 @@ async fn sync(
         serde_json::json!({ "devices": devices, "cursor": format!("s{generation}.{end}"), "more_to_follow": more }),
         rotated,
     )
+}
+
+/// `POST /profile`: a new profile (and UUID) every time.
+async fn define_profile(
+    State(s): State<AbmStandIn>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let rotated = match gate(&s, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let Ok(profile) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST_BODY").into_response();
+    };
+    for required in ["profile_name", "url"] {
+        if !profile[required].is_string() {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{}_REQUIRED", required.to_uppercase()),
+            )
+                .into_response();
+        }
+    }
+    let mut i = s.lock();
+    let uuid = format!("{:032X}", i.profiles.len() + 1);
+    i.profiles.insert(uuid.clone(), profile);
+    drop(i);
+    with_rotation(
+        serde_json::json!({ "profile_uuid": uuid, "devices": {} }),
+        rotated,
+    )
+}
+
+/// `GET /profile?profile_uuid=U`.
+async fn get_profile(State(s): State<AbmStandIn>, headers: HeaderMap, uri: Uri) -> Response {
+    let rotated = match gate(&s, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let uuid = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("profile_uuid="))
+        .unwrap_or_default()
+        .to_string();
+    let found = s.lock().profiles.get(&uuid).cloned();
+    match found {
+        Some(p) => with_rotation(p, rotated),
+        None => (StatusCode::BAD_REQUEST, "PROFILE_NOT_FOUND").into_response(),
+    }
+}
+
+/// `PUT`/`POST /profile/devices`: an answer per serial.
+async fn assign_profile(
+    State(s): State<AbmStandIn>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let rotated = match gate(&s, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let uuid = body["profile_uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let serials: Vec<String> = body["devices"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if serials.is_empty() {
+        return (StatusCode::BAD_REQUEST, "DEVICE_ID_REQUIRED").into_response();
+    }
+    if serials.len() > 1000 {
+        return (StatusCode::BAD_REQUEST, "TOO_MANY_DEVICES").into_response();
+    }
+    let mut i = s.lock();
+    if !i.profiles.contains_key(&uuid) {
+        return (StatusCode::BAD_REQUEST, "PROFILE_NOT_FOUND").into_response();
+    }
+    i.assign_batches.push(serials.len());
+    let mut answers = serde_json::Map::new();
+    let mut throttled = false;
+    for serial in serials {
+        *i.assign_tries.entry(serial.clone()).or_default() += 1;
+        let ours = i
+            .devices
+            .iter()
+            .any(|d| d["serial_number"] == serial.as_str());
+        let forced = match i.outcomes.get_mut(&serial) {
+            Some((answer, left)) if *left > 0 => {
+                *left = left.saturating_sub(1);
+                Some(*answer)
+            }
+            _ => None,
+        };
+        let answer = match forced {
+            Some("") => continue,
+            Some(a) => a,
+            None if !ours => "NOT_ACCESSIBLE",
+            None => "SUCCESS",
+        };
+        throttled |= answer == "THROTTLED";
+        if answer == "SUCCESS" {
+            i.assigned.insert(serial.clone(), uuid.clone());
+            let n = i.changes.len();
+            if let Some(d) = i
+                .devices
+                .iter_mut()
+                .find(|d| d["serial_number"] == serial.as_str())
+            {
+                d["profile_uuid"] = uuid.clone().into();
+                d["profile_status"] = "assigned".into();
+                let mut c = d.clone();
+                c["op_type"] = "modified".into();
+                c["op_date"] = format!("2026-12-05T00:{:02}:{:02}Z", (n / 60) % 60, n % 60).into();
+                i.changes.push(c);
+            }
+        }
+        answers.insert(serial, answer.into());
+    }
+    let mut answer = serde_json::json!({ "profile_uuid": uuid, "devices": answers });
+    if throttled && let Some(r) = i.retry_after {
+        answer["retry_after_seconds"] = r.into();
+    }
+    drop(i);
+    with_rotation(answer, rotated)
 }

@@ -18,7 +18,7 @@ pub(crate) struct Migration {
 pub(crate) type Notice = fn(&mut dyn Conn) -> Result<Option<String>, StoreError>;
 
 /// The schema version this mdmctl writes.
-pub const LATEST_SCHEMA_VERSION: i64 = 12;
+pub const LATEST_SCHEMA_VERSION: i64 = 13;
 
 const SQLITE: &[Migration] = &[
     Migration {
@@ -91,6 +91,12 @@ const SQLITE: &[Migration] = &[
         version: 12,
         name: "cutover",
         sql: include_str!("migrations/sqlite/0012_cutover.sql"),
+        notice: None,
+    },
+    Migration {
+        version: 13,
+        name: "abm_assign",
+        sql: include_str!("migrations/sqlite/0013_abm_assign.sql"),
         notice: None,
     },
 ];
@@ -166,6 +172,12 @@ const POSTGRES: &[Migration] = &[
         version: 12,
         name: "cutover",
         sql: include_str!("migrations/postgres/0012_cutover.sql"),
+        notice: None,
+    },
+    Migration {
+        version: 13,
+        name: "abm_assign",
+        sql: include_str!("migrations/postgres/0013_abm_assign.sql"),
         notice: None,
     },
 ];

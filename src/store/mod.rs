@@ -38,7 +38,7 @@ mod stats;
 mod tokens;
 mod tx;
 
-pub use abm::{AbmCursor, AbmDevice, AbmDevices};
+pub use abm::{AbmCursor, AbmDevice, AbmDevices, AbmDue, AbmFilter, AbmProfile, AssignOutcome};
 pub use activities::{Activities, Activity, ActivityQuery, NewActivity};
 pub use assets::{Asset, AssetKind, AssetState, Assets, NewAsset};
 pub use cutover::{Cutover, CutoverSet, MirrorBacklog, MirrorItem};

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abm;
 mod cutover;
 mod demo;
 mod generate;

@@ -359,7 +359,7 @@ fn old_scep_ca_is_added_next_to_the_generated_one() {
 }
 
 /// Apple's token: a MIME part with the JSON between BEGIN/END MESSAGE lines.
-fn token_file(t: &TestContext, name: &str, expiry: &str) {
+pub(crate) fn token_file(t: &TestContext, name: &str, expiry: &str) {
     let json = format!(
         r#"{{"consumer_key":"CK_3b8f","consumer_secret":"CS_secret","access_token":"AT_secret","access_secret":"AS_secret","access_token_expiry":"{expiry}"}}"#
     );
@@ -370,7 +370,7 @@ fn token_file(t: &TestContext, name: &str, expiry: &str) {
 }
 
 /// The ABM stand-in for the token `token_file` writes (its runtime must outlive the test).
-fn abm_stand_in() -> (tokio::runtime::Runtime, mdmctl::sim::abm::AbmStandIn) {
+pub(crate) fn abm_stand_in() -> (tokio::runtime::Runtime, mdmctl::sim::abm::AbmStandIn) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let abm = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -520,119 +520,4 @@ fn abm_token_for_another_key_or_malformed_is_refused() {
     t.run(&["get", "mdm-apple-bm"])
         .user_error()
         .stderr_has("no Apple Business Manager server token");
-}
-
-/// `mdmctl abm sync` against the ABM stand-in: every device the first time (2,500, in pages of
-/// 1,000), then only the changes; an expired cursor and `--reset-cursor` fetch everything again.
-#[test]
-fn abm_sync_fetches_every_device_then_the_changes() {
-    let t = TestContext::new();
-    t.init();
-    t.run(&["generate", "mdm-apple-bm"]).success();
-    token_file(&t, "token.txt", "2027-12-01T10:00:00Z");
-    t.openssl(&[
-        "smime",
-        "-encrypt",
-        "-aes256",
-        "-in",
-        "token.txt",
-        "-out",
-        "token.p7m",
-        "mdm-apple-bm.crt",
-    ]);
-    t.run(&["set", "mdm-apple-bm", "--token", "token.p7m"])
-        .success();
-    let (_rt, abm) = abm_stand_in();
-    abm.add_devices(0, 2500);
-    let run = |args: &[&str]| {
-        t.run_with(args, |c| {
-            c.env("MDMCTL_ABM_URL", abm.url());
-        })
-    };
-    let s = run(&["--format", "json", "abm", "sync"]).success().json();
-    assert_eq!(
-        (s["full_fetch"].as_bool(), s["added"].as_u64()),
-        (Some(true), Some(2500)),
-        "{s:#}"
-    );
-    assert!(
-        s["pages"].as_u64().unwrap() >= 3,
-        "pages of at most 1,000: {s:#}"
-    );
-    let all = run(&["--format", "json", "get", "abm-devices"])
-        .success()
-        .json();
-    assert_eq!(all.as_array().unwrap().len(), 2500);
-    assert_eq!(all[0]["serial"], "ABM0000000");
-    assert_eq!(all[0]["profile_status"], "empty");
-
-    // Changes only: one reassigned here (modified), one removed, one new.
-    abm.change("ABM0000001", "modified");
-    abm.change("ABM0000002", "deleted");
-    abm.add_devices(2500, 1);
-    let s = run(&["--format", "json", "abm", "sync"]).success().json();
-    assert_eq!(s["full_fetch"], false, "{s:#}");
-    assert_eq!(
-        (
-            s["records"].as_u64(),
-            s["added"].as_u64(),
-            s["modified"].as_u64(),
-            s["deleted"].as_u64()
-        ),
-        (Some(3), Some(1), Some(1), Some(1)),
-        "{s:#}"
-    );
-    let all = run(&["--format", "json", "get", "abm-devices"])
-        .success()
-        .json();
-    let all = all.as_array().unwrap();
-    assert_eq!(all.len(), 2501);
-    let gone: Vec<_> = all.iter().filter(|d| d["deleted"] == true).collect();
-    assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0]["serial"], "ABM0000002");
-    run(&["get", "abm-devices", "--status", "empty"])
-        .success()
-        .stdout_has("ABM0002500")
-        .stdout_has("deleted");
-
-    // An expired cursor: every device again, once, without an error.
-    abm.expire_cursors();
-    let s = run(&["--format", "json", "abm", "sync"]).success().json();
-    assert_eq!(
-        (s["full_fetch"].as_bool(), s["records"].as_u64()),
-        (Some(true), Some(2500)),
-        "{s:#}"
-    );
-    let s = run(&["--format", "json", "abm", "sync", "--reset-cursor"])
-        .success()
-        .json();
-    assert_eq!(s["full_fetch"], true);
-    let s = run(&["--format", "json", "abm", "sync"]).success().json();
-    assert_eq!(
-        (s["full_fetch"].as_bool(), s["records"].as_u64()),
-        (Some(false), Some(0))
-    );
-
-    let log = run(&[
-        "--format",
-        "json",
-        "get",
-        "activities",
-        "--type",
-        "abm.sync",
-    ])
-    .success()
-    .json();
-    assert_eq!(
-        log.as_array().unwrap().len(),
-        5,
-        "every sync is in the activity log"
-    );
-
-    // New terms in ABM stop the sync with what to do.
-    abm.set_terms_not_signed(true);
-    run(&["abm", "sync"])
-        .user_error()
-        .stderr_has("T_C_NOT_SIGNED")
-        .stderr_has("accept the new terms");
 }

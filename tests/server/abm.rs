@@ -117,7 +117,13 @@ async fn serve_syncs_abm_devices_in_the_background() {
         })
         .unwrap();
     let until = Instant::now() + Duration::from_secs(20);
-    while s.store.read(|tx| tx.abm_devices(None)).unwrap().len() < 30 {
+    while s
+        .store
+        .read(|tx| tx.abm_devices(&Default::default()))
+        .unwrap()
+        .len()
+        < 30
+    {
         assert!(
             Instant::now() < until,
             "the abm-sync job did not sync the 30 devices"

@@ -923,14 +923,23 @@ pub fn abm_devices_and_cursor_round_trip(s: &TestStore) {
             ..Default::default()
         })
         .collect();
-    w(s, |tx| tx.put_abm_devices(&devices));
-    assert_eq!(r(s, |tx| tx.abm_devices(None)).len(), 250);
-    assert_eq!(r(s, |tx| tx.abm_devices(Some("assigned"))).len(), 125);
+    w(s, |tx| tx.put_abm_devices(&devices, None));
+    assert_eq!(r(s, |tx| tx.abm_devices(&Default::default())).len(), 250);
+    assert_eq!(
+        r(s, |tx| tx.abm_devices(&mdmctl::store::AbmFilter {
+            status: Some("assigned".into()),
+            ..Default::default()
+        }))
+        .len(),
+        125
+    );
     let mut gone = devices[3].clone();
     gone.deleted = true;
     gone.op_type = Some("deleted".into());
-    w(s, |tx| tx.put_abm_devices(std::slice::from_ref(&gone)));
-    let back = r(s, |tx| tx.abm_devices(None));
+    w(s, |tx| {
+        tx.put_abm_devices(std::slice::from_ref(&gone), None)
+    });
+    let back = r(s, |tx| tx.abm_devices(&Default::default()));
     assert_eq!(back.len(), 250, "replaced, not added");
     assert_eq!(back[3], gone);
     assert_eq!(r(s, |tx| tx.abm_cursor()), None);
@@ -946,6 +955,122 @@ pub fn abm_devices_and_cursor_round_trip(s: &TestStore) {
         None,
         "forgotten (`abm sync --reset-cursor`)"
     );
+}
+
+/// ABM assignment state on both backends: new devices join the default team; outcomes are
+/// recorded per serial (a first failure is retried at once, a repeated one after the cool-down);
+/// a device deleted then listed again, or a scope's profile defined anew, is assigned again; a
+/// pending device moves team.
+pub fn abm_assignment_state(s: &TestStore) {
+    use mdmctl::store::{AbmDevice, AbmProfile, AssignOutcome};
+    use mdmctl::timestamp::Timestamp;
+    let devices: Vec<AbmDevice> = (0..1200)
+        .map(|i| AbmDevice {
+            serial: format!("S{i:05}"),
+            op_type: Some("added".into()),
+            ..Default::default()
+        })
+        .collect();
+    w(s, |tx| tx.put_abm_devices(&devices, Some("Staff")));
+    let now = Timestamp::now();
+    let due = r(s, |tx| tx.abm_due(now, 10_000));
+    assert_eq!(due.len(), 1200);
+    assert!(due.iter().all(|d| d.team.as_deref() == Some("Staff")));
+    let serials: Vec<String> = due.iter().map(|d| d.serial.clone()).collect();
+    let (ok, bad) = serials.split_at(1100);
+    let outcome = |state: &'static str, retry: i64, cool: i64| AssignOutcome {
+        state,
+        profile_uuid: "P1".into(),
+        detail: state.to_uppercase(),
+        retry_at: Some(Timestamp(now.0 + retry)),
+        cooldown_until: Some(Timestamp(now.0 + cool)),
+    };
+    w(s, |tx| {
+        tx.record_abm_assignments(ok, &outcome("assigned", 0, 0))?;
+        tx.record_abm_assignments(bad, &outcome("failed", 0, 86_400))
+    });
+    let due = r(s, |tx| tx.abm_due(now, 10_000));
+    assert_eq!(due.len(), 100, "the first failure is tried again at once");
+    w(s, |tx| {
+        tx.record_abm_assignments(bad, &outcome("failed", 0, 86_400))
+    });
+    assert!(
+        r(s, |tx| tx.abm_due(now, 10_000)).is_empty(),
+        "a repeated failure waits"
+    );
+    assert_eq!(
+        r(s, |tx| tx.abm_due(Timestamp(now.0 + 86_401), 10_000)).len(),
+        100
+    );
+    let one = r(s, |tx| tx.abm_device("S00000")).unwrap();
+    assert_eq!(
+        (
+            one.assign_state.as_deref(),
+            one.profile_uuid.as_deref(),
+            one.team.as_deref()
+        ),
+        (Some("assigned"), Some("P1"), Some("Staff"))
+    );
+    let failed = r(s, |tx| tx.abm_device("S01150")).unwrap();
+    assert_eq!(
+        (failed.assign_failures, failed.assign_detail.as_deref()),
+        (2, Some("FAILED"))
+    );
+
+    // Synced again (unchanged): the state stays; deleted then back: assigned again.
+    w(s, |tx| tx.put_abm_devices(&devices[..2], Some("Other")));
+    assert_eq!(
+        r(s, |tx| tx.abm_device("S00000"))
+            .unwrap()
+            .assign_state
+            .as_deref(),
+        Some("assigned")
+    );
+    assert_eq!(
+        r(s, |tx| tx.abm_device("S00000")).unwrap().team.as_deref(),
+        Some("Staff"),
+        "the team is kept"
+    );
+    let mut gone = devices[0].clone();
+    gone.deleted = true;
+    w(s, |tx| {
+        tx.put_abm_devices(std::slice::from_ref(&gone), None)
+    });
+    assert!(
+        r(s, |tx| tx.abm_due(now, 10)).is_empty(),
+        "a deleted device is not assigned"
+    );
+    w(s, |tx| tx.put_abm_devices(&devices[..1], None));
+    assert_eq!(
+        r(s, |tx| tx.abm_due(now, 10)).len(),
+        1,
+        "back: assigned again"
+    );
+
+    // A new profile for the scope: every device of it is due.
+    w(s, |tx| {
+        tx.put_abm_profile(&AbmProfile {
+            team: Some("Staff".into()),
+            sha256: "abc".into(),
+            profile_uuid: "P2".into(),
+            defined_at: now,
+        })
+    });
+    assert_eq!(r(s, |tx| tx.abm_due(now, 10_000)).len(), 1200);
+    assert_eq!(r(s, |tx| tx.abm_profiles())[0].profile_uuid, "P2");
+    assert!(w(s, |tx| tx.set_abm_device_team("S00001", Some("Lab"))));
+    assert!(!w(s, |tx| tx.set_abm_device_team("NOPE", Some("Lab"))));
+    let lab = mdmctl::store::AbmFilter {
+        team: Some(Some("Lab".into())),
+        ..Default::default()
+    };
+    assert_eq!(r(s, |tx| tx.abm_devices(&lab)).len(), 1);
+    w(s, |tx| tx.set_abm_enrolled("S00001", "UDID-1"));
+    let pending = mdmctl::store::AbmFilter {
+        pending_only: true,
+        ..Default::default()
+    };
+    assert_eq!(r(s, |tx| tx.abm_devices(&pending)).len(), 1199);
 }
 
 pub fn queueing_to_thousands_of_enrollments(s: &TestStore) {
@@ -1267,6 +1392,7 @@ pub fn desired_settings_and_teams_round_trip(s: &TestStore) {
             minimum_version: Some("15.1".into()),
             deadline: Some("2026-12-01".into()),
             enable_disk_encryption: true,
+            setup_assistant: None,
         },
         apple_bm_default_team: Some("Workstations".into()),
     };
@@ -1280,6 +1406,7 @@ pub fn desired_settings_and_teams_round_trip(s: &TestStore) {
         minimum_version: Some("15.2".into()),
         deadline: Some("2027-01-15".into()),
         enable_disk_encryption: false,
+        setup_assistant: None,
     };
     let id = w(s, |tx| tx.put_team("Workstations", &ws));
     let id_b = w(s, |tx| tx.put_team("Build Farm", &Settings::default()));
@@ -2103,6 +2230,7 @@ pub fn devices_under_update_enforcement_are_asked_for_facts_daily(s: &TestStore)
                 minimum_version: Some("15.2".into()),
                 deadline: Some("2026-12-31".into()),
                 enable_disk_encryption: false,
+                setup_assistant: None,
             },
         )?;
         tx.put_team("Free", &Settings::default())?;
@@ -2121,6 +2249,7 @@ pub fn devices_under_update_enforcement_are_asked_for_facts_daily(s: &TestStore)
                 minimum_version: Some("14.7".into()),
                 deadline: Some("2026-12-31".into()),
                 enable_disk_encryption: false,
+                setup_assistant: None,
             },
             apple_bm_default_team: None,
         })

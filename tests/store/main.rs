@@ -133,6 +133,7 @@ conformance!(
     push_outbox_holds_channels_until_fetched_or_pushed,
     cutover_set_and_moves_round_trip,
     abm_devices_and_cursor_round_trip,
+    abm_assignment_state,
     queueing_to_thousands_of_enrollments,
     api_tokens_and_scep_challenges,
     enrollment_secrets_issued_certificates_and_rebind_grants,
