@@ -7,6 +7,7 @@
 pub mod checkin;
 pub mod command;
 pub mod enroll;
+pub mod machine_info;
 pub mod paths;
 pub mod plist_in;
 pub mod profile;

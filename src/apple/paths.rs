@@ -10,5 +10,8 @@ pub const DEFAULT_MDM_PATHS: &[&str] = &[
     "/checkin",
     "/mdm/apple/mdm",
 ];
+/// Automated (ABM) enrollment: mdmctl's own (MicroMDM's, so a Mac still assigned MicroMDM's
+/// profile finds this server) and Fleet's.
+pub const DEP_ENROLL_PATHS: &[&str] = &["/mdm/enroll", "/api/mdm/apple/enroll"];
 /// SCEP: mdmctl's own path and Fleet's.
 pub const SCEP_PATHS: &[&str] = &["/scep", "/mdm/apple/scep"];

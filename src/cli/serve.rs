@@ -132,6 +132,21 @@ pub struct ServeArgs {
         value_name = "MINUTES"
     )]
     pub abm_sync_interval: u32,
+    /// How long a Mac enrolling from Setup Assistant (ABM profile with
+    /// `await_device_configured`) waits for its profiles to be verified before it is released
+    /// anyway (and reported).
+    #[arg(
+        long,
+        env = "MDMCTL_RELEASE_AFTER",
+        default_value_t = 15,
+        value_name = "MINUTES"
+    )]
+    pub release_after: u32,
+    /// Also trust this CA (PEM) as the issuer of the device certificates that sign MachineInfo
+    /// at automated enrollment, besides Apple's iPhone Device CA: for a device stand-in in
+    /// tests and demos, never in production (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub machine_info_ca: Vec<PathBuf>,
     /// Also serve `/metrics`, `/livez` and `/readyz` on this address, plain HTTP and without
     /// a token (for a local Prometheus or a private network). Without it, `/metrics` on the
     /// main address needs an API token.
@@ -218,6 +233,14 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     for p in &args.enroll_anchor {
         anchors.extend(
             pki::parse_certs(&read_input(p, "--enroll-anchor")?)
+                .with_context(|| format!("reading `{}`", p.display()))?,
+        );
+    }
+
+    let mut machine_info_cas = Vec::new();
+    for p in &args.machine_info_ca {
+        machine_info_cas.extend(
+            pki::parse_certs(&read_input(p, "--machine-info-ca")?)
                 .with_context(|| format!("reading `{}`", p.display()))?,
         );
     }
@@ -325,6 +348,12 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.lease = std::time::Duration::from_secs(u64::from(args.lease_seconds.max(3)));
     config.abm_sync_interval =
         std::time::Duration::from_secs(u64::from(args.abm_sync_interval) * 60);
+    config.reconcile.release_after =
+        std::time::Duration::from_secs(u64::from(args.release_after) * 60);
+    if !machine_info_cas.is_empty() {
+        ctx.warn("--machine-info-ca: automated enrollment also accepts devices whose MachineInfo is signed under this CA; use it with device stand-ins only");
+        config.machine_info_cas.extend(machine_info_cas);
+    }
     if let Ok(url) = std::env::var("MDMCTL_ABM_URL") {
         config.abm_url = url;
     }

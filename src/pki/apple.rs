@@ -1,10 +1,14 @@
-//! Apple's public certificates, embedded so the push request chain needs no download.
+//! Apple's public certificates, embedded so the push request chain needs no download, and the
+//! CA whose device certificates sign MachineInfo.
 //!
 //! The Push Certificates Portal wants the vendor certificate followed by Apple's WWDR
 //! intermediate (G3, which issues "MDM CSR" vendor certificates) and Apple's root.
 
 pub const APPLE_WWDR_G3_PEM: &str = include_str!("apple/AppleWWDRCAG3.pem");
 pub const APPLE_ROOT_CA_PEM: &str = include_str!("apple/AppleIncRootCertificate.pem");
+/// "Apple iPhone Device CA": the issuer of the certificates Macs and iPhones sign their
+/// MachineInfo with during automated enrollment (expired in 2014 and still used, by design).
+pub const APPLE_IPHONE_DEVICE_CA_PEM: &str = include_str!("apple/AppleiPhoneDeviceCA.pem");
 
 /// The chain that follows a vendor certificate in `PushCertCertificateChain`.
 pub fn apple_chain_pem() -> String {

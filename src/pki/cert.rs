@@ -77,7 +77,7 @@ fn first_entry(name: &X509NameRef, nid: Nid) -> Option<String> {
 }
 
 /// `CN=…, O=…, C=…` in the order the certificate lists them.
-fn name_line(name: &X509NameRef) -> String {
+pub fn name_line(name: &X509NameRef) -> String {
     name.entries()
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");

@@ -15,9 +15,11 @@ mod keys;
 pub mod scep;
 mod smime;
 
-pub use apple::{APPLE_ROOT_CA_PEM, APPLE_WWDR_G3_PEM, apple_chain_pem};
+pub use apple::{
+    APPLE_IPHONE_DEVICE_CA_PEM, APPLE_ROOT_CA_PEM, APPLE_WWDR_G3_PEM, apple_chain_pem,
+};
 pub use ca::{CaSpec, new_ca, random_serial, self_signed};
-pub use cert::{CertInfo, apns_topic, fingerprint_sha256, is_ca};
+pub use cert::{CertInfo, apns_topic, fingerprint_sha256, is_ca, name_line};
 pub use csr::{Subject, build_csr, push_request_plist};
 pub use keys::{generate_rsa, key_matches_cert, load_private_key, private_key_pem};
 pub use smime::{decrypt_smime, sign_attached};

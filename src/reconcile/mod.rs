@@ -11,12 +11,14 @@
 //! transfer, enrollment, first contact after cutover) and those with a retry due, then a push
 //! to the devices that got commands. No HTTP here.
 //!
-//! FileVault key escrow, which follows the FileVault profile, is [`filevault`]; which devices
+//! FileVault key escrow, which follows the FileVault profile, is [`filevault`]; releasing a Mac
+//! from Setup Assistant once its profiles are verified is [`release`]; which devices
 //! get the update enforcement (Nudge or the declaration) and the DDM declaration set is
 //! [`declarations`]: a device whose set changed gets a DeclarativeManagement command.
 
 pub mod declarations;
 pub mod filevault;
+pub mod release;
 pub mod renewal;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +62,9 @@ pub struct Policy {
     /// How often a pass also looks for daily work (identity renewals due, DeviceInformation
     /// due): those queries scan the devices, so not every `interval`.
     pub housekeeping: Duration,
+    /// How long a Mac waits in Setup Assistant for its profiles before it is released anyway
+    /// (`--release-after`).
+    pub release_after: Duration,
 }
 
 impl Default for Policy {
@@ -77,6 +82,7 @@ impl Default for Policy {
             renewal: None,
             facts_interval: Duration::from_secs(24 * 3600),
             housekeeping: Duration::from_secs(60),
+            release_after: release::DEFAULT_AFTER,
         }
     }
 }
@@ -603,6 +609,8 @@ pub struct TickSummary {
     pub renewals: usize,
     /// Devices asked for DeviceInformation (macOS update enforcement).
     pub facts: usize,
+    /// Devices released from Setup Assistant (DeviceConfigured).
+    pub released: usize,
     pub pushed: usize,
 }
 
@@ -681,6 +689,7 @@ pub async fn tick(
     policy: &Policy,
 ) -> Result<TickSummary, StoreError> {
     let batch = policy.batch.max(1);
+    let release_after = policy.release_after;
     let mut total = TickSummary::default();
     let mut first = true;
     // Bounded, so devices that keep failing cannot hold the loop.
@@ -715,6 +724,10 @@ pub async fn tick(
                     summary.filevault_checks += asked.len();
                     push.extend(asked);
                 }
+                let released =
+                    work.write(|tx| release::release_due(tx, Timestamp::now(), release_after))?;
+                summary.released += released.len();
+                push.extend(released);
             }
             Ok::<_, StoreError>((dirty, summary, push))
         })
@@ -726,6 +739,7 @@ pub async fn tick(
         total.removals += summary.removals;
         total.declarations += summary.declarations;
         total.filevault_checks += summary.filevault_checks;
+        total.released += summary.released;
         if !push.is_empty() {
             info!(
                 devices = summary.devices,

@@ -9,12 +9,10 @@ use zeroize::Zeroizing;
 use super::device::{authorize, record, store_failure};
 use super::{AppState, Reply};
 use crate::apple::checkin::{self, Authenticate, Checkin, CheckinMessage, TokenUpdate};
-use crate::apple::command::named;
 use crate::pki::identity::Verified;
 use crate::reconcile::renewal;
 use crate::store::{
-    ChallengePurpose, DeviceRecord, EnrollmentRecord, IssuedHow, NewActivity, NewCommand,
-    StoreError, Tx,
+    ChallengePurpose, DeviceRecord, EnrollmentRecord, IssuedHow, NewActivity, StoreError, Tx,
 };
 use crate::timestamp::Timestamp;
 
@@ -380,6 +378,10 @@ fn authenticate(
     {
         tx.set_device_team(id, Some(&t.name))?;
     }
+    // An Apple Business Manager device: no longer pending.
+    if let Some(serial) = d.serial.as_deref() {
+        tx.set_abm_enrolled(serial, id)?;
+    }
     tx.disable_device(id)?;
     let dropped = tx.clear_queue(id)?;
     let (kind, verb) = if existing.is_some() {
@@ -523,19 +525,59 @@ fn token_update(
             summary: format!("{} channel {} can now be pushed", channel.kind, channel.id),
             details: serde_json::json!({ "channel": channel.id, "kind": channel.kind, "topic": t.topic }),
         })?;
-        // A device waiting in Setup Assistant continues once told it is configured.
-        if t.awaiting_configuration && channel.is_device_channel() {
-            let c = named::device_configured();
-            tx.enqueue(
-                &NewCommand {
-                    uuid: &c.uuid,
-                    request_type: &c.request_type,
-                    plist: &c.plist,
-                    created_by: "serve",
-                },
-                std::slice::from_ref(&channel.id),
-            )?;
+        if channel.is_device_channel() {
+            setup_assistant(tx, &channel.device_id, t.awaiting_configuration, now)?;
         }
     }
     Ok(Reply::Empty)
+}
+
+/// A new device channel: a Mac waiting in Setup Assistant (`AwaitingConfiguration`) is held
+/// until its profiles are verified (the reconciler's `release` step sends DeviceConfigured).
+/// An ABM device whose record carries `mdm_migration_deadline` and that is *not* in Setup
+/// Assistant is migrating from another MDM with its data (ABM-driven migration); one in Setup
+/// Assistant is a new or erased Mac, set up like any other, deadline or not (Fleet's
+/// fleetdm/fleet#50725 took those for migrations and never released them).
+fn setup_assistant(
+    tx: &mut dyn Tx,
+    device_id: &str,
+    awaiting: bool,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if awaiting {
+        tx.set_awaiting_configuration(device_id, Some(now))?;
+    }
+    let Some(serial) = tx.device(device_id)?.and_then(|d| d.serial) else {
+        return Ok(());
+    };
+    let Some(deadline) = tx
+        .abm_device(&serial)?
+        .and_then(|a| a.migration_deadline)
+        .filter(|d| !d.is_empty())
+    else {
+        return Ok(());
+    };
+    let (kind, summary) = if awaiting {
+        (
+            "abm.setup",
+            format!(
+                "{device_id} ({serial}) enrolled from Setup Assistant: a new or erased Mac, set up as one (its ABM record carries a migration deadline, {deadline})"
+            ),
+        )
+    } else {
+        (
+            "abm.migrated",
+            format!(
+                "{device_id} ({serial}) migrated to this server through Apple Business Manager (deadline {deadline}), keeping its data; its profiles from the old MDM are replaced by this server's"
+            ),
+        )
+    };
+    tx.record_activity(&NewActivity {
+        actor: "serve".into(),
+        kind: kind.into(),
+        device_id: Some(device_id.to_string()),
+        summary,
+        details: serde_json::json!({ "serial": serial, "mdm_migration_deadline": deadline, "setup_assistant": awaiting }),
+    })?;
+    Ok(())
 }

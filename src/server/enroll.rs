@@ -26,7 +26,7 @@ use crate::timestamp::Timestamp;
 
 #[derive(serde::Deserialize)]
 pub(crate) struct EnrollQuery {
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// The enrollment secret a request presents: `?token=` or basic auth's password.
@@ -82,10 +82,6 @@ pub(crate) async fn profile(
 }
 
 fn build(st: &AppState, secret: Option<&str>) -> Response {
-    let loaded = match st.trust.current(st.store.as_ref()) {
-        Ok(l) => l,
-        Err(e) => return super::device::store_failure(e).into_response(),
-    };
     // The secret first: a wrong one learns nothing about the server's configuration.
     let found: Option<EnrollSecret> = match secret {
         None => None,
@@ -101,33 +97,50 @@ fn build(st: &AppState, secret: Option<&str>) -> Response {
             }
         }
     };
-    let (Some(topic), Some((ca, ca_key))) = (&loaded.topic, &loaded.issuing) else {
-        warn!("/enroll: the store needs an APNs push certificate and an issuing SCEP CA");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "enrollment is not configured yet: the server has no push certificate or no SCEP CA\n",
-        )
-            .into_response();
-    };
     let scope = ChallengeScope {
         purpose: ChallengePurpose::Enroll,
         device_id: found.as_ref().and_then(|s| s.device_id.clone()),
         team_id: found.as_ref().and_then(|s| s.team_id),
         enroll_secret_id: found.as_ref().map(|s| s.id),
     };
-    let challenge = match &st.config.scep_challenge {
-        Some(c) => c.to_string(),
-        None => match mint_challenge(st, &scope, st.config.challenge_ttl, "serve /enroll") {
-            Ok(c) => c.to_string(),
-            Err(e) => return super::device::store_failure(e).into_response(),
-        },
-    };
-    if let Some(s) = &found {
+    let response = signed_profile(st, &scope, "serve /enroll");
+    if response.status().is_success()
+        && let Some(s) = &found
+    {
         let id = s.id;
         if let Err(e) = st.store.write(|tx| tx.touch_enroll_secret(id)) {
             warn!(error = %e, "/enroll: cannot record the secret's use");
         }
     }
+    response
+}
+
+/// The signed enrollment profile, with a one-time SCEP challenge carrying `scope` (what the
+/// identity issued under it may do at Authenticate); `what` names the endpoint in the store
+/// and the log.
+pub(crate) fn signed_profile(st: &AppState, scope: &ChallengeScope, what: &str) -> Response {
+    let loaded = match st.trust.current(st.store.as_ref()) {
+        Ok(l) => l,
+        Err(e) => return super::device::store_failure(e).into_response(),
+    };
+    let (Some(topic), Some((ca, ca_key))) = (&loaded.topic, &loaded.issuing) else {
+        warn!(
+            endpoint = what,
+            "the store needs an APNs push certificate and an issuing SCEP CA"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "enrollment is not configured yet: the server has no push certificate or no SCEP CA\n",
+        )
+            .into_response();
+    };
+    let challenge = match &st.config.scep_challenge {
+        Some(c) => c.to_string(),
+        None => match mint_challenge(st, scope, st.config.challenge_ttl, what) {
+            Ok(c) => c.to_string(),
+            Err(e) => return super::device::store_failure(e).into_response(),
+        },
+    };
     let url = &st.config.url;
     let profile = EnrollmentProfile {
         identifier: format!("{}.mdm.enrollment", reverse_dns(url)),
@@ -174,7 +187,7 @@ fn build(st: &AppState, secret: Option<&str>) -> Response {
     };
     match signed {
         Ok(der) => {
-            info!("/enroll: served an enrollment profile");
+            info!(endpoint = what, "served an enrollment profile");
             (
                 [
                     (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
@@ -188,7 +201,7 @@ fn build(st: &AppState, secret: Option<&str>) -> Response {
                 .into_response()
         }
         Err(e) => {
-            warn!(error = %e, "/enroll: cannot sign the profile");
+            warn!(error = %e, endpoint = what, "cannot sign the enrollment profile");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

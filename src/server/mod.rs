@@ -1,7 +1,7 @@
 //! `mdmctl serve`: the MDM server that answers at the old server's URLs after the DNS cutover.
 //!
 //! Owns: the HTTP surface ([`app`]: check-in and command channel on `/mdm` and the old servers'
-//! paths, SCEP, enrollment, declarative management, the admin API, `/healthz`), device
+//! paths, SCEP, enrollment (by enrollment secret, and automated from ABM), declarative management, the admin API, `/healthz`), device
 //! authentication (which certificate, which CA, which enrollment, and which certificate may bind
 //! to which device), who may enroll (enrollment secrets, per-client rate limits), request bounds
 //! (sender and size checked before a body is read), and the listener ([`serve`]: plain HTTP or
@@ -13,6 +13,7 @@ mod api;
 mod checkin;
 mod commands;
 mod ddm;
+mod dep;
 mod device;
 mod enroll;
 pub mod jobs;
@@ -43,7 +44,7 @@ use zeroize::Zeroizing;
 use crate::push::PushService;
 use crate::store::Store;
 
-pub use crate::apple::paths::{DEFAULT_MDM_PATHS, SCEP_PATHS};
+pub use crate::apple::paths::{DEFAULT_MDM_PATHS, DEP_ENROLL_PATHS, SCEP_PATHS};
 /// Largest SCEP request body: a PKCSReq with a 4096-bit key is under 8 KB.
 pub const SCEP_MAX_BODY: usize = 64 * 1024;
 
@@ -100,6 +101,9 @@ pub struct ServeConfig {
     /// runs (`--abm-sync-interval`).
     pub abm_url: String,
     pub abm_sync_interval: Duration,
+    /// Who may issue the device certificates that sign MachineInfo at automated enrollment:
+    /// Apple's iPhone Device CA (`--machine-info-ca` adds a stand-in's).
+    pub machine_info_cas: Vec<X509>,
 }
 
 impl ServeConfig {
@@ -128,6 +132,9 @@ impl ServeConfig {
             mirror: None,
             abm_url: crate::abm::client::DEFAULT_URL.to_string(),
             abm_sync_interval: Duration::from_secs(3600),
+            machine_info_cas: X509::from_pem(crate::pki::APPLE_IPHONE_DEVICE_CA_PEM.as_bytes())
+                .into_iter()
+                .collect(),
         }
     }
 }
@@ -293,6 +300,18 @@ pub fn app(state: Arc<AppState>) -> Router {
     } else {
         router.route("/enroll", get(enroll::profile))
     };
+    for path in DEP_ENROLL_PATHS {
+        router = if forwarded {
+            router.route(path, any(upstream::forward_endpoint))
+        } else {
+            router.route(
+                path,
+                get(dep::endpoint)
+                    .post(dep::endpoint)
+                    .layer(DefaultBodyLimit::max(crate::apple::machine_info::MAX_BYTES)),
+            )
+        };
+    }
     router
         .route("/", get(enroll::landing))
         .route("/livez", get(livez))

@@ -17,6 +17,10 @@ use crate::timestamp::Timestamp;
 pub struct FakeApple {
     pub ca_cert: X509,
     pub ca_key: PKey<Private>,
+    /// Stands in for "Apple iPhone Device CA": the issuer of the (expired) certificates
+    /// devices sign their MachineInfo with (`serve --machine-info-ca` trusts it).
+    pub device_ca_cert: X509,
+    pub device_ca_key: PKey<Private>,
 }
 
 impl FakeApple {
@@ -28,7 +32,76 @@ impl FakeApple {
             key_bits: 2048,
             years: 5,
         })?;
-        Ok(Self { ca_cert, ca_key })
+        let (device_ca_cert, device_ca_key) = pki::new_ca(&CaSpec {
+            common_name: "DEMO Apple iPhone Device CA (not Apple)".into(),
+            organization: "DEMO".into(),
+            country: "US".into(),
+            key_bits: 2048,
+            years: 5,
+        })?;
+        Ok(Self {
+            ca_cert,
+            ca_key,
+            device_ca_cert,
+            device_ca_key,
+        })
+    }
+
+    /// A device certificate as Apple's are: issued by the device CA, and expired two years ago.
+    pub fn device_certificate(&self, udid: &str) -> Result<(X509, PKey<Private>), PkiError> {
+        let key = pki::generate_rsa(1024)?;
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_text("CN", udid)?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        let serial_bn = openssl::bn::BigNum::from_u32(rand_u32())?;
+        let serial_int = serial_bn.to_asn1_integer()?;
+        b.set_serial_number(&serial_int)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(self.device_ca_cert.subject_name())?;
+        b.set_pubkey(&key)?;
+        let now = Timestamp::now();
+        let (from, until) = (
+            Asn1Time::from_unix(now.0 - 3 * 365 * 86_400)?,
+            Asn1Time::from_unix(now.0 - 2 * 365 * 86_400)?,
+        );
+        b.set_not_before(&from)?;
+        b.set_not_after(&until)?;
+        b.sign(&self.device_ca_key, MessageDigest::sha256())?;
+        Ok((b.build(), key))
+    }
+
+    /// A Mac's MachineInfo as it reaches the automated-enrollment URL: the property list
+    /// (`UDID`, `SERIAL`, `PRODUCT`, `OS_VERSION`, `LANGUAGE`, …) in a CMS SignedData (DER) by a
+    /// device certificate that, like Apple's, expired long ago, issued by the stand-in device
+    /// CA. (Apple signs with SHA-1; this signs with OpenSSL's default, SHA-256: the server
+    /// takes either, and a test signs with SHA-1 through the `openssl` command.)
+    pub fn machine_info(
+        &self,
+        udid: &str,
+        serial: &str,
+        product: &str,
+        os_version: &str,
+    ) -> Result<Vec<u8>, PkiError> {
+        let (cert, key) = self.device_certificate(udid)?;
+        let mut info = plist::Dictionary::new();
+        for (k, v) in [
+            ("UDID", udid),
+            ("SERIAL", serial),
+            ("PRODUCT", product),
+            ("VERSION", "24B83"),
+            ("OS_VERSION", os_version),
+            ("LANGUAGE", "en-US"),
+        ] {
+            info.insert(k.into(), v.into());
+        }
+        let mut xml = Vec::new();
+        plist::to_writer_xml(&mut xml, &plist::Value::Dictionary(info))
+            .map_err(|e| PkiError::Encode(e.to_string()))?;
+        let none: Stack<X509> = Stack::new()?;
+        let p7 = Pkcs7::sign(&cert, &key, &none, &xml, Pkcs7Flags::BINARY)?;
+        Ok(p7.to_der()?)
     }
 
     /// Sign a push CSR the way Apple's portal does: a new subject carrying the topic.
@@ -84,4 +157,10 @@ impl FakeApple {
         )?;
         Ok(p7.to_smime(content.as_bytes(), Pkcs7Flags::BINARY)?)
     }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    u32::from_be_bytes(b) | 1
 }

@@ -106,6 +106,10 @@ struct State {
     renew_before_ack: bool,
     /// The enrollment profiles installed as updates of the enrollment, as received.
     enrollment_updates: Vec<Dictionary>,
+    /// In Setup Assistant, waiting for DeviceConfigured (sent in TokenUpdate).
+    awaiting_configuration: bool,
+    /// The profiles installed when DeviceConfigured arrived.
+    released_with: Option<Vec<String>>,
 }
 
 /// A declaration the simulated device fetched, and what it made of it.
@@ -366,6 +370,55 @@ impl SimDevice {
         lock(&self.state).enrollment_profile = Some(identifier.to_string());
     }
 
+    /// A Mac in Setup Assistant: its TokenUpdate says `AwaitingConfiguration` until the server
+    /// sends DeviceConfigured.
+    pub fn set_awaiting_configuration(&self, on: bool) {
+        lock(&self.state).awaiting_configuration = on;
+    }
+
+    /// Still held in Setup Assistant.
+    pub fn awaiting_configuration(&self) -> bool {
+        lock(&self.state).awaiting_configuration
+    }
+
+    /// The identifiers of the profiles installed when DeviceConfigured released the device.
+    pub fn released_with(&self) -> Option<Vec<String>> {
+        lock(&self.state).released_with.clone()
+    }
+
+    /// Automated enrollment's first step: send the MachineInfo (`machine_info`, DER CMS) to the
+    /// profile's `url`, by POST as a Mac does without `configuration_web_url`, or by GET in the
+    /// `x-apple-aspen-deviceinfo` header as the web view does. The status and body.
+    pub async fn fetch_dep_profile(
+        &self,
+        url: &str,
+        machine_info: &[u8],
+        post: bool,
+    ) -> Result<(u16, Vec<u8>), SimError> {
+        use base64::Engine;
+        let http = lock(&self.http).clone();
+        let req = if post {
+            http.post(url)
+                .header("Content-Type", "application/pkcs7-signature")
+                .body(machine_info.to_vec())
+        } else {
+            http.get(url).header(
+                "x-apple-aspen-deviceinfo",
+                base64::engine::general_purpose::STANDARD.encode(machine_info),
+            )
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SimError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| SimError::Http(e.to_string()))?;
+        Ok((status, body.to_vec()))
+    }
+
     /// Install an enrollment profile: SCEP for the identity, then Authenticate and TokenUpdate.
     pub async fn enroll(&self, profile: &[u8]) -> Result<(), SimError> {
         let xml = profile_content(profile)?;
@@ -544,7 +597,8 @@ impl SimDevice {
         d.insert("Token".into(), Value::Data(self.token.clone()));
         d.insert("PushMagic".into(), self.push_magic.as_str().into());
         d.insert("UnlockToken".into(), Value::Data(vec![0x42; 64]));
-        d.insert("AwaitingConfiguration".into(), false.into());
+        let awaiting = lock(&self.state).awaiting_configuration;
+        d.insert("AwaitingConfiguration".into(), awaiting.into());
         Self::xml(d)
     }
 
@@ -1013,6 +1067,14 @@ impl SimDevice {
                     "AvailableOSUpdates".into(),
                     Value::Array(vec![Value::Dictionary(u)]),
                 );
+                "Acknowledged".into()
+            }
+            "DeviceConfigured" => {
+                let mut st = lock(&self.state);
+                if st.awaiting_configuration {
+                    st.awaiting_configuration = false;
+                    st.released_with = Some(st.profiles.keys().cloned().collect());
+                }
                 "Acknowledged".into()
             }
             "" => "CommandFormatError".into(),

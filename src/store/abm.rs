@@ -1,7 +1,8 @@
 //! Apple Business Manager's devices as the last sync left them (one row per serial number) with
 //! mdmctl's own state for each (its team, its profile assignment: every serial ends in a state,
 //! and one that failed waits before the next try), the profiles defined with Apple per scope,
-//! and the sync cursor (kept in `meta` with when Apple issued it: cursors older than 7 days are
+//! the devices held in Setup Assistant until mdmctl releases them, and the sync cursor (kept
+//! in `meta` with when Apple issued it: cursors older than 7 days are
 //! not used).
 
 use serde::{Deserialize, Serialize};
@@ -143,8 +144,16 @@ pub trait AbmDevices {
     -> Result<bool, StoreError>;
     /// The ABM record of a serial.
     fn abm_device(&mut self, serial: &str) -> Result<Option<AbmDevice>, StoreError>;
-    /// Note the device that enrolled with this serial.
+    /// Note the device that enrolled with this serial (nothing if the serial is not ABM's).
     fn set_abm_enrolled(&mut self, serial: &str, udid: &str) -> Result<(), StoreError>;
+    /// Hold a device in Setup Assistant from `since` (`None`: released).
+    fn set_awaiting_configuration(
+        &mut self,
+        device_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+    /// The devices held in Setup Assistant, and since when.
+    fn awaiting_configuration(&mut self) -> Result<Vec<(String, Timestamp)>, StoreError>;
     fn abm_cursor(&mut self) -> Result<Option<AbmCursor>, StoreError>;
     /// Store the cursor (`None` forgets it: the next sync fetches everything).
     fn set_abm_cursor(&mut self, cursor: Option<&AbmCursor>) -> Result<(), StoreError>;
@@ -376,6 +385,30 @@ impl AbmDevices for SqlTx<'_> {
             &[udid.into(), serial.into()],
         )?;
         Ok(())
+    }
+
+    fn set_awaiting_configuration(
+        &mut self,
+        device_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE devices SET awaiting_configuration_since = ? WHERE id = ?",
+            &[since.into(), device_id.into()],
+        )?;
+        Ok(())
+    }
+
+    fn awaiting_configuration(&mut self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT id, awaiting_configuration_since FROM devices \
+                 WHERE awaiting_configuration_since IS NOT NULL ORDER BY awaiting_configuration_since",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, Timestamp(r.int(1)?))))
+            .collect()
     }
 
     fn abm_cursor(&mut self) -> Result<Option<AbmCursor>, StoreError> {

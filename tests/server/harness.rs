@@ -107,6 +107,10 @@ pub struct Options {
     pub mirror: Option<(String, String)>,
     /// `MDMCTL_ABM_URL`, with the `abm-sync` job every second.
     pub abm: Option<String>,
+    /// `serve --machine-info-ca`: the device stand-in's CA for automated enrollment.
+    pub machine_info_ca: Option<X509>,
+    /// `serve --release-after` (the default: 15 minutes).
+    pub release_after: Option<std::time::Duration>,
 }
 
 /// How the server renews migrated identities (30 days before expiry).
@@ -132,6 +136,8 @@ impl Default for Options {
             upstream: None,
             mirror: None,
             abm: None,
+            machine_info_ca: None,
+            release_after: None,
         }
     }
 }
@@ -323,6 +329,10 @@ impl Server {
                 ),
             },
         });
+        config.machine_info_cas.extend(opts.machine_info_ca.take());
+        if let Some(after) = opts.release_after {
+            config.reconcile.release_after = after;
+        }
         let state = AppState::new(store.clone(), config, pushes.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(

@@ -25,3 +25,9 @@ ALTER TABLE abm_devices ADD COLUMN assign_at INTEGER;
 ALTER TABLE abm_devices ADD COLUMN assign_detail TEXT;
 ALTER TABLE abm_devices ADD COLUMN enrolled_udid TEXT;
 CREATE INDEX abm_devices_assign ON abm_devices (assign_state, assign_retry_at);
+
+-- A device held in Setup Assistant (TokenUpdate with AwaitingConfiguration) since then, until
+-- mdmctl sends DeviceConfigured (its profiles verified, or the wait ran out).
+ALTER TABLE devices ADD COLUMN awaiting_configuration_since BIGINT;
+CREATE INDEX devices_awaiting_configuration ON devices (awaiting_configuration_since)
+    WHERE awaiting_configuration_since IS NOT NULL;
