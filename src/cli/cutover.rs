@@ -294,6 +294,27 @@ fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             &rows,
         ));
     }
+    if s.abm_migrating > 0 {
+        lines.push(String::new());
+        lines.push(format!(
+            "{} device(s) migrating via Apple Business Manager (not enrolled here yet):",
+            s.abm_migrating
+        ));
+        for m in &s.abm_migrations {
+            lines.push(format!(
+                "  {}  migrating via ABM, deadline {}{}",
+                m.serial,
+                m.deadline,
+                m.team
+                    .as_deref()
+                    .map(|t| format!(", team {t}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if s.abm_migrating > s.abm_migrations.len() as i64 {
+            lines.push("  … (`mdmctl get abm-devices --pending` lists them all)".into());
+        }
+    }
     print_lines(&lines)?;
     Ok(ExitCode::SUCCESS)
 }

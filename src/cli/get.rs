@@ -618,11 +618,19 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
         .iter()
         .map(|d| {
             vec![
-                d.id.clone(),
+                if d.pending {
+                    "(pending)".into()
+                } else {
+                    d.id.clone()
+                },
                 opt(&d.serial),
                 opt(&d.topic),
                 opt(&d.team),
-                d.source.clone(),
+                if d.pending {
+                    "abm: not enrolled yet".into()
+                } else {
+                    d.source.clone()
+                },
                 time(d.imported_at),
                 time(d.migrated_at),
                 time(d.last_seen_at),

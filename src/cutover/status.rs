@@ -2,7 +2,7 @@
 //! imported, in the cutover set, migrated, in the set but not seen yet; routed to the old
 //! server in the last hour; push failures by reason; identities expiring within 30 days;
 //! renewals by state; what waits to be mirrored back; requests refused for their identity by
-//! reason; per team. Read from the store, so every
+//! reason; per team; devices Apple Business Manager migrates here by a deadline. Read from the store, so every
 //! instance and the CLI see the same figures.
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +70,24 @@ pub struct Status {
     pub mirror_back: MirrorBacklog,
     /// Requests refused for their identity, by reason, since each running `serve` started.
     pub refused: Vec<Reason>,
+    /// Devices Apple Business Manager is moving to this server (macOS 26 managed device
+    /// migration): how many, and the first of them by deadline.
+    #[serde(default)]
+    pub abm_migrating: i64,
+    #[serde(default)]
+    pub abm_migrations: Vec<AbmMigration>,
 }
+
+/// A device ABM migrates to this server by its deadline (not enrolled here yet).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbmMigration {
+    pub serial: String,
+    pub deadline: String,
+    pub team: Option<String>,
+}
+
+/// ABM migrations listed in the status at most.
+const ABM_LISTED: usize = 50;
 
 impl Status {
     /// Migrated devices per thousand of the imported ones (the page's progress bar).
@@ -114,6 +131,23 @@ pub fn read(tx: &mut dyn Tx) -> Result<Status, StoreError> {
             expiring += 1;
         }
     }
+    let mut abm: Vec<AbmMigration> = tx
+        .abm_devices(&crate::store::AbmFilter {
+            pending_only: true,
+            ..Default::default()
+        })?
+        .into_iter()
+        .filter_map(|a| {
+            Some(AbmMigration {
+                deadline: a.migration_deadline.filter(|d| !d.is_empty())?,
+                serial: a.serial,
+                team: a.team,
+            })
+        })
+        .collect();
+    abm.sort_by(|a, b| a.deadline.cmp(&b.deadline).then(a.serial.cmp(&b.serial)));
+    let abm_migrating = abm.len() as i64;
+    abm.truncate(ABM_LISTED);
     let mut renewals = Renewals::default();
     for (state, n) in tx.renewal_states()? {
         match state.as_str() {
@@ -150,5 +184,7 @@ pub fn read(tx: &mut dyn Tx) -> Result<Status, StoreError> {
             .into_iter()
             .map(|(reason, count)| Reason { reason, count })
             .collect(),
+        abm_migrating,
+        abm_migrations: abm,
     })
 }

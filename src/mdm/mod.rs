@@ -276,9 +276,25 @@ pub fn devices(
         .not_seen_since
         .as_deref()
         .and_then(Timestamp::parse_rfc3339);
+    // Apple Business Manager's devices that have not enrolled yet are listed as pending.
+    let pending = tx
+        .abm_devices(&crate::store::AbmFilter {
+            pending_only: true,
+            ..Default::default()
+        })?
+        .into_iter()
+        .map(|a| DeviceSummary {
+            id: a.serial.clone(),
+            serial: Some(a.serial),
+            source: "abm".into(),
+            team: a.team,
+            pending: true,
+            ..Default::default()
+        });
     Ok(tx
         .device_summaries()?
         .into_iter()
+        .chain(pending)
         .filter(|d| filter.migrated.is_none_or(|m| d.migrated_at.is_some() == m))
         .filter(|d| since.is_none_or(|s| d.last_seen_at.is_some_and(|l| l >= s)))
         .filter(|d| not_since.is_none_or(|s| d.last_seen_at.is_none_or(|l| l < s)))

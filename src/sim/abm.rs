@@ -19,6 +19,7 @@
 //!   on demand `FAILED`, `THROTTLED` with `retry_after_seconds`, or no answer at all for some
 //!   serials, for a number of calls), and a successful assignment shows in the next sync as a
 //!   `modified` record with the new `profile_uuid` and `profile_status: assigned`, as ABM does.
+//! - on demand, a device reassigned here with `mdm_migration_deadline` (protocol 8 and later).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -215,6 +216,22 @@ impl AbmStandIn {
     /// The size of every assignment call so far.
     pub fn assign_batches(&self) -> Vec<usize> {
         self.lock().assign_batches.clone()
+    }
+
+    /// An admin reassigns an enrolled device to this server with a migration deadline (ABM's
+    /// managed device migration, macOS 26): a `modified` record carrying
+    /// `mdm_migration_deadline`.
+    pub fn migrate_with_deadline(&self, serial: &str, deadline: &str) {
+        let mut i = self.lock();
+        let n = i.changes.len();
+        let Some(d) = i.devices.iter_mut().find(|d| d["serial_number"] == serial) else {
+            return;
+        };
+        d["mdm_migration_deadline"] = deadline.into();
+        let mut c = d.clone();
+        c["op_type"] = "modified".into();
+        c["op_date"] = format!("2026-12-06T00:{:02}:{:02}Z", (n / 60) % 60, n % 60).into();
+        i.changes.push(c);
     }
 
     /// Expire every cursor issued so far.

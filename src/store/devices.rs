@@ -78,7 +78,7 @@ pub struct EnrollmentRecord {
 }
 
 /// A device as listings show it (no secrets).
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DeviceSummary {
     pub id: String,
     pub serial: Option<String>,
@@ -95,6 +95,10 @@ pub struct DeviceSummary {
     /// The team the device is in (`None`: the global settings apply).
     #[serde(default)]
     pub team: Option<String>,
+    /// An Apple Business Manager device that has not enrolled yet: no UDID is known, so `id`
+    /// is its serial number and `source` is `abm`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// What the reconciler needs of a device: its OS version and the channel commands go to (the
@@ -577,6 +581,7 @@ impl Devices for SqlTx<'_> {
                     identity_not_after: r.opt_ts(7)?,
                     team: r.opt_text(8)?,
                     identity_recorded: r.bool(9)?,
+                    pending: false,
                 });
                 Ok(())
             },

@@ -90,6 +90,17 @@ fn abm_sync_fetches_every_device_then_the_changes() {
         .stdout_has("ABM0002500")
         .stdout_has("deleted");
 
+    // ABM migrates a device here by a deadline: `cutover status` and `get abm-devices` say so.
+    abm.migrate_with_deadline("ABM0000010", "2026-12-20T17:00:00Z");
+    run(&["abm", "sync", "--no-assign"]).success();
+    run(&["cutover", "status"])
+        .success()
+        .stdout_has("1 device(s) migrating via Apple Business Manager")
+        .stdout_has("ABM0000010  migrating via ABM, deadline 2026-12-20T17:00:00Z");
+    run(&["get", "abm-devices", "--pending"])
+        .success()
+        .stdout_has("migrating via ABM, deadline 2026-12-20T17:00:00Z");
+
     // An expired cursor: every device again, once, without an error.
     abm.expire_cursors();
     let s = run(&["--format", "json", "abm", "sync", "--no-assign"])
@@ -137,7 +148,7 @@ fn abm_sync_fetches_every_device_then_the_changes() {
     .json();
     assert_eq!(
         log.as_array().unwrap().len(),
-        5,
+        6,
         "every sync is in the activity log"
     );
 
@@ -251,6 +262,16 @@ fn abm_sync_assigns_each_teams_profile_and_loses_no_device() {
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 2500);
     assert!(all.iter().all(|d| d["team"] == "Staff"), "the default team");
+    // Not enrolled yet: pending in `get devices` too.
+    let devices = run(&["--format", "json", "get", "devices", "--team", "Staff"])
+        .success()
+        .json();
+    assert_eq!(devices.as_array().unwrap().len(), 2500);
+    assert_eq!(devices[0]["pending"], true, "{:#}", devices[0]);
+    run(&["get", "devices"])
+        .success()
+        .stdout_has("(pending)")
+        .stdout_has("abm: not enrolled yet");
     let state = |st: &str| all.iter().filter(|d| d["assign_state"] == st).count();
     assert_eq!(
         (
