@@ -67,6 +67,8 @@ pub enum SyncError {
     Dep(#[from] DepError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Asset(#[from] crate::assets::AssetError),
 }
 
 impl crate::error::Diagnose for SyncError {
@@ -74,6 +76,7 @@ impl crate::error::Diagnose for SyncError {
         match self {
             SyncError::Dep(e) => e.hint(),
             SyncError::Store(e) => e.hint(),
+            SyncError::Asset(e) => e.hint(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `mdmctl abm sync`: Apple Business Manager's devices into the store (`crate::abm::sync`).
+//! `mdmctl abm sync`: Apple Business Manager's devices into the store (`crate::abm::sync`) and
+//! their enrollment profiles assigned (`crate::abm::assign`), locally or through `--server`.
 
 use clap::{Args, Subcommand};
 
@@ -30,12 +31,6 @@ pub struct SyncArgs {
     pub url: Option<String>,
 }
 
-#[derive(serde::Serialize)]
-struct SyncOutput {
-    sync: crate::abm::sync::SyncSummary,
-    assign: Option<crate::abm::assign::AssignSummary>,
-}
-
 pub fn run(ctx: &Ctx, cmd: AbmCommand) -> anyhow::Result<()> {
     match cmd {
         AbmCommand::Sync(a) => sync(ctx, a),
@@ -43,45 +38,62 @@ pub fn run(ctx: &Ctx, cmd: AbmCommand) -> anyhow::Result<()> {
 }
 
 fn sync(ctx: &Ctx, a: SyncArgs) -> anyhow::Result<()> {
-    ctx.local_only("abm sync")?;
-    let store = ctx.open_store()?;
-    let Some(token) = store.read(crate::assets::abm::server_token)? else {
-        return Err(
-            UserError::new("no Apple Business Manager server token in the store")
-                .with_hint("install one with `mdmctl set mdm-apple-bm --token FILE.p7m`")
-                .into(),
-        );
-    };
-    let url = std::env::var("MDMCTL_ABM_URL")
-        .unwrap_or_else(|_| crate::abm::client::DEFAULT_URL.to_string());
-    let client = crate::abm::DepClient::new(&url, &token, crate::abm::Retry::default())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    if let Some(url) = &a.url {
-        let url = url.trim_end_matches('/');
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            crate::bail_user!(format!("`{url}` is not an http(s) URL"), hint: "pass the URL devices enroll to, e.g. `--url https://mdm.example.com`");
+    // Through `--server`: the server syncs with its own ABM service and URL.
+    let (pass, failure): (crate::abm::Pass, Option<anyhow::Error>) = match ctx.remote()? {
+        Some(api) => {
+            if a.url.is_some() {
+                crate::bail_user!("--url records the URL in a local store", hint: "through `--server`, the server's own `serve --url` is used: drop `--url`");
+            }
+            let pass = api.abm_sync(&crate::mdm::api::AbmSyncRequest {
+                reset_cursor: a.reset_cursor,
+                no_assign: a.no_assign,
+            })?;
+            let failure = pass.assign_error.clone().map(|e| {
+                anyhow::Error::from(
+                    UserError::new(format!("the server could not assign profiles: {e}")).with_hint(
+                        "`mdmctl get activities --type abm.` on the server shows what happened",
+                    ),
+                )
+            });
+            (pass, failure)
         }
-        store.write(|tx| tx.meta_set(crate::abm::assign::SERVER_URL_KEY, url))?;
-    }
-    let summary = runtime.block_on(crate::abm::sync::sync(&client, &store, a.reset_cursor))?;
-    // The sync is kept (and shown) even when the assignment then fails.
-    let (assigned, failure) = if a.no_assign {
-        (None, None)
-    } else {
-        match runtime.block_on(crate::abm::assign::assign(&client, &store, None)) {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
+        None => {
+            let store = ctx.open_store()?;
+            let base = std::env::var("MDMCTL_ABM_URL")
+                .unwrap_or_else(|_| crate::abm::client::DEFAULT_URL.to_string());
+            let Some(client) = crate::abm::client_for(store.as_ref(), &base)? else {
+                return Err(
+                    UserError::new("no Apple Business Manager server token in the store")
+                        .with_hint("install one with `mdmctl set mdm-apple-bm --token FILE.p7m`")
+                        .into(),
+                );
+            };
+            if let Some(url) = &a.url {
+                let url = url.trim_end_matches('/');
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    crate::bail_user!(format!("`{url}` is not an http(s) URL"), hint: "pass the URL devices enroll to, e.g. `--url https://mdm.example.com`");
+                }
+                store.write(|tx| tx.meta_set(crate::abm::assign::SERVER_URL_KEY, url))?;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            // The sync is kept (and shown) even when the assignment then fails.
+            let (pass, failure) = runtime.block_on(crate::abm::sync_now(
+                &client,
+                &store,
+                a.reset_cursor,
+                !a.no_assign,
+                None,
+            ))?;
+            (pass, failure.map(anyhow::Error::from))
         }
     };
     if ctx.json() {
-        print_json(&SyncOutput {
-            sync: summary,
-            assign: assigned,
-        })?;
-        return failure.map_or(Ok(()), |e| Err(e.into()));
+        print_json(&pass)?;
+        return failure.map_or(Ok(()), Err);
     }
+    let summary = &pass.sync;
     let mut lines = vec![format!(
         "synced Apple Business Manager{}",
         if summary.full_fetch {
@@ -100,7 +112,7 @@ fn sync(ctx: &Ctx, a: SyncArgs) -> anyhow::Result<()> {
             ("deleted", summary.deleted.to_string()),
         ],
     ));
-    if let Some(a) = assigned {
+    if let Some(a) = &pass.assign {
         lines.push("assigned enrollment profiles".into());
         for (team, uuid) in &a.defined {
             lines.push(format!(
@@ -123,5 +135,5 @@ fn sync(ctx: &Ctx, a: SyncArgs) -> anyhow::Result<()> {
         }
     }
     print_lines(&lines)?;
-    failure.map_or(Ok(()), |e| Err(e.into()))
+    failure.map_or(Ok(()), Err)
 }

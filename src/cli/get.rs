@@ -136,10 +136,10 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
             pending,
         } => abm_devices(
             ctx,
-            &crate::store::AbmFilter {
+            &crate::mdm::api::AbmDeviceQuery {
                 status,
-                team: team.map(|t| Some(t).filter(|t| !t.is_empty())),
-                pending_only: pending,
+                team,
+                pending,
             },
         ),
         GetCommand::Devices {
@@ -301,10 +301,14 @@ fn mdm_apple(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn abm_devices(ctx: &Ctx, filter: &crate::store::AbmFilter) -> anyhow::Result<()> {
-    ctx.local_only("get abm-devices")?;
-    let store = ctx.open_store()?;
-    let devices = store.read(|tx| tx.abm_devices(filter))?;
+fn abm_devices(ctx: &Ctx, q: &crate::mdm::api::AbmDeviceQuery) -> anyhow::Result<()> {
+    let devices = match ctx.remote()? {
+        Some(api) => api.abm_devices(q)?,
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| tx.abm_devices(&q.filter()))?
+        }
+    };
     if ctx.json() {
         return print_json(&devices);
     }

@@ -61,6 +61,39 @@ pub struct DeviceFilter {
     pub team: Option<String>,
 }
 
+/// Which Apple Business Manager devices (`GET /api/v1/abm/devices`, `mdmctl get abm-devices`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AbmDeviceQuery {
+    /// ABM's profile status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A team; empty: devices in no team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Only devices not enrolled yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+impl AbmDeviceQuery {
+    pub fn filter(&self) -> crate::store::AbmFilter {
+        crate::store::AbmFilter {
+            status: self.status.clone(),
+            team: self.team.clone().map(|t| Some(t).filter(|t| !t.is_empty())),
+            pending_only: self.pending,
+        }
+    }
+}
+
+/// `POST /api/v1/abm/sync` (`mdmctl abm sync --server`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AbmSyncRequest {
+    #[serde(default)]
+    pub reset_cursor: bool,
+    #[serde(default)]
+    pub no_assign: bool,
+}
+
 /// Which activity-log entries (`GET /api/v1/activities`, `mdmctl get activities`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ActivityFilter {
@@ -296,6 +329,19 @@ impl ApiClient {
         req: &crate::cutover::stage::ChangeRequest,
     ) -> Result<crate::cutover::stage::Outcome, ApiClientError> {
         self.call(self.http.post(format!("{}/cutover", self.base)).json(req))
+    }
+
+    /// Apple Business Manager's devices on the server's store.
+    pub fn abm_devices(
+        &self,
+        q: &AbmDeviceQuery,
+    ) -> Result<Vec<crate::store::AbmDevice>, ApiClientError> {
+        self.call(self.http.get(format!("{}/abm/devices", self.base)).query(q))
+    }
+
+    /// Sync with Apple Business Manager on the server, now.
+    pub fn abm_sync(&self, req: &AbmSyncRequest) -> Result<crate::abm::Pass, ApiClientError> {
+        self.call(self.http.post(format!("{}/abm/sync", self.base)).json(req))
     }
 
     /// Where the staged cutover stands.

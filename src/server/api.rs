@@ -53,6 +53,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/activities", get(activities))
         .route("/servers", get(servers))
         .route("/cutover", get(cutover).post(cutover_change))
+        .route("/abm/devices", get(abm_devices))
+        .route("/abm/sync", post(abm_sync))
 }
 
 /// An API error: status, message, hint.
@@ -414,6 +416,69 @@ async fn cutover(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Resp
     let store = st.store.clone();
     let out = blocking(move || store.read(crate::cutover::status::read)).await?;
     Ok(Json(out).into_response())
+}
+
+/// Apple Business Manager's devices (`mdmctl get abm-devices --server`); a team token sees its
+/// team's only.
+async fn abm_devices(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<crate::mdm::api::AbmDeviceQuery>,
+) -> Result<Response, ApiError> {
+    caller.may(READERS, "list Apple Business Manager devices")?;
+    let mut filter = q.filter();
+    if let Some(t) = &caller.team {
+        if filter
+            .team
+            .as_ref()
+            .is_some_and(|asked| asked.as_ref() != Some(t))
+        {
+            return Ok(Json(Vec::<crate::store::AbmDevice>::new()).into_response());
+        }
+        filter.team = Some(Some(t.clone()));
+    }
+    let store = st.store.clone();
+    let out = blocking(move || store.read(|tx| tx.abm_devices(&filter))).await?;
+    Ok(Json(out).into_response())
+}
+
+/// `mdmctl abm sync --server`: sync with Apple Business Manager now (and assign), with the
+/// server's ABM service and URL.
+async fn abm_sync(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<crate::mdm::api::AbmSyncRequest>,
+) -> Result<Response, ApiError> {
+    caller.may(ACTORS, "sync with Apple Business Manager")?;
+    caller.whole_fleet("sync with Apple Business Manager")?;
+    let store = st.store.clone();
+    let base = st.config.abm_url.clone();
+    let client = blocking(move || {
+        crate::abm::client_for(store.as_ref(), &base).map_err(|e| StoreError::Decode(e.to_string()))
+    })
+    .await?;
+    let Some(client) = client else {
+        return Err(ApiError::not_found(
+            "no Apple Business Manager server token in the store",
+            "install one with `mdmctl set mdm-apple-bm --token FILE.p7m`",
+        ));
+    };
+    match crate::abm::sync_now(
+        &client,
+        &st.store,
+        req.reset_cursor,
+        !req.no_assign,
+        Some(&st.config.url),
+    )
+    .await
+    {
+        Ok((pass, _)) => Ok(Json(pass).into_response()),
+        Err(e) => Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            e.to_string(),
+            crate::error::Diagnose::hint(&e),
+        )),
+    }
 }
 
 /// `cutover set` / `cutover rollback` through `--server`: who is answered here and who goes to

@@ -401,43 +401,46 @@ async fn abm_sync(st: &Arc<AppState>) -> Result<String, StoreError> {
     if st.config.abm_sync_interval.is_zero() {
         return Ok("off (--abm-sync-interval 0)".into());
     }
-    let store = st.store.clone();
-    let token = tokio::task::spawn_blocking(move || store.read(crate::assets::abm::server_token))
+    let (store, base) = (st.store.clone(), st.config.abm_url.clone());
+    let client = tokio::task::spawn_blocking(move || crate::abm::client_for(store.as_ref(), &base))
         .await
         .map_err(|e| StoreError::Decode(format!("ABM sync task failed: {e}")))?
         .map_err(|e| StoreError::Decode(e.to_string()))?;
-    let Some(token) = token else {
+    let Some(client) = client else {
         return Ok("no Apple Business Manager server token".into());
     };
-    let client =
-        crate::abm::DepClient::new(&st.config.abm_url, &token, crate::abm::Retry::default())
-            .map_err(|e| StoreError::Decode(e.to_string()))?;
-    let synced = match crate::abm::sync::sync(&client, &st.store, false).await {
-        Ok(s) => s,
+    // Assigned after every sync: what failed before and whose wait is over is tried again.
+    let (pass, failed) = match crate::abm::sync_now(
+        &client,
+        &st.store,
+        false,
+        true,
+        Some(&st.config.url),
+    )
+    .await
+    {
+        Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "Apple Business Manager sync failed; it runs again at the next interval");
             return Err(StoreError::Decode(format!("ABM sync: {e}")));
         }
     };
+    let s = &pass.sync;
     let sync_text = format!(
         "{} record(s): {} added, {} modified, {} deleted{}",
-        synced.records,
-        synced.added,
-        synced.modified,
-        synced.deleted,
-        if synced.full_fetch {
-            " (every device)"
-        } else {
-            ""
-        }
+        s.records,
+        s.added,
+        s.modified,
+        s.deleted,
+        if s.full_fetch { " (every device)" } else { "" }
     );
-    // Assigned after every sync: what failed before and whose wait is over is tried again.
-    match crate::abm::assign::assign(&client, &st.store, Some(&st.config.url)).await {
-        Ok(a) => Ok(format!(
+    match (pass.assign, failed) {
+        (Some(a), _) => Ok(format!(
             "{sync_text}; profiles: {} assigned, {} failed, {} throttled, {} not accessible",
             a.assigned, a.failed, a.throttled, a.not_accessible
         )),
-        Err(e) => {
+        (None, e) => {
+            let e = e.map(|e| e.to_string()).unwrap_or_default();
             warn!(error = %e, "Apple Business Manager profile assignment failed; it runs again at the next interval");
             Err(StoreError::Decode(format!(
                 "{sync_text}; ABM assignment: {e}"

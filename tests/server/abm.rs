@@ -138,6 +138,44 @@ async fn serve_syncs_abm_devices_in_the_background() {
         .find(|j| j.name == "abm-sync")
         .expect("the abm-sync job");
     assert!(job.holder.is_some());
+
+    // Through the API: an observer lists, only a maintainer syncs, a team token sees its team.
+    let observer = crate::api::token_as(&s, "viewer", "observer", None).await;
+    let listed = crate::api::mdmctl(
+        &s,
+        Some(&observer),
+        &["--format", "json", "get", "abm-devices"],
+    )
+    .await;
+    listed.success();
+    assert_eq!(listed.json().as_array().unwrap().len(), 30);
+    let refused = crate::api::mdmctl(&s, Some(&observer), &["abm", "sync"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("403") || refused.stderr.contains("may not"),
+        "{}",
+        refused.stderr
+    );
+    abm.add_devices(30, 5);
+    let maintainer = crate::api::token(&s, "ops").await;
+    let synced =
+        crate::api::mdmctl(&s, Some(&maintainer), &["--format", "json", "abm", "sync"]).await;
+    synced.success();
+    let pass = synced.json();
+    assert!(pass["sync"]["records"].as_u64().is_some(), "{pass:#}");
+    assert!(pass["assign"].is_object(), "{pass:#}");
+    s.store
+        .write(|tx| tx.put_team("Lab", &Default::default()))
+        .unwrap();
+    let lab = crate::api::token_as(&s, "lab", "maintainer", Some("Lab")).await;
+    let theirs =
+        crate::api::mdmctl(&s, Some(&lab), &["--format", "json", "get", "abm-devices"]).await;
+    theirs.success();
+    assert_eq!(
+        theirs.json().as_array().unwrap().len(),
+        0,
+        "no device of Lab's"
+    );
     s.stop().await;
 }
 
