@@ -1,6 +1,6 @@
 //! Desired state back out as YAML that `mdmctl apply -f` accepts unchanged: one `config`
-//! document and one `team` document per team, profiles named by the absolute path they were
-//! applied from.
+//! document and one `team` document per team, profiles (and setup-assistant JSON files) named
+//! by the absolute path they were applied from.
 
 use std::fmt::Write;
 
@@ -32,6 +32,10 @@ fn mdm(out: &mut String, indent: &str, s: &Settings, profiles: &[&DesiredProfile
         let _ = writeln!(out, "{indent}macos_updates:");
         let _ = writeln!(out, "{indent}  minimum_version: {}", q(v));
         let _ = writeln!(out, "{indent}  deadline: {}", q(d));
+    }
+    if let Some(f) = &s.setup_assistant_source {
+        let _ = writeln!(out, "{indent}macos_setup:");
+        let _ = writeln!(out, "{indent}  macos_setup_assistant: {}", q(f));
     }
     let _ = writeln!(out, "{indent}macos_settings:");
     let _ = writeln!(

@@ -842,6 +842,7 @@ impl Validator<'_> {
         match crate::abm::profile::validate(&text) {
             Ok(map) => {
                 scope.settings.setup_assistant = Some(crate::abm::profile::canonical(&map));
+                scope.settings.setup_assistant_source = Some(full.display().to_string());
             }
             Err(problems) => {
                 for p in problems {
@@ -1146,6 +1147,7 @@ mod props {
                             deadline: Some(format!("{y}-{m:02}-{d:02}")),
                             enable_disk_encryption: *fv,
                             setup_assistant: None,
+                            setup_assistant_source: None,
                         },
                     )
                 })

@@ -43,6 +43,8 @@ struct Inner {
     calls: usize,
     /// Every device, in the order ABM added them.
     devices: Vec<serde_json::Value>,
+    /// Where each serial is in `devices`.
+    index: HashMap<String, usize>,
     /// Every change, in order: what `/devices/sync` pages through.
     changes: Vec<serde_json::Value>,
     /// Cursors carry the generation they were issued in; expiring bumps it.
@@ -153,6 +155,8 @@ impl AbmStandIn {
                 "device_assigned_by": "admin@example.com",
                 "device_assigned_date": "2026-12-01T10:00:00Z",
             });
+            let at = i.devices.len();
+            i.index.insert(format!("ABM{k:07}"), at);
             i.devices.push(d.clone());
             let mut c = d;
             c["op_type"] = "added".into();
@@ -177,6 +181,12 @@ impl AbmStandIn {
         c["op_date"] = format!("2026-12-04T00:00:{:02}Z", i.changes.len() % 60).into();
         if op == "deleted" {
             i.devices.retain(|d| d["serial_number"] != serial);
+            i.index = i
+                .devices
+                .iter()
+                .enumerate()
+                .filter_map(|(n, d)| Some((d["serial_number"].as_str()?.to_string(), n)))
+                .collect();
         }
         i.changes.push(c);
     }
@@ -224,7 +234,12 @@ impl AbmStandIn {
     pub fn migrate_with_deadline(&self, serial: &str, deadline: &str) {
         let mut i = self.lock();
         let n = i.changes.len();
-        let Some(d) = i.devices.iter_mut().find(|d| d["serial_number"] == serial) else {
+        let Some(d) = i
+            .index
+            .get(serial)
+            .copied()
+            .and_then(|n| i.devices.get_mut(n))
+        else {
             return;
         };
         d["mdm_migration_deadline"] = deadline.into();
@@ -559,10 +574,8 @@ async fn assign_profile(
     let mut throttled = false;
     for serial in serials {
         *i.assign_tries.entry(serial.clone()).or_default() += 1;
-        let ours = i
-            .devices
-            .iter()
-            .any(|d| d["serial_number"] == serial.as_str());
+        let at = i.index.get(&serial).copied();
+        let ours = at.is_some();
         let forced = match i.outcomes.get_mut(&serial) {
             Some((answer, left)) if *left > 0 => {
                 *left = left.saturating_sub(1);
@@ -580,11 +593,7 @@ async fn assign_profile(
         if answer == "SUCCESS" {
             i.assigned.insert(serial.clone(), uuid.clone());
             let n = i.changes.len();
-            if let Some(d) = i
-                .devices
-                .iter_mut()
-                .find(|d| d["serial_number"] == serial.as_str())
-            {
+            if let Some(d) = at.and_then(|n| i.devices.get_mut(n)) {
                 d["profile_uuid"] = uuid.clone().into();
                 d["profile_status"] = "assigned".into();
                 let mut c = d.clone();

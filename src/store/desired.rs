@@ -23,6 +23,9 @@ pub struct Settings {
     /// (`mdm.macos_setup.macos_setup_assistant`), as canonical JSON (`abm::profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_assistant: Option<String>,
+    /// The file it was applied from (for `get config --format yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_assistant_source: Option<String>,
 }
 
 /// The global settings: the settings of devices in no team, and where ABM devices land.
@@ -168,6 +171,7 @@ fn settings_from_row(r: &Row, at: usize) -> Result<Settings, StoreError> {
         deadline: r.opt_text(at + 1)?,
         enable_disk_encryption: r.bool(at + 2)?,
         setup_assistant: r.opt_text(at + 3)?,
+        setup_assistant_source: r.opt_text(at + 4)?,
     })
 }
 
@@ -186,13 +190,13 @@ impl SqlTx<'_> {
 impl DesiredState for SqlTx<'_> {
     fn global_settings(&mut self) -> Result<Option<GlobalSettings>, StoreError> {
         let row = self.conn.query_opt(
-            "SELECT minimum_version, deadline, enable_disk_encryption, setup_assistant, apple_bm_default_team FROM global_settings WHERE id = 1",
+            "SELECT minimum_version, deadline, enable_disk_encryption, setup_assistant, setup_assistant_source, apple_bm_default_team FROM global_settings WHERE id = 1",
             &[],
         )?;
         row.map(|r| {
             Ok(GlobalSettings {
                 settings: settings_from_row(&r, 0)?,
-                apple_bm_default_team: r.opt_text(4)?,
+                apple_bm_default_team: r.opt_text(5)?,
             })
         })
         .transpose()
@@ -200,16 +204,17 @@ impl DesiredState for SqlTx<'_> {
 
     fn set_global_settings(&mut self, g: &GlobalSettings) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO global_settings (id, minimum_version, deadline, enable_disk_encryption, setup_assistant, apple_bm_default_team, updated_at) \
-             VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET minimum_version = excluded.minimum_version, \
+            "INSERT INTO global_settings (id, minimum_version, deadline, enable_disk_encryption, setup_assistant, setup_assistant_source, apple_bm_default_team, updated_at) \
+             VALUES (1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET minimum_version = excluded.minimum_version, \
              deadline = excluded.deadline, enable_disk_encryption = excluded.enable_disk_encryption, \
-             setup_assistant = excluded.setup_assistant, \
+             setup_assistant = excluded.setup_assistant, setup_assistant_source = excluded.setup_assistant_source, \
              apple_bm_default_team = excluded.apple_bm_default_team, updated_at = excluded.updated_at",
             &[
                 g.settings.minimum_version.as_deref().into(),
                 g.settings.deadline.as_deref().into(),
                 g.settings.enable_disk_encryption.into(),
                 g.settings.setup_assistant.as_deref().into(),
+                g.settings.setup_assistant_source.as_deref().into(),
                 g.apple_bm_default_team.as_deref().into(),
                 Timestamp::now().into(),
             ],
@@ -220,7 +225,7 @@ impl DesiredState for SqlTx<'_> {
     fn teams(&mut self) -> Result<Vec<Team>, StoreError> {
         self.conn
             .query(
-                "SELECT id, name, minimum_version, deadline, enable_disk_encryption, setup_assistant FROM teams ORDER BY name",
+                "SELECT id, name, minimum_version, deadline, enable_disk_encryption, setup_assistant, setup_assistant_source FROM teams ORDER BY name",
                 &[],
             )?
             .iter()
@@ -238,10 +243,10 @@ impl DesiredState for SqlTx<'_> {
         let now = Timestamp::now();
         self.conn
             .query_one(
-                "INSERT INTO teams (name, minimum_version, deadline, enable_disk_encryption, setup_assistant, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET minimum_version = excluded.minimum_version, \
+                "INSERT INTO teams (name, minimum_version, deadline, enable_disk_encryption, setup_assistant, setup_assistant_source, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET minimum_version = excluded.minimum_version, \
                  deadline = excluded.deadline, enable_disk_encryption = excluded.enable_disk_encryption, \
-                 setup_assistant = excluded.setup_assistant, \
+                 setup_assistant = excluded.setup_assistant, setup_assistant_source = excluded.setup_assistant_source, \
                  updated_at = excluded.updated_at RETURNING id",
                 &[
                     name.into(),
@@ -249,6 +254,7 @@ impl DesiredState for SqlTx<'_> {
                     s.deadline.as_deref().into(),
                     s.enable_disk_encryption.into(),
                     s.setup_assistant.as_deref().into(),
+                    s.setup_assistant_source.as_deref().into(),
                     now.into(),
                     now.into(),
                 ],

@@ -387,4 +387,22 @@ fn a_wrong_setup_assistant_json_is_refused_by_apply() {
     t.run(&["apply", "-f", "repo", "--dry-run"])
         .success()
         .stdout_has("mdm.macos_setup.macos_setup_assistant");
+    t.run(&["apply", "-f", "repo"]).success();
+    // `get config --format yaml` names the file, and applies back with no change.
+    let yaml = t
+        .run(&["get", "config", "--format", "yaml"])
+        .success()
+        .stdout
+        .clone();
+    assert!(yaml.contains("macos_setup_assistant:"), "{yaml}");
+    t.write("back.yml", yaml);
+    t.run(&[
+        "apply",
+        "-f",
+        "back.yml",
+        "--dry-run",
+        "--allow-outside-repo",
+    ])
+    .success()
+    .stdout_has("no changes");
 }

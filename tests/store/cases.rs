@@ -1393,6 +1393,7 @@ pub fn desired_settings_and_teams_round_trip(s: &TestStore) {
             deadline: Some("2026-12-01".into()),
             enable_disk_encryption: true,
             setup_assistant: None,
+            setup_assistant_source: None,
         },
         apple_bm_default_team: Some("Workstations".into()),
     };
@@ -1407,6 +1408,7 @@ pub fn desired_settings_and_teams_round_trip(s: &TestStore) {
         deadline: Some("2027-01-15".into()),
         enable_disk_encryption: false,
         setup_assistant: None,
+        setup_assistant_source: None,
     };
     let id = w(s, |tx| tx.put_team("Workstations", &ws));
     let id_b = w(s, |tx| tx.put_team("Build Farm", &Settings::default()));
@@ -1546,6 +1548,7 @@ pub fn devices_belong_to_teams(s: &TestStore) {
 /// A store made before schema 2 existed (main had 1 and 4) gets it when next opened.
 pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
     w(s, |tx| tx.put_device(&device("UDID-OLD", "SEROLD")));
+    s.raw_execute(UNDO_SCHEMA_13).expect("take schema 13 away");
     s.raw_execute(UNDO_SCHEMA_10).expect("take schema 10 away");
     s.raw_execute(
         "DROP TABLE desired_profiles; DROP TABLE global_settings; DROP INDEX devices_team; \
@@ -1563,6 +1566,15 @@ pub fn desired_state_migration_applies_to_an_older_store(s: &TestStore) {
     let counts = store.read(|tx| tx.device_counts_by_team()).unwrap();
     assert_eq!(counts, [(Some("Lab".to_string()), 1)]);
 }
+
+/// Schema 13 taken away again (it adds columns to `teams`, so schema 2 can only go after it).
+const UNDO_SCHEMA_13: &str = "DROP INDEX devices_awaiting_configuration; \
+     ALTER TABLE devices DROP COLUMN awaiting_configuration_since; DROP INDEX abm_devices_assign; \
+     ALTER TABLE abm_devices DROP COLUMN team; ALTER TABLE abm_devices DROP COLUMN assign_state; \
+     ALTER TABLE abm_devices DROP COLUMN assigned_profile; ALTER TABLE abm_devices DROP COLUMN assign_failures; \
+     ALTER TABLE abm_devices DROP COLUMN assign_retry_at; ALTER TABLE abm_devices DROP COLUMN assign_at; \
+     ALTER TABLE abm_devices DROP COLUMN assign_detail; ALTER TABLE abm_devices DROP COLUMN enrolled_udid; \
+     DROP TABLE abm_profiles; DELETE FROM schema_migrations WHERE version = 13";
 
 /// Schema 10 taken away again (its tables refer to `teams`, so schema 2 can only go after it).
 const UNDO_SCHEMA_10: &str = "DROP TABLE enroll_secrets; DROP TABLE scep_issued; DROP TABLE rebind_grants; \
@@ -2231,6 +2243,7 @@ pub fn devices_under_update_enforcement_are_asked_for_facts_daily(s: &TestStore)
                 deadline: Some("2026-12-31".into()),
                 enable_disk_encryption: false,
                 setup_assistant: None,
+                setup_assistant_source: None,
             },
         )?;
         tx.put_team("Free", &Settings::default())?;
@@ -2250,6 +2263,7 @@ pub fn devices_under_update_enforcement_are_asked_for_facts_daily(s: &TestStore)
                 deadline: Some("2026-12-31".into()),
                 enable_disk_encryption: false,
                 setup_assistant: None,
+                setup_assistant_source: None,
             },
             apple_bm_default_team: None,
         })

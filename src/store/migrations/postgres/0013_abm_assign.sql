@@ -2,7 +2,9 @@
 -- (`mdm.macos_setup.macos_setup_assistant`, canonical JSON), what was defined with Apple, and
 -- each ABM device's team and assignment state.
 ALTER TABLE global_settings ADD COLUMN setup_assistant TEXT;
+ALTER TABLE global_settings ADD COLUMN setup_assistant_source TEXT;
 ALTER TABLE teams ADD COLUMN setup_assistant TEXT;
+ALTER TABLE teams ADD COLUMN setup_assistant_source TEXT;
 
 -- The profile defined with Apple for a scope ('' = devices in no team): the SHA-256 of the
 -- JSON sent, and the UUID Apple gave it. A changed JSON is defined again and reassigned.
