@@ -47,6 +47,10 @@ const GITOPS: &[(&str, &[u8])] = &[
         include_bytes!("../../examples/gitops/teams/workstations.yml"),
     ),
     (
+        "setup/workstations.json",
+        include_bytes!("../../examples/gitops/setup/workstations.json"),
+    ),
+    (
         "profiles/firewall-signed.mobileconfig",
         include_bytes!("../../examples/gitops/profiles/firewall-signed.mobileconfig"),
     ),
@@ -263,6 +267,8 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         false,
     )?;
     store.write(|tx| set_abm_token(tx, &token, &actor))?;
+    // The stand-in for Apple's ABM service answers for the token as installed.
+    let abm_token = store.read(crate::assets::abm::server_token)?;
     step.done("generated the Apple Business Manager key pair and installed a server token encrypted to it".into());
 
     // 8. apply -f: the example GitOps repository.
@@ -312,6 +318,11 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
             &old.devices,
             "Example Inc",
             Some(old.ca_cert.clone()),
+            abm_token.map(|token| crate::sim::cutover::AbmDemo {
+                token,
+                apple: &apple,
+                new_macs: 3,
+            }),
         )
         .await
         .map_err(anyhow::Error::from)
@@ -340,9 +351,22 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         report.filevault_escrowed, report.filevault_profiles, report.declarations_active
     ));
     step.done(format!(
-        "refused a Mac with a certificate from an unknown CA (HTTP {}); the server has stopped",
+        "refused a Mac with a certificate from an unknown CA (HTTP {})",
         report.impostor_status
     ));
+    if let Some(a) = &report.abm {
+        step.done(format!(
+            "Apple Business Manager (a stand-in): synced {} new Macs into the default team and assigned them its enrollment profile ({} assigned)",
+            a.synced, a.assigned
+        ));
+        step.done(format!(
+            "a new Mac enrolled from Setup Assistant at the profile's URL ({}) into the {} team and got DeviceConfigured once its {} profiles were verified ({:.1} s); the server has stopped",
+            a.enroll_url,
+            a.team.as_deref().unwrap_or("(no)"),
+            a.released_with,
+            a.released_after.as_secs_f64()
+        ));
+    }
 
     let db_flag = format!(
         "--db {} --passphrase-file {}",
@@ -367,6 +391,9 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
     ));
     lines.push(format!(
         "  mdmctl {db_flag} get profiles --team Workstations"
+    ));
+    lines.push(format!(
+        "  mdmctl {db_flag} get abm-devices                   # the new Macs from Apple Business Manager"
     ));
     lines.push(format!(
         "  mdmctl {db_flag} import-devices {} --dry-run   # again: everything unchanged or kept newer",

@@ -6,7 +6,10 @@
 //! command goes to all of them
 //! (queued, pushed to their old tokens, fetched and acknowledged), the profiles `apply` put in
 //! desired state are delivered and verified, FileVault keys are escrowed once users log out,
-//! the update declaration reaches the Macs it is for, and an impostor is refused.
+//! the update declaration reaches the Macs it is for, and an impostor is refused. Last, with
+//! [`AbmDemo`], Apple Business Manager: a sync with the ABM stand-in assigns the new Macs the
+//! default team's enrollment profile, and one of them enrolls from Setup Assistant through the
+//! profile's URL and is released once its team's profiles are verified.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +54,30 @@ pub struct CutoverReport {
     pub impostor_status: u16,
     /// The staged phase, when an old server ran.
     pub staged: Option<StagedReport>,
+    /// The Apple Business Manager step, when asked for.
+    pub abm: Option<AbmReport>,
     pub elapsed: Duration,
+}
+
+/// Apple Business Manager in the demo: the stand-in's token (as installed in the store), the
+/// pretend Apple whose device CA signs MachineInfo, and how many new Macs ABM lists.
+pub struct AbmDemo<'a> {
+    pub token: crate::assets::abm::ServerToken,
+    pub apple: &'a super::apple::FakeApple,
+    pub new_macs: usize,
+}
+
+/// What the Apple Business Manager step did.
+#[derive(Clone, Debug, Default)]
+pub struct AbmReport {
+    pub synced: usize,
+    pub assigned: usize,
+    /// The profile's URL the Mac contacted, the team it joined, and the profiles it had when
+    /// DeviceConfigured released it.
+    pub enroll_url: String,
+    pub team: Option<String>,
+    pub released_with: usize,
+    pub released_after: Duration,
 }
 
 /// The staged phase in front of the old server: Macs answered by each side at each step.
@@ -90,6 +116,7 @@ pub async fn run(
     devices: &[Arc<SimDevice>],
     organization: &str,
     old_ca: Option<X509>,
+    abm: Option<AbmDemo<'_>>,
 ) -> Result<CutoverReport, CutoverError> {
     let start = Instant::now();
     let apns = ApnsStandIn::start(apple_ca, StandInConfig::default()).await?;
@@ -102,8 +129,26 @@ pub async fn run(
     // Deliver profiles promptly and ask for FileVault keys again soon: the demo waits for them.
     config.reconcile.interval = Duration::from_millis(250);
     config.reconcile.filevault_recheck = Duration::from_millis(500);
-    // The demo's ABM token is for a pretend Apple: no sync with the real one.
+    // The demo's ABM token is for a pretend Apple: no background sync; the ABM step syncs once
+    // with the stand-in, as `mdmctl abm sync` does.
     config.abm_sync_interval = Duration::ZERO;
+    let abm_stand_in = match &abm {
+        None => None,
+        Some(a) => {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| CutoverError::Staged(e.to_string()))?;
+            let s = super::abm::AbmStandIn::start(l, a.token.clone())
+                .await
+                .map_err(|e| CutoverError::Staged(e.to_string()))?;
+            s.add_devices(0, a.new_macs);
+            config.abm_url = s.url().to_string();
+            config.machine_info_cas.push(a.apple.device_ca_cert.clone());
+            // Automated enrollment is answered here even in front of the old server.
+            config.serve_enrollment = true;
+            Some(s)
+        }
+    };
     // The old NanoMDM, running: what mdmctl forwards and mirrors back lands there.
     let old = match old_ca {
         None => None,
@@ -136,6 +181,7 @@ pub async fn run(
             Some(nano)
         }
     };
+    let config_url = config.url.clone();
     let state = AppState::new(store.clone(), config, pushes.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
@@ -155,6 +201,9 @@ pub async fn run(
         };
         let mut report = drive(&store, &pushes, &apns, url, devices).await?;
         report.staged = staged;
+        if let (Some(a), Some(s)) = (&abm, &abm_stand_in) {
+            report.abm = Some(abm_step(&store, &apns, &config_url, a, s).await?);
+        }
         Ok::<_, CutoverError>(report)
     }
     .await;
@@ -167,6 +216,80 @@ pub async fn run(
 }
 
 const OLD_API_KEY: &str = "demo-nanomdm-api-key";
+
+/// ABM: sync and assign (as `mdmctl abm sync`), then the first new Mac enrolls from Setup
+/// Assistant at the URL ABM's profile gives it, and waits for DeviceConfigured.
+async fn abm_step(
+    store: &Arc<dyn Store>,
+    apns: &ApnsStandIn,
+    url: &str,
+    a: &AbmDemo<'_>,
+    stand_in: &super::abm::AbmStandIn,
+) -> Result<AbmReport, CutoverError> {
+    let failed = |e: String| CutoverError::Staged(format!("ABM: {e}"));
+    let token = a.token.clone();
+    let client = crate::abm::DepClient::new(stand_in.url(), &token, crate::abm::Retry::default())
+        .map_err(|e| failed(e.to_string()))?;
+    let (pass, assign_error) = crate::abm::sync_now(&client, store, false, true, Some(url))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(e) = assign_error {
+        return Err(failed(e.to_string()));
+    }
+    let assigned = pass.assign.map_or(0, |x| x.assigned);
+    let serial = "ABM0000000";
+    let (_, profile) = stand_in
+        .assigned_profile(serial)
+        .ok_or_else(|| failed(format!("{serial} got no profile")))?;
+    let enroll_url = profile["url"].as_str().unwrap_or_default().to_string();
+    let mut token = vec![0u8; 32];
+    let _ = openssl::rand::rand_bytes(&mut token);
+    let udid = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let mac = Arc::new(
+        SimDevice::new(
+            90_000,
+            "15.2",
+            IdentityMode::Signature,
+            http_client(&[])?,
+            &[],
+        )?
+        .with_ids(&udid, serial, token, &uuid::Uuid::new_v4().to_string()),
+    );
+    mac.set_awaiting_configuration(true);
+    let info = a
+        .apple
+        .machine_info(&mac.udid, serial, "Mac15,12", "15.2")
+        .map_err(|e| failed(e.to_string()))?;
+    let (status, enrollment) = mac.fetch_dep_profile(&enroll_url, &info, true).await?;
+    if status != 200 {
+        return Err(failed(format!("{enroll_url} answered {status}")));
+    }
+    let start = Instant::now();
+    mac.enroll(&enrollment).await?;
+    let waker = Fleet::new([mac.clone()]).wake_on_push(apns.subscribe());
+    let limit = Duration::from_secs(120);
+    while mac.awaiting_configuration() {
+        if start.elapsed() > limit {
+            waker.abort();
+            return Err(CutoverError::Timeout(limit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    waker.abort();
+    let s = store.clone();
+    let id = mac.udid.clone();
+    let team = tokio::task::spawn_blocking(move || s.read(|tx| tx.device_team(&id)))
+        .await
+        .map_err(|e| failed(e.to_string()))??;
+    Ok(AbmReport {
+        synced: pass.sync.records,
+        assigned,
+        enroll_url,
+        team,
+        released_with: mac.released_with().map_or(0, |p| p.len()),
+        released_after: start.elapsed(),
+    })
+}
 
 /// One session per Mac, 32 at a time; how many the old server answered (its count of reports
 /// grew).

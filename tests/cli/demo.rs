@@ -22,6 +22,9 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
             "installed and verified by ProfileList, 0 failed, 25 from the old MDM left alone",
         )
         .stdout_has("(HTTP 403)")
+        .stdout_has("synced 3 new Macs into the default team")
+        .stdout_has("(3 assigned)")
+        .stdout_has("/mdm/enroll) into the Workstations team and got DeviceConfigured")
         .stdout_has("Try next:");
     for f in [
         "mdmctl.db",
@@ -102,6 +105,20 @@ fn demo_runs_the_flow_and_leaves_a_usable_store() {
         changes.success().json().as_array().unwrap().len(),
         3,
         "10 %, rollback, all"
+    );
+    let abm = demo(&["--format", "json", "get", "abm-devices"])
+        .success()
+        .json();
+    let abm = abm.as_array().unwrap();
+    assert_eq!(abm.len(), 3);
+    assert!(
+        abm.iter().all(|d| d["assign_state"] == "assigned"),
+        "{abm:?}"
+    );
+    assert!(
+        abm[0]["enrolled_udid"].is_string(),
+        "the first enrolled: {:?}",
+        abm[0]
     );
     demo(&["apply", "-f", "demo/gitops", "--dry-run"])
         .success()
