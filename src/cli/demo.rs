@@ -313,16 +313,18 @@ pub fn run(ctx: &Ctx, args: DemoArgs) -> anyhow::Result<()> {
         crate::sim::cutover::run(
             store.clone(),
             listener,
-            &url,
-            apple.ca_cert.clone(),
-            &old.devices,
-            "Example Inc",
-            Some(old.ca_cert.clone()),
-            abm_token.map(|token| crate::sim::cutover::AbmDemo {
-                token,
-                apple: &apple,
-                new_macs: 3,
-            }),
+            crate::sim::cutover::Scenario {
+                url: &url,
+                apple_ca: apple.ca_cert.clone(),
+                devices: &old.devices,
+                organization: "Example Inc",
+                old_ca: Some(old.ca_cert.clone()),
+                abm: abm_token.map(|token| crate::sim::cutover::AbmDemo {
+                    token,
+                    apple: &apple,
+                    new_macs: 3,
+                }),
+            },
         )
         .await
         .map_err(anyhow::Error::from)

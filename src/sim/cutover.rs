@@ -106,18 +106,36 @@ pub enum CutoverError {
     Timeout(Duration),
 }
 
+/// What the cutover runs with.
+pub struct Scenario<'a> {
+    /// The old server's URL, which `serve` answers at.
+    pub url: &'a str,
+    /// The pretend Apple's CA (it issued the push certificate).
+    pub apple_ca: X509,
+    /// The old MDM's Macs.
+    pub devices: &'a [Arc<SimDevice>],
+    pub organization: &'a str,
+    /// The old server's SCEP CA: with it, a stand-in of the old NanoMDM runs and the cutover
+    /// is staged first.
+    pub old_ca: Option<X509>,
+    pub abm: Option<AbmDemo<'a>>,
+}
+
 /// Serve on `listener` (bound to the host and port in `url`) until every device has been
 /// through the cutover; everything started here is stopped before returning.
 pub async fn run(
     store: Arc<dyn Store>,
     listener: TcpListener,
-    url: &str,
-    apple_ca: X509,
-    devices: &[Arc<SimDevice>],
-    organization: &str,
-    old_ca: Option<X509>,
-    abm: Option<AbmDemo<'_>>,
+    scenario: Scenario<'_>,
 ) -> Result<CutoverReport, CutoverError> {
+    let Scenario {
+        url,
+        apple_ca,
+        devices,
+        organization,
+        old_ca,
+        abm,
+    } = scenario;
     let start = Instant::now();
     let apns = ApnsStandIn::start(apple_ca, StandInConfig::default()).await?;
     let pushes = Arc::new(PushService::new(
