@@ -8,15 +8,15 @@
 //! that team at Authenticate. Anything else is refused (403, with an activity for an unknown
 //! serial) and nothing is minted.
 //!
-//! A GET without device information is the profile download of `/enroll` (MicroMDM answered
-//! both on `/mdm/enroll`).
+//! The body is read within 64 KiB and `serve`'s body timeout. A GET without device information
+//! is the profile download of `/enroll` (MicroMDM answered both on
+//! `/mdm/enroll`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,10 +34,24 @@ pub(crate) async fn endpoint(
     method: Method,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > machine_info::MAX_BYTES as u64) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the device information is too large",
+        );
+    }
     let der = if method == Method::POST {
-        Ok(body.to_vec())
+        // Bounded in size and in time: a Mac sends a few kilobytes at once.
+        match super::read_body(body, machine_info::MAX_BYTES, st.config.body_timeout).await {
+            Ok(b) => Ok(b.to_vec()),
+            Err(status) => return status.into_response(),
+        }
     } else {
         let value = headers
             .get(DEVICEINFO_HEADER)

@@ -197,3 +197,72 @@ async fn unsigned_huge_and_slow_bodies_are_refused_without_being_read() {
     assert_eq!(mac.session().await.unwrap(), 200);
     s.stop().await;
 }
+
+/// The automated-enrollment endpoint (anyone may reach it): garbage is a 400, a body past
+/// 64 KiB a 413 (declared or chunked), a trickling body a 408, a GET with garbage device
+/// information a 400; nothing is enrolled and the server stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automated_enrollment_endpoint_refuses_garbage_huge_and_slow_bodies() {
+    let s = Server::start(Options::default()).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let send = |head: String, body: Vec<u8>, chunk: usize, pause: Duration| {
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || raw_request(&a, &head, &body, chunk, pause))
+    };
+    let post = |len: usize| {
+        format!(
+            "POST /mdm/enroll HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/pkcs7-signature\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    assert_eq!(
+        send(post(9), b"not a cms".to_vec(), 9, Duration::ZERO)
+            .await
+            .unwrap(),
+        400
+    );
+    assert_eq!(
+        send(post(10_000_000), Vec::new(), 1, Duration::ZERO)
+            .await
+            .unwrap(),
+        413
+    );
+    let mut chunked = Vec::new();
+    for part in vec![0x30u8; 200_000].chunks(1 << 14) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = "POST /api/mdm/apple/enroll HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_string();
+    assert_eq!(
+        send(head, chunked, 1 << 14, Duration::ZERO).await.unwrap(),
+        413
+    );
+    let started = Instant::now();
+    assert_eq!(
+        send(post(4000), vec![0x30; 4000], 16, Duration::from_millis(400))
+            .await
+            .unwrap(),
+        408
+    );
+    assert!(started.elapsed() < Duration::from_secs(12));
+    let head = "GET /mdm/enroll HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-apple-aspen-deviceinfo: %%%not-base64%%%\r\n\r\n"
+        .to_string();
+    assert_eq!(
+        send(head, Vec::new(), 1, Duration::ZERO).await.unwrap(),
+        400
+    );
+    assert!(
+        s.store.read(|tx| tx.device_summaries()).unwrap().is_empty(),
+        "nothing enrolled"
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", s.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.stop().await;
+}
