@@ -13,6 +13,35 @@ use crate::apple::command::{self, Report, Status};
 use crate::pki::identity::Verified;
 use crate::store::{DeviceFacts, NewActivity, QueueStatus, Recorded, StoreError, Tx};
 
+/// The Idle fast path on the async worker (SQLite, see `AppState::inline_idle`): the report
+/// parsed first (only an Idle goes on), the identity verified, one glance at the store.
+/// `None` sends the request down the full path on the blocking pool: anything but an Idle, a
+/// last-seen write due, a command waiting, an identity or device to refuse (the full path
+/// logs and counts it).
+pub(crate) fn quick_idle(st: &AppState, req: &super::MdmRequest) -> Option<Reply> {
+    let report = command::parse_report(&req.body).ok()?;
+    if report.status != Status::Idle {
+        return None;
+    }
+    let channel = report.sender.channel().ok()?;
+    if st.touch_pending(&channel.id) {
+        return None;
+    }
+    let credential = super::device::credential(st, req).ok()?;
+    let v = st.trust.check(st.store.as_ref(), credential).ok()?;
+    let quick = st.store.glance(|tx| -> Result<bool, StoreError> {
+        let Ok(authz) = authorize(st, tx, &channel, &v)? else {
+            return Ok(false);
+        };
+        Ok(!authz.needs_write() && !tx.has_open_command(&channel.id, true)?)
+    });
+    if !matches!(quick, Ok(true)) {
+        return None;
+    }
+    crate::metrics::request(true, report.status.as_str(), crate::metrics::Outcome::Ok);
+    Some(Reply::Empty)
+}
+
 pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
     let report = match command::parse_report(body) {
         Ok(r) => r,
