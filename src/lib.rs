@@ -40,6 +40,7 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod timestamp;
+pub mod version;
 
 use std::ffi::OsString;
 use std::io::Write;

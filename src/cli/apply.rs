@@ -2,6 +2,7 @@
 //! apply it in one transaction. The work is in [`crate::gitops`].
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 
@@ -19,6 +20,10 @@ pub struct ApplyArgs {
     /// Print the plan and exit without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// With `--dry-run`, say by the exit code whether anything would change, as terraform
+    /// does: 0 no changes, 2 changes pending, 1 an error.
+    #[arg(long, requires = "dry_run")]
+    pub detailed_exitcode: bool,
     /// Report unknown keys as warnings instead of errors.
     #[arg(long)]
     pub allow_unknown_keys: bool,
@@ -41,7 +46,7 @@ impl ApplyArgs {
     }
 }
 
-pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
     if let Some(api) = ctx.remote()? {
         return remote(ctx, &api, &args, &env);
@@ -67,8 +72,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
     } else {
         print_lines(&done.plan.render())?;
     }
-    finish(&args, !done.plan.is_empty(), &done.plan.summary());
-    Ok(())
+    Ok(finish(&args, !done.plan.is_empty(), &done.plan.summary()))
 }
 
 /// Validate here (nothing is sent when the files have problems), then let the server validate
@@ -78,7 +82,7 @@ fn remote(
     api: &crate::mdm::api::ApiClient,
     args: &ApplyArgs,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     let (loaded, bundle) = gitops::Bundle::record(&args.files, &args.options(), env);
     for w in &loaded.warnings {
         ctx.warn(&w.to_string());
@@ -120,15 +124,20 @@ fn remote(
     let changed = answer.result["changes"]
         .as_array()
         .is_some_and(|c| !c.is_empty());
-    finish(args, changed, &answer.summary);
-    Ok(())
+    Ok(finish(args, changed, &answer.summary))
 }
 
-fn finish(args: &ApplyArgs, changed: bool, summary: &str) {
+/// Say what happened; the exit code (2 for pending changes with `--detailed-exitcode`).
+fn finish(args: &ApplyArgs, changed: bool, summary: &str) -> ExitCode {
     if args.dry_run && changed {
         eprintln!("dry run: nothing was written; run without `--dry-run` to apply");
     } else if !args.dry_run && changed {
         eprintln!("applied: {}", summary.trim_start_matches("plan: "));
+    }
+    if args.detailed_exitcode && changed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Ctx {
     pub server: Option<String>,
     passphrase_file: Option<PathBuf>,
     no_input: bool,
+    /// The server's version was compared with ours (once a run).
+    version_checked: std::cell::Cell<bool>,
 }
 
 impl Ctx {
@@ -29,6 +31,7 @@ impl Ctx {
             server: global.server.clone(),
             passphrase_file: global.passphrase_file.clone(),
             no_input: global.no_input,
+            version_checked: std::cell::Cell::new(false),
         }
     }
 
@@ -103,7 +106,26 @@ impl Ctx {
     }
 
     /// The admin API client when `--server` / `MDMCTL_SERVER` is set.
+    /// The admin API client with `--server`; the first time in a run, the server's version is
+    /// compared with this build's and a difference is a warning.
     pub fn remote(&self) -> anyhow::Result<Option<crate::mdm::api::ApiClient>> {
+        let api = self.remote_unchecked()?;
+        if let Some(api) = &api
+            && !self.version_checked.replace(true)
+            && let Ok(theirs) = api.version()
+        {
+            let ours = crate::version::VersionInfo::current();
+            if !theirs.same_build(&ours) {
+                self.warn(&format!(
+                    "the server runs mdmctl {theirs}, this is {ours}; `mdmctl version --server …` compares them"
+                ));
+            }
+        }
+        Ok(api)
+    }
+
+    /// [`Self::remote`] without the version comparison.
+    pub fn remote_unchecked(&self) -> anyhow::Result<Option<crate::mdm::api::ApiClient>> {
         let Some(url) = &self.server else {
             return Ok(None);
         };

@@ -20,6 +20,7 @@ mod serve;
 mod set;
 mod token;
 mod transfer;
+mod version;
 
 pub use context::Ctx;
 pub use output::Format;
@@ -35,7 +36,7 @@ use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "mdmctl",
-    version,
+    version = crate::version::LONG,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -67,8 +68,8 @@ pub struct GlobalArgs {
         value_name = "FILE"
     )]
     pub passphrase_file: Option<PathBuf>,
-    /// How to print data on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    /// How to print data on stdout (`-o json`); `yaml` is for `get config`.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Never prompt, even on a terminal (`MDMCTL_NO_INPUT=1`, `true`, `yes` or `on`).
     #[arg(long, global = true, env = "MDMCTL_NO_INPUT", value_parser = clap::builder::BoolishValueParser::new())]
@@ -134,27 +135,68 @@ pub enum Command {
     Cutover(cutover::CutoverCommand),
     /// Run the whole flow on a throwaway store in a new directory, and show what happened.
     Demo(demo::DemoArgs),
+    /// This build's version, git commit and build date (and the server's, with `--server`).
+    Version,
 }
 
 pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode> {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // Help and version.
             e.print()?;
             return Ok(ExitCode::SUCCESS);
         }
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                    | clap::error::ErrorKind::MissingSubcommand
+            ) =>
+        {
+            // `mdmctl get` without a noun: that command's help, as a list, on stderr.
+            let mut cmd = command();
+            for a in args.iter().skip(1).filter_map(|a| a.to_str()) {
+                if let Some(sub) = cmd.find_subcommand(a) {
+                    cmd = sub.clone();
+                }
+            }
+            eprint!("{}", cmd.render_help());
+            return Ok(ExitCode::from(1));
+        }
         Err(e) => return Err(usage_error(&e).into()),
     };
     let server = matches!(cli.command, Command::Serve(_));
     init_logging(cli.global.verbose, cli.global.log_format, server);
+    // YAML is what `get config` prints for `apply` to read back; elsewhere it would be a table
+    // silently, so it is refused.
+    if cli.global.format == Format::Yaml
+        && !matches!(cli.command, Command::Get(get::GetCommand::Config))
+    {
+        crate::bail_user!(
+            "`--format yaml` is only for `get config` (documents `apply -f` reads back)",
+            hint: "use `--format json` (`-o json`) for machine output, or the default table"
+        );
+    }
     let ctx = Ctx::new(&cli.global);
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Generate(cmd) => generate::run(&ctx, cmd),
         Command::Set(cmd) => set::run(&ctx, cmd),
         Command::Get(cmd) => get::run(&ctx, cmd),
-        Command::Apply(args) => apply::run(&ctx, args),
+        // `--detailed-exitcode` answers with its exit code, terraform's: 0 no changes, 2 changes
+        // pending, 1 any error (a bug included, which is 2 elsewhere).
+        Command::Apply(args) => {
+            let detailed = args.detailed_exitcode;
+            return match apply::run(&ctx, args) {
+                Err(e) if detailed => {
+                    crate::report_error(&e);
+                    Ok(ExitCode::from(1))
+                }
+                other => other,
+            };
+        }
         Command::ImportDevices(args) => import_devices::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, *args),
         Command::Mdm(cmd) => mdm::run(&ctx, cmd),
@@ -167,6 +209,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         // A go / no-go answers with its exit code.
         Command::Cutover(cmd) => return cutover::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
+        Command::Version => version::run(&ctx),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -162,6 +162,8 @@ pub enum ApiClientError {
     },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    #[error("`--server {0}` is not an http(s) URL")]
+    BadUrl(String),
 }
 
 impl crate::error::Diagnose for ApiClientError {
@@ -174,7 +176,11 @@ impl crate::error::Diagnose for ApiClientError {
                 "set `MDMCTL_API_TOKEN` to a token made with `mdmctl token create --name NAME --role maintainer` on the server's store".into(),
             ),
             ApiClientError::Api { hint, .. } => hint.clone(),
-            ApiClientError::Decode(_) => Some("check the server runs the same mdmctl version".into()),
+            ApiClientError::Decode(_) => Some("check the server runs the same mdmctl version (`mdmctl version --server URL`)".into()),
+            ApiClientError::BadUrl(u) => Some(format!(
+                "give the scheme too, e.g. `--server https://{}`",
+                u.trim_start_matches('/')
+            )),
         }
     }
 }
@@ -188,6 +194,9 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str, token: Zeroizing<String>) -> Result<Self, ApiClientError> {
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(ApiClientError::BadUrl(base.to_string()));
+        }
         let http = reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(120))
             .build()
@@ -316,6 +325,11 @@ impl ApiClient {
             req = req.query(&[("team", t)]);
         }
         self.call(req)
+    }
+
+    /// The server's build (`GET /api/v1/version`).
+    pub fn version(&self) -> Result<crate::version::VersionInfo, ApiClientError> {
+        self.call(self.http.get(format!("{}/version", self.base)))
     }
 
     /// The `serve` instances sharing the store and their jobs.

@@ -53,6 +53,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/activities", get(activities))
         .route("/servers", get(servers))
         .route("/cutover", get(cutover).post(cutover_change))
+        .route("/version", get(version))
         .route("/abm/devices", get(abm_devices))
         .route("/abm/sync", post(abm_sync))
 }
@@ -416,6 +417,13 @@ async fn cutover(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Resp
     let store = st.store.clone();
     let out = blocking(move || store.read(crate::cutover::status::read)).await?;
     Ok(Json(out).into_response())
+}
+
+/// The server's build (`mdmctl version --server`, and every `--server` run's comparison): any
+/// valid token.
+async fn version(caller: Caller) -> Result<Response, ApiError> {
+    caller.may(READERS, "read the server's version")?;
+    Ok(Json(crate::version::VersionInfo::current()).into_response())
 }
 
 /// Apple Business Manager's devices (`mdmctl get abm-devices --server`); a team token sees its

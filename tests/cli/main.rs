@@ -5,6 +5,7 @@
 mod common;
 
 mod abm;
+mod conventions;
 mod cutover;
 mod demo;
 mod generate;

@@ -455,3 +455,22 @@ async fn apply_works_through_the_api_validating_locally_first() {
     assert_eq!(after.len(), 1, "refused applies change nothing");
     s.stop().await;
 }
+
+/// `mdmctl version` through `--server` shows the server's build beside this one
+/// (`GET /api/v1/version`, any role); the same build gives no warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_through_the_server_shows_both_builds() {
+    let s = Server::start(Options::default()).await;
+    let observer = token_as(&s, "viewer", "observer", None).await;
+    let v = mdmctl(&s, Some(&observer), &["-o", "json", "version"]).await;
+    v.success();
+    let j = v.json();
+    assert_eq!(j["server"], j["client"], "{j}");
+    assert!(!v.stderr.contains("warning"), "{}", v.stderr);
+    let text = mdmctl(&s, Some(&observer), &["version"]).await;
+    text.success();
+    assert!(text.stdout.contains("\nserver 0."), "{}", text.stdout);
+    let none = mdmctl(&s, Some("not-a-token"), &["version"]).await;
+    assert_ne!(none.code, 0, "the API needs a token");
+    s.stop().await;
+}

@@ -1,0 +1,122 @@
+//! What scripts and people rely on across commands: `version`, `-o`, `--format yaml` only where
+//! it means something, terraform's `--detailed-exitcode`, a closed pipe, a command without its
+//! noun, man pages, and a `--server` without a scheme.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use crate::common::TestContext;
+
+#[test]
+fn version_names_the_build_and_tells_mdmctl_from_micromdms() {
+    let t = TestContext::new();
+    let v = t.run(&["version"]).success().stdout.clone();
+    assert!(v.starts_with("mdmctl 0."), "{v}");
+    assert!(v.contains("commit ") && v.contains("built 20"), "{v}");
+    let long = t.run(&["--version"]).success().stdout.clone();
+    assert!(long.contains("commit "), "{long}");
+    let j = t.run(&["-o", "json", "version"]).success().json();
+    assert_eq!(j["client"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        j["client"]["commit"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert!(j.get("server").is_none());
+}
+
+#[test]
+fn yaml_is_refused_where_it_would_be_a_table() {
+    let t = TestContext::new();
+    t.init();
+    t.run(&["-o", "yaml", "get", "teams"])
+        .user_error()
+        .stderr_has("only for `get config`");
+    t.run(&["-o", "yaml", "get", "config"]).success();
+    let teams = t.run(&["-o", "json", "get", "teams"]).success().json();
+    assert!(teams.is_array());
+}
+
+#[test]
+fn apply_dry_run_detailed_exitcode_is_terraforms() {
+    let t = TestContext::new();
+    t.init();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops");
+    let plan = t.run(&["apply", "-f", examples, "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "changes pending: {}", plan.stderr);
+    assert!(plan.stdout.contains("plan:"), "{}", plan.stdout);
+    t.run(&["apply", "-f", examples]).success();
+    let none = t.run(&["apply", "-f", examples, "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(none.code, 0, "{}", none.stderr);
+    let broken = t.run(&[
+        "apply",
+        "-f",
+        "missing.yml",
+        "--dry-run",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(broken.code, 1, "{}", broken.stderr);
+    t.run(&["apply", "-f", examples, "--detailed-exitcode"])
+        .user_error()
+        .stderr_has("--dry-run");
+}
+
+#[test]
+fn completions_survive_a_closed_pipe_and_man_pages_cover_every_command() {
+    let t = TestContext::new();
+    let mut child = t
+        .mdmctl()
+        .args(["generate", "completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 8];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is gone: the rest hits a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(&first, b"#compdef");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    t.run(&["generate", "man", "--dir", "man"]).success();
+    for page in [
+        "mdmctl.1",
+        "mdmctl-apply.1",
+        "mdmctl-get-devices.1",
+        "mdmctl-abm-sync.1",
+    ] {
+        let text = String::from_utf8(t.read(&format!("man/{page}"))).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+    assert!(t.run(&["--help"]).success().stdout.contains("generate"));
+}
+
+#[test]
+fn a_command_without_its_noun_prints_its_help() {
+    let t = TestContext::new();
+    let r = t.run(&["get"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Commands:\n"),
+        "a list, not one line: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("  devices"), "{}", r.stderr);
+}
+
+#[test]
+fn a_server_without_a_scheme_is_named() {
+    let t = TestContext::new();
+    t.run_with(&["get", "devices"], |c| {
+        c.env("MDMCTL_SERVER", "mdm.example.com")
+            .env("MDMCTL_API_TOKEN", "x");
+    })
+    .user_error()
+    .stderr_has("`--server mdm.example.com` is not an http(s) URL")
+    .stderr_has("--server https://mdm.example.com");
+}
