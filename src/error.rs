@@ -2,68 +2,11 @@
 //! it, and an exit code (1 for errors the user can fix, 2 for bugs).
 //!
 //! Library modules keep their own `thiserror` enums (`PkiError`, `StoreError`, …) and implement
-//! [`Diagnose`] to supply the hint; the CLI wraps them with `anyhow` context naming the file,
+//! [`Diagnose`] (in `crate::diagnose`, which depends on nothing, so the arrows run one way:
+//! modules import `diagnose`, and this module imports the modules) to supply the hint; the CLI wraps them with `anyhow` context naming the file,
 //! device or flag. [`diagnose`] walks the chain and picks the first hint it finds.
 
-use std::fmt;
-
-/// What an error knows about its own fix.
-pub trait Diagnose {
-    /// A short instruction that fixes the problem, naming the flag, env var or command.
-    fn hint(&self) -> Option<String> {
-        None
-    }
-    /// True when the error means mdmctl itself is wrong (exit code 2), not the input.
-    fn unexpected(&self) -> bool {
-        false
-    }
-}
-
-/// A plain error raised by a command about its input, with an optional hint.
-#[derive(Debug)]
-pub struct UserError {
-    message: String,
-    hint: Option<String>,
-}
-
-impl UserError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-impl fmt::Display for UserError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UserError {}
-
-impl Diagnose for UserError {
-    fn hint(&self) -> Option<String> {
-        self.hint.clone()
-    }
-}
-
-/// Shorthand for `Err(UserError::new(..).with_hint(..).into())`.
-#[macro_export]
-macro_rules! bail_user {
-    ($msg:expr) => {
-        return Err($crate::error::UserError::new($msg).into())
-    };
-    ($msg:expr, hint: $hint:expr) => {
-        return Err($crate::error::UserError::new($msg).with_hint($hint).into())
-    };
-}
+pub use crate::diagnose::{Diagnose, UserError, did_you_mean};
 
 /// The message, hint and exit code for an error chain.
 #[derive(Debug, PartialEq, Eq)]
@@ -127,16 +70,6 @@ fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// The closest of `candidates` to `word`, if close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (strsim::jaro_winkler(word, c), *c))
-        .filter(|(s, _)| *s > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl InputError {
     }
 }
 
-impl crate::error::Diagnose for InputError {
+impl crate::diagnose::Diagnose for InputError {
     fn hint(&self) -> Option<String> {
         match self {
             InputError::NotRegular { .. } => {

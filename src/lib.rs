@@ -24,6 +24,7 @@ pub mod apple;
 pub mod assets;
 pub mod cli;
 pub mod cutover;
+pub mod diagnose;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -45,7 +45,7 @@ pub enum AssignError {
     Refused { scope: String, body: String },
 }
 
-impl crate::error::Diagnose for AssignError {
+impl crate::diagnose::Diagnose for AssignError {
     fn hint(&self) -> Option<String> {
         match self {
             AssignError::Dep(e) => e.hint(),

@@ -41,7 +41,7 @@ pub enum DepError {
     Decode { path: String, reason: String },
 }
 
-impl crate::error::Diagnose for DepError {
+impl crate::diagnose::Diagnose for DepError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             DepError::TermsNotSigned => "an administrator must sign in to business.apple.com and accept the new terms; nothing is retried until then".into(),

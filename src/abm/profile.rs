@@ -186,7 +186,7 @@ pub fn validate(text: &str) -> Result<Map<String, Value>, Vec<Problem>> {
         }
         let Some((_, kind)) = FIELDS.iter().find(|(f, _)| f == k) else {
             let names: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
-            let hint = crate::error::did_you_mean(k, &names)
+            let hint = crate::diagnose::did_you_mean(k, &names)
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| "one of Apple's profile keys".into());
             problems.push(problem(k, format!("unknown key `{k}`"), &hint));
@@ -199,7 +199,7 @@ pub fn validate(text: &str) -> Result<Map<String, Value>, Vec<Problem>> {
                     match item {
                         Value::String(s) if k == "skip_setup_items" => {
                             if !SKIP_ITEMS.contains(&s.as_str()) {
-                                let hint = crate::error::did_you_mean(s, SKIP_ITEMS)
+                                let hint = crate::diagnose::did_you_mean(s, SKIP_ITEMS)
                                     .map(|x| format!("did you mean `{x}`?"))
                                     .unwrap_or_else(|| "one of Apple's skip keys".into());
                                 let mut p = problem(k, format!("unknown skip item `{s}`"), &hint);

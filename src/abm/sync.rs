@@ -71,7 +71,7 @@ pub enum SyncError {
     Asset(#[from] crate::assets::AssetError),
 }
 
-impl crate::error::Diagnose for SyncError {
+impl crate::diagnose::Diagnose for SyncError {
     fn hint(&self) -> Option<String> {
         match self {
             SyncError::Dep(e) => e.hint(),

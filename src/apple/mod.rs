@@ -30,7 +30,7 @@ pub enum ProtocolError {
     Invalid(String),
 }
 
-impl crate::error::Diagnose for ProtocolError {
+impl crate::diagnose::Diagnose for ProtocolError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             ProtocolError::NotPlist(_) => "the file must be an XML or binary property list".into(),

@@ -253,7 +253,7 @@ fn check_payload(i: usize, d: &Dictionary, problems: &mut Vec<ProfileProblem>) {
         // types; an unknown `com.apple.` type is a typo or something Apple does not support.
         None if ptype.starts_with("com.apple.") => {
             let names: Vec<&str> = table.keys().copied().collect();
-            let hint = crate::error::did_you_mean(ptype, &names)
+            let hint = crate::diagnose::did_you_mean(ptype, &names)
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| "a payload type from Apple's schema".into());
             problems.push(problem(format!("unknown payload type `{ptype}`"), hint));

@@ -66,7 +66,7 @@ pub enum AssetError {
     Store(#[from] StoreError),
 }
 
-impl crate::error::Diagnose for AssetError {
+impl crate::diagnose::Diagnose for AssetError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             AssetError::InvalidEmail { .. } => "give the Apple ID email, e.g. `--email it@example.com`".into(),

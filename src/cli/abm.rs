@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::Ctx;
 use super::output::{key_values, print_json, print_lines};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 
 #[derive(Debug, Subcommand)]
 pub enum AbmCommand {

@@ -108,7 +108,7 @@ fn remote(
             if ctx.json() {
                 let _ = print_json(&serde_json::json!({ "problems": problems }));
             }
-            let mut e = crate::error::UserError::new(error);
+            let mut e = crate::diagnose::UserError::new(error);
             if let Some(h) = hint {
                 e = e.with_hint(h);
             }

@@ -130,7 +130,7 @@ impl Ctx {
             return Ok(None);
         };
         let token = std::env::var("MDMCTL_API_TOKEN").map_err(|_| {
-            crate::error::UserError::new(format!("`--server {url}` needs an API token"))
+            crate::diagnose::UserError::new(format!("`--server {url}` needs an API token"))
                 .with_hint("set `MDMCTL_API_TOKEN` to a token from `mdmctl token create --name NAME --role maintainer` (run on the server's store)")
         })?;
         Ok(Some(crate::mdm::api::ApiClient::new(

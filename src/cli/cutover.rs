@@ -10,7 +10,7 @@ use super::Ctx;
 use super::output::{print_json, print_lines, table};
 use crate::cutover::stage::{self, Change, StageError};
 use crate::cutover::{self, OldProfile, Status};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::push::PRODUCTION_URL;
 
 #[derive(Debug, Subcommand)]

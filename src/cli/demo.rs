@@ -16,7 +16,7 @@ use super::output::print_lines;
 use crate::assets::abm::set_abm_token;
 use crate::assets::apns::{SetMdmApple, set_mdm_apple};
 use crate::assets::generate::{self, MdmAppleRequest, Vendor};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::pki;
 use crate::sim::apple::FakeApple;
 use crate::store::{self, Location, NewKey};

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use super::Ctx;
 use super::output::{print_json, print_lines};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::store::{NewActivity, StoreError};
 use crate::timestamp::Timestamp;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use zeroize::Zeroizing;
 
-use crate::error::UserError;
+use crate::diagnose::UserError;
 
 pub struct OutputFile {
     pub name: String,

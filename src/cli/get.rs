@@ -11,7 +11,7 @@ use super::output::{key_values, print_json, print_lines, table};
 use crate::assets::abm::{abm_status, expiry_warning};
 use crate::assets::apns::mdm_apple_status;
 use crate::assets::{AssetError, WARN_DAYS};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::mdm::DeviceDetail;
 use crate::mdm::api::{ActivityFilter, DeviceFilter};
 use crate::timestamp::Timestamp;
@@ -382,7 +382,7 @@ fn abm_account(
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(client.account())
-            .map_err(|e| match crate::error::Diagnose::hint(&e) {
+            .map_err(|e| match crate::diagnose::Diagnose::hint(&e) {
                 Some(h) => format!("{e} (hint: {h})"),
                 None => e.to_string(),
             })

@@ -2,7 +2,7 @@
 
 use crate::cli::Ctx;
 use crate::cli::output::{Format, key_values, print_json, print_lines, table};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::gitops;
 use crate::store::{ProfileKind, Settings};
 

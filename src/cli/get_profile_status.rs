@@ -3,7 +3,7 @@
 
 use crate::cli::Ctx;
 use crate::cli::output::{key_values, print_json, print_lines, table};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::store::{DeviceProfile, ProfileState, StoreError};
 
 /// The text of a profile's status column: failures name Apple's first error.

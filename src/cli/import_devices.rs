@@ -131,7 +131,7 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
             .truncate(true)
             .open(path)
             .map_err(|e| {
-                crate::error::UserError::new(format!(
+                crate::diagnose::UserError::new(format!(
                     "cannot write the report `{}`: {e}",
                     path.display()
                 ))

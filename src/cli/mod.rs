@@ -216,7 +216,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
 
 /// A wrong flag is the user's to fix (exit 1), reported like every other error: one line, and a
 /// hint with the usage.
-fn usage_error(e: &clap::Error) -> crate::error::UserError {
+fn usage_error(e: &clap::Error) -> crate::diagnose::UserError {
     let rendered = e.render().to_string();
     let mut message = Vec::new();
     let mut usage = None;
@@ -233,7 +233,7 @@ fn usage_error(e: &clap::Error) -> crate::error::UserError {
         Some(u) => format!("usage: {u} (see `--help`)"),
         None => "see `mdmctl --help`".into(),
     };
-    crate::error::UserError::new(message.join(" ")).with_hint(hint)
+    crate::diagnose::UserError::new(message.join(" ")).with_hint(hint)
 }
 
 /// The clap command tree (for completions and the man page).

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::Ctx;
 use super::files::{load_key, read_input};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::pki;
 use crate::push::{ApnsConfig, PRODUCTION_URL, PushService};
 use crate::server::{self, AppState, ServeConfig};

@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::Ctx;
 use super::output::{print_json, print_lines, table};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::store::{NewActivity, Role};
 
 /// The roles as the command line names them.

@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::Ctx;
 use super::output::{print_json, print_lines};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::mdm::Transferred;
 use crate::mdm::api::TransferRequest;
 

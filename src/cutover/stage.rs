@@ -76,7 +76,7 @@ pub enum StageError {
     Store(#[from] StoreError),
 }
 
-impl crate::error::Diagnose for StageError {
+impl crate::diagnose::Diagnose for StageError {
     fn hint(&self) -> Option<String> {
         match self {
             StageError::UnknownDevice(_) => Some(

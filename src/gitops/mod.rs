@@ -99,13 +99,13 @@ fn count(n: usize) -> String {
     }
 }
 
-impl crate::error::Diagnose for GitopsError {
+impl crate::diagnose::Diagnose for GitopsError {
     fn hint(&self) -> Option<String> {
         match self {
             GitopsError::Invalid(_) => Some(
                 "fix the problems listed above (each names its file, line and key) and run `mdmctl apply -f` again; `--dry-run` checks without writing".into(),
             ),
-            GitopsError::Store(e) => crate::error::Diagnose::hint(e),
+            GitopsError::Store(e) => crate::diagnose::Diagnose::hint(e),
             GitopsError::Build(_) => None,
         }
     }
@@ -113,13 +113,13 @@ impl crate::error::Diagnose for GitopsError {
     fn unexpected(&self) -> bool {
         match self {
             GitopsError::Build(_) => true,
-            GitopsError::Store(e) => crate::error::Diagnose::unexpected(e),
+            GitopsError::Store(e) => crate::diagnose::Diagnose::unexpected(e),
             GitopsError::Invalid(_) => false,
         }
     }
 }
 
-pub use crate::error::did_you_mean;
+pub use crate::diagnose::did_you_mean;
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -97,7 +97,7 @@ pub enum ImportError {
     DryRun(Box<Summary>),
 }
 
-impl crate::error::Diagnose for ImportError {
+impl crate::diagnose::Diagnose for ImportError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             ImportError::Dump { .. } => "re-create the dump (`mysqldump DB > dump.sql` or `pg_dump DB > dump.sql`) and check it copied completely; nothing was written".into(),

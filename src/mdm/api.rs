@@ -166,7 +166,7 @@ pub enum ApiClientError {
     BadUrl(String),
 }
 
-impl crate::error::Diagnose for ApiClientError {
+impl crate::diagnose::Diagnose for ApiClientError {
     fn hint(&self) -> Option<String> {
         match self {
             ApiClientError::Unreachable { .. } => {

@@ -54,7 +54,7 @@ pub enum PkiError {
     OpenSsl(#[from] openssl::error::ErrorStack),
 }
 
-impl crate::error::Diagnose for PkiError {
+impl crate::diagnose::Diagnose for PkiError {
     fn hint(&self) -> Option<String> {
         match self {
             PkiError::NotACertificate => Some(

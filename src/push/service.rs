@@ -44,7 +44,7 @@ pub enum PushError {
     Store(#[from] StoreError),
 }
 
-impl crate::error::Diagnose for PushError {
+impl crate::diagnose::Diagnose for PushError {
     fn hint(&self) -> Option<String> {
         match self {
             PushError::NoCertificate => {
@@ -53,7 +53,7 @@ impl crate::error::Diagnose for PushError {
             PushError::Identity(_) => {
                 Some("check `mdmctl get mdm-apple`; renew the certificate if it expired".into())
             }
-            PushError::Store(e) => crate::error::Diagnose::hint(e),
+            PushError::Store(e) => crate::diagnose::Diagnose::hint(e),
         }
     }
 }

@@ -76,7 +76,7 @@ pub fn credential_hash(presented: &str) -> String {
     hex::encode(openssl::sha::sha256(presented.trim().as_bytes()))
 }
 
-impl crate::error::Diagnose for SecretsError {
+impl crate::diagnose::Diagnose for SecretsError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             SecretsError::WrongPassphrase => "use the passphrase the store was created with (`MDMCTL_PASSPHRASE` or `--passphrase-file`); nothing was changed".into(),

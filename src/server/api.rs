@@ -484,7 +484,7 @@ async fn abm_sync(
         Err(e) => Err(ApiError(
             StatusCode::BAD_GATEWAY,
             e.to_string(),
-            crate::error::Diagnose::hint(&e),
+            crate::diagnose::Diagnose::hint(&e),
         )),
     }
 }
@@ -656,7 +656,7 @@ async fn push(
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),
-            crate::error::Diagnose::hint(&e),
+            crate::diagnose::Diagnose::hint(&e),
         )
     })?;
     Ok(Json(summary).into_response())
@@ -756,7 +756,7 @@ async fn apply(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Json(ApiErrorBody {
                     error: e.to_string(),
-                    hint: crate::error::Diagnose::hint(&e),
+                    hint: crate::diagnose::Diagnose::hint(&e),
                     problems: issues.iter().map(ToString::to_string).collect(),
                 }),
             )

@@ -65,32 +65,6 @@ pub(crate) fn refusal(e: VerifyError) -> Reply {
     }
 }
 
-/// Route an MDM request: identify the caller, then hand it to the check-in or command handler.
-pub(crate) fn handle(st: &AppState, req: MdmRequest) -> Reply {
-    let credential = match credential(st, &req) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(reason = %e, "refused a request: no usable identity");
-            crate::metrics::refused("no_identity");
-            return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let verified = match st.trust.check(st.store.as_ref(), credential) {
-        Ok(v) => v,
-        Err(e) => return refusal(e),
-    };
-    handle_verified(st, &verified, &req)
-}
-
-/// Hand a request whose identity is already verified to the check-in or command handler.
-pub(crate) fn handle_verified(st: &AppState, verified: &Verified, req: &MdmRequest) -> Reply {
-    if req.checkin {
-        super::checkin::handle(st, verified, &req.body)
-    } else {
-        super::commands::handle(st, verified, &req.body)
-    }
-}
-
 /// What the request proves its identity with: `Mdm-Signature` first (it also proves the body),
 /// then the TLS client certificate, then the proxy's header.
 pub(crate) fn credential<'a>(

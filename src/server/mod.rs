@@ -447,6 +447,38 @@ pub(crate) struct MdmRequest {
     pub header_cert: Option<String>,
 }
 
+/// Route an MDM request: identify the caller, then hand it to the check-in or command handler.
+/// (Routing lives here, above `device`, `checkin` and `commands`: those two use `device`'s
+/// helpers, so `device` must not call them.)
+fn handle_device(st: &AppState, req: MdmRequest) -> Reply {
+    let credential = match device::credential(st, &req) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(reason = %e, "refused a request: no usable identity");
+            crate::metrics::refused("no_identity");
+            return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let verified = match st.trust.check(st.store.as_ref(), credential) {
+        Ok(v) => v,
+        Err(e) => return device::refusal(e),
+    };
+    handle_verified(st, &verified, &req)
+}
+
+/// Hand a request whose identity is already verified to the check-in or command handler.
+fn handle_verified(
+    st: &AppState,
+    verified: &crate::pki::identity::Verified,
+    req: &MdmRequest,
+) -> Reply {
+    if req.checkin {
+        checkin::handle(st, verified, &req.body)
+    } else {
+        commands::handle(st, verified, &req.body)
+    }
+}
+
 /// A check-in or command report. Its size (`Content-Length`) and who sends it (the certificate
 /// in `Mdm-Signature`, the TLS client certificate or the proxy's header, vouched for by a store
 /// CA) are checked before a byte of the body is read; only then is the body read, into a
@@ -518,10 +550,8 @@ async fn mdm_endpoint(
             }
             Ok((Ok(upstream::Route::Here(v)), r)) => {
                 let st2 = st.clone();
-                return match tokio::task::spawn_blocking(move || {
-                    device::handle_verified(&st2, &v, &r)
-                })
-                .await
+                return match tokio::task::spawn_blocking(move || handle_verified(&st2, &v, &r))
+                    .await
                 {
                     Ok(reply) => reply.into_response(),
                     Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -538,7 +568,7 @@ async fn mdm_endpoint(
         return reply.into_response();
     }
     let st2 = st.clone();
-    match tokio::task::spawn_blocking(move || device::handle(&st2, req)).await {
+    match tokio::task::spawn_blocking(move || handle_device(&st2, req)).await {
         Ok(reply) => reply.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "check-in handler failed");

@@ -115,7 +115,7 @@ pub enum StoreError {
     Secrets(#[from] SecretsError),
 }
 
-impl crate::error::Diagnose for StoreError {
+impl crate::diagnose::Diagnose for StoreError {
     fn hint(&self) -> Option<String> {
         match self {
             StoreError::NotInitialized { .. } => Some(

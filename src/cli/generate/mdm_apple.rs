@@ -11,7 +11,7 @@ use crate::assets::generate::{self, MdmAppleRequest, Vendor};
 use crate::cli::Ctx;
 use crate::cli::files::{OutputFile, check_targets, load_key, read_input, write_all};
 use crate::cli::output::{print_json, print_lines, table};
-use crate::error::UserError;
+use crate::diagnose::UserError;
 use crate::pki;
 
 pub const APNS_KEY: &str = "mdm-apple-apns.key";

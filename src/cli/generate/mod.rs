@@ -92,7 +92,7 @@ pub(super) fn required(
     if let Some(v) = ctx.ask(prompt)? {
         return Ok(v);
     }
-    Err(crate::error::UserError::new(format!("missing `{flag}`"))
+    Err(crate::diagnose::UserError::new(format!("missing `{flag}`"))
         .with_hint(format!(
             "pass `{flag} {example}` (prompts only happen on a terminal)"
         ))
