@@ -1,5 +1,5 @@
-//! Build metadata for `mdmctl version`: the git commit (`MDMCTL_GIT_COMMIT`, "unknown" outside a
-//! git checkout) and the build date (`MDMCTL_BUILD_DATE`, UTC; `SOURCE_DATE_EPOCH` when set, for
+//! Build metadata for `mdmctl version`: the git commit (`BUILD_GIT_COMMIT`, "unknown" outside a
+//! git checkout) and the build date (`BUILD_DATE_UTC`, UTC; `SOURCE_DATE_EPOCH` when set, for
 //! reproducible builds).
 
 use std::process::Command;
@@ -23,8 +23,8 @@ fn main() {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0)
         });
-    println!("cargo:rustc-env=MDMCTL_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=MDMCTL_BUILD_DATE={}", civil_date(secs));
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILD_DATE_UTC={}", civil_date(secs));
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // Again when the commit changes: HEAD, and the branch it points to.
     if let Ok(head) = std::fs::read_to_string(".git/HEAD") {

@@ -5,15 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const COMMIT: &str = env!("MDMCTL_GIT_COMMIT");
-pub const BUILD_DATE: &str = env!("MDMCTL_BUILD_DATE");
+pub const COMMIT: &str = env!("BUILD_GIT_COMMIT");
+pub const BUILD_DATE: &str = env!("BUILD_DATE_UTC");
 /// `--version`'s text.
 pub const LONG: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("MDMCTL_GIT_COMMIT"),
+    env!("BUILD_GIT_COMMIT"),
     ", built ",
-    env!("MDMCTL_BUILD_DATE"),
+    env!("BUILD_DATE_UTC"),
     ")"
 );
 
