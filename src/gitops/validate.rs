@@ -703,6 +703,17 @@ impl Validator<'_> {
                     let cc = c.child("deadline");
                     let v = self.string(&cc, n, "a date such as `\"2026-12-01\"`")?;
                     if valid_date(&v) {
+                        // ISO dates compare as text; "today" is UTC's.
+                        if v <= crate::timestamp::Timestamp::now().date() {
+                            self.warnings.push(Issue::at(
+                                cc.doc.loc(n),
+                                &cc.label(),
+                                &format!(
+                                    "the deadline `{v}` is today or past: Macs below the minimum version get no more reminders, the update is enforced at once"
+                                ),
+                                "a future date",
+                            ));
+                        }
                         Some(v)
                     } else {
                         self.issue(

@@ -44,6 +44,11 @@ fn apply_dry_run_detailed_exitcode_is_terraforms() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops");
     let plan = t.run(&["apply", "-f", examples, "--dry-run", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "changes pending: {}", plan.stderr);
+    assert!(
+        !plan.stderr.contains("warning"),
+        "the example repository's deadlines are in the future (move them when this fails): {}",
+        plan.stderr
+    );
     assert!(plan.stdout.contains("plan:"), "{}", plan.stdout);
     t.run(&["apply", "-f", examples]).success();
     let none = t.run(&["apply", "-f", examples, "--dry-run", "--detailed-exitcode"]);
@@ -119,4 +124,24 @@ fn a_server_without_a_scheme_is_named() {
     .user_error()
     .stderr_has("`--server mdm.example.com` is not an http(s) URL")
     .stderr_has("--server https://mdm.example.com");
+}
+
+/// A deadline already past is applied (it may be on purpose) but said out loud.
+#[test]
+fn a_past_deadline_is_a_warning_in_the_plan() {
+    let t = TestContext::new();
+    t.init();
+    t.write(
+        "old.yml",
+        "apiVersion: v1\nkind: config\nspec:\n  mdm:\n    macos_updates: {minimum_version: \"15.1\", deadline: \"2020-01-31\"}\n",
+    );
+    let r = t.run(&["apply", "-f", "old.yml", "--dry-run"]);
+    r.success();
+    assert!(
+        r.stderr.contains("old.yml:5:")
+            && r.stderr
+                .contains("the deadline `2020-01-31` is today or past"),
+        "{}",
+        r.stderr
+    );
 }
