@@ -49,14 +49,14 @@ pub enum GetCommand {
         #[arg(long, value_name = "NAME")]
         team: Option<String>,
     },
-    /// One device with its enrollments and recent commands. With `--format json` (or
-    /// `--show-push-credentials`) its push token and push magic are included, and the
-    /// viewing is recorded in the activity log.
+    /// One device with its enrollments and recent commands. Its push token and push magic only
+    /// with `--show-push-credentials` (text or JSON), and that viewing is recorded in the
+    /// activity log: a plain read has no side effect.
     Device {
         /// UDID, enrollment ID or serial number.
         #[arg(value_name = "UDID|SERIAL")]
         id: String,
-        /// Show the push token and push magic in the text view too.
+        /// Show the push token and push magic (recorded in the activity log).
         #[arg(long)]
         show_push_credentials: bool,
     },
@@ -661,7 +661,7 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
 }
 
 fn device(ctx: &Ctx, id: &str, show_push_credentials: bool) -> anyhow::Result<()> {
-    let secrets = ctx.json() || show_push_credentials;
+    let secrets = show_push_credentials;
     let found: Option<DeviceDetail> = match ctx.remote()? {
         Some(api) => Some(api.device_with(id, secrets)?),
         None => {

@@ -323,7 +323,20 @@ async fn get_devices_and_device_work_locally_and_through_the_api() {
         .await;
         assert_eq!(none.success().json().as_array().unwrap().len(), 0);
 
-        // The text view hides the push credentials; JSON carries them, and that is audited.
+        // A plain read (text or JSON) shows no push credentials and records nothing; asking
+        // for them shows them, and that is audited.
+        let plain = mdmctl(
+            &s,
+            remote,
+            &["--format", "json", "get", "device", &mac.udid],
+        )
+        .await
+        .success()
+        .json();
+        assert!(
+            plain["enrollments"][0].get("push_magic").is_none(),
+            "{plain}"
+        );
         let text = mdmctl(&s, remote, &["get", "device", &mac.serial]).await;
         text.success()
             .stdout_has(&mac.udid)
@@ -333,7 +346,14 @@ async fn get_devices_and_device_work_locally_and_through_the_api() {
         let j = mdmctl(
             &s,
             remote,
-            &["--format", "json", "get", "device", &mac.udid],
+            &[
+                "--format",
+                "json",
+                "get",
+                "device",
+                &mac.udid,
+                "--show-push-credentials",
+            ],
         )
         .await
         .success()
