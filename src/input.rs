@@ -106,6 +106,30 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
     Ok(out)
 }
 
+/// Read a stream the user named on purpose (`-` for stdin, a FIFO such as `<(…)`'s
+/// `/dev/fd/63`, `/dev/stdin`): whatever it is, at most `limit` bytes are kept, and a longer one is
+/// refused. (Paths found by walking a directory or named inside a file are regular files only.)
+pub fn read_stream_limited(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+    let mut out = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+    } else {
+        File::open(path).and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut out))
+    };
+    read.map_err(|e| InputError::io(path, e))?;
+    if out.len() as u64 > limit {
+        return Err(InputError::TooLarge {
+            path: path.to_path_buf(),
+            size: out.len() as u64,
+            limit,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

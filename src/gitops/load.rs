@@ -150,22 +150,40 @@ impl Document {
 }
 
 /// The YAML files named by `-f`: files as given, directories walked for `*.yml`/`*.yaml` (sorted,
-/// not recursive into hidden directories). Missing paths are issues.
-pub fn collect_files(paths: &[PathBuf], issues: &mut Vec<Issue>) -> Vec<PathBuf> {
+/// not recursive into hidden directories). `-` is stdin, and a stream named on purpose (a FIFO,
+/// `/dev/stdin`, `<(…)`) is read once here, bounded, into `streams`, under a path in the current
+/// directory (`./-`, `./stdin`, `./63`), so profile paths in it resolve from there. Missing paths
+/// are issues.
+pub fn collect_files(
+    paths: &[PathBuf],
+    issues: &mut Vec<Issue>,
+    streams: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             walk(p, &mut out, issues);
         } else if p.is_file() {
             out.push(p.clone());
-        } else if p.exists() {
-            // A FIFO or a device: reading it would block or never end.
-            let e = crate::input::regular(p).err().map(|e| e.to_string());
-            issues.push(Issue::at_file(
-                p,
-                &e.unwrap_or_else(|| "not a regular file".into()),
-                "a YAML file or a directory of them",
-            ));
+        } else if p.as_os_str() == "-" || p.exists() {
+            // Named as if in the current directory: profile paths in a stream resolve from there.
+            let name = p
+                .file_name()
+                .map_or_else(|| "-".into(), |n| n.to_os_string());
+            let key = std::env::current_dir()
+                .map(|d| d.join(&name))
+                .unwrap_or_else(|_| PathBuf::from(&name));
+            match crate::input::read_stream_limited(p, super::validate::MAX_YAML) {
+                Ok(bytes) => {
+                    streams.insert(key.clone(), bytes);
+                    out.push(key);
+                }
+                Err(e) => issues.push(Issue::at_file(
+                    p,
+                    &e.to_string(),
+                    "a YAML file, a directory of them, or `-` for stdin",
+                )),
+            }
         } else {
             issues.push(Issue::at_file(
                 p,

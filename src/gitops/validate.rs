@@ -185,8 +185,22 @@ impl Bundle {
             v
         };
         let mut issues = Vec::new();
-        let yaml = collect_files(paths, &mut issues);
-        let loaded = load_files(&recorder, paths, yaml.clone(), issues, opts, &recording_env);
+        let mut streams = BTreeMap::new();
+        let yaml = collect_files(paths, &mut issues, &mut streams);
+        let with_streams = Streams {
+            files: &recorder,
+            streams: &streams,
+        };
+        let loaded = load_files(
+            &with_streams,
+            paths,
+            yaml.clone(),
+            issues,
+            opts,
+            &recording_env,
+        );
+        // What came from a stream travels with the bundle like a file.
+        recorder.read.borrow_mut().extend(streams);
         use base64::Engine as _;
         let resolved = recorder.resolved.into_inner();
         let files = recorder
@@ -289,8 +303,43 @@ pub fn load_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Loaded {
     let mut issues = Vec::new();
-    let yaml = collect_files(paths, &mut issues);
-    load_files(files, paths, yaml, issues, opts, env)
+    let mut streams = BTreeMap::new();
+    let yaml = collect_files(paths, &mut issues, &mut streams);
+    let with_streams = Streams {
+        files,
+        streams: &streams,
+    };
+    load_files(&with_streams, paths, yaml, issues, opts, env)
+}
+
+/// `files`, with the YAML read from streams (`-`, FIFOs) answered from memory.
+struct Streams<'a> {
+    files: &'a dyn Files,
+    streams: &'a BTreeMap<PathBuf, Vec<u8>>,
+}
+
+impl Files for Streams<'_> {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        self.files.resolve(path)
+    }
+    fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, crate::input::InputError> {
+        match self.streams.get(path) {
+            Some(b) if b.len() as u64 > limit => Err(crate::input::InputError::TooLarge {
+                path: path.to_path_buf(),
+                size: b.len() as u64,
+                limit,
+            }),
+            Some(b) => Ok(b.clone()),
+            None => self.files.read(path, limit),
+        }
+    }
+    fn repository(&self, yaml: &Path, args: &[PathBuf]) -> Option<PathBuf> {
+        if self.streams.contains_key(yaml) {
+            // A stream lives nowhere: its profiles stay inside the current directory.
+            return std::env::current_dir().ok();
+        }
+        self.files.repository(yaml, args)
+    }
 }
 
 fn load_files(

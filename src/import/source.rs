@@ -27,19 +27,15 @@ pub enum From {
 #[derive(Clone, PartialEq, Eq)]
 pub enum SourceKind {
     /// A plain SQL dump of NanoMDM's (or Fleet's) tables.
-    SqlDump {
-        dialect: Dialect,
-        gzip: bool,
-    },
+    SqlDump { dialect: Dialect, gzip: bool },
     /// A live PostgreSQL database (the URL keeps its password; it is never printed).
-    LivePostgres {
-        url: String,
-    },
+    LivePostgres { url: String },
     /// MicroMDM v1's BoltDB file.
     Bolt,
     /// A NanoMDM `filekv` or `file` storage directory.
     Dir,
-    Csv,
+    /// A CSV device list (gzip-compressed or not).
+    Csv { gzip: bool },
 }
 
 /// An opened, identified source.
@@ -98,7 +94,50 @@ pub fn open(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
         return live_postgres(spec, from);
     }
-    let path = PathBuf::from(spec);
+    let mut path = PathBuf::from(spec);
+    // `-` (stdin), or a FIFO named on purpose (`/dev/stdin` from a pipe, `<(zcat dump.gz)`):
+    // copied once (at most 16 GiB) into an unlinked private file, then read like any file (the
+    // format detection peeks at its start, the importer reads it again). Nothing is kept in
+    // memory. A device (`/dev/zero`) is still refused: it never ends.
+    let mut spooled = None;
+    let fifo = {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_fifo())
+    };
+    if spec == "-" || fifo {
+        let mut file = unlinked_temp("stdin")?;
+        let copied = if spec == "-" {
+            std::io::copy(&mut std::io::stdin().lock().take(MAX_STREAM + 1), &mut file)
+        } else {
+            File::open(&path).and_then(|f| std::io::copy(&mut f.take(MAX_STREAM + 1), &mut file))
+        };
+        let copied = copied.map_err(|e| ImportError::Read {
+            path: spec.into(),
+            reason: e.to_string(),
+        })?;
+        if copied > MAX_STREAM {
+            return Err(ImportError::Read {
+                path: spec.into(),
+                reason: format!(
+                    "the stream is larger than {} GiB; import it from a file",
+                    MAX_STREAM >> 30
+                ),
+            });
+        }
+        use std::os::fd::AsRawFd;
+        path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        spooled = Some(file);
+    }
+    if spooled.is_some() {
+        let mut s = detect(spec, path, from)?;
+        s.temp = spooled;
+        return Ok(s);
+    }
+    detect(spec, path, from)
+}
+
+/// What the file at `path` holds (`spec` names it in messages).
+fn detect(spec: &str, path: PathBuf, from: Option<From>) -> Result<Source, ImportError> {
     if path.is_dir() {
         let Some(storage) = super::nanofile::detect(&path) else {
             return Err(ImportError::Unknown {
@@ -151,7 +190,7 @@ pub fn open(spec: &str, from: Option<From>) -> Result<Source, ImportError> {
         return Ok(Source {
             label: spec.into(),
             path,
-            kind: SourceKind::Csv,
+            kind: SourceKind::Csv { gzip },
             origin: "csv".into(),
             detected: format!("CSV device list{gz}"),
             temp: None,
@@ -239,7 +278,11 @@ fn tool_error(tool: &str, spec: &str, e: std::io::Error) -> ImportError {
 /// Run a dump tool into a private temporary file, unlinked as soon as it is created: the dump
 /// holds the push certificate's key and every device's push credentials, and must not be left
 /// behind by a Ctrl-C or a crash.
-fn run_dump(tool: &str, spec: &str, mut cmd: Command) -> Result<File, ImportError> {
+/// The most read from stdin or a FIFO (copied to a private temporary file first).
+const MAX_STREAM: u64 = 16 << 30;
+
+/// A new private file (0600), already unlinked: nothing of it outlives the process.
+fn unlinked_temp(tool: &str) -> Result<File, ImportError> {
     let out = temp_path(tool);
     let file = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -255,8 +298,13 @@ fn run_dump(tool: &str, spec: &str, mut cmd: Command) -> Result<File, ImportErro
             })?
     };
     let _ = std::fs::remove_file(&out);
+    Ok(file)
+}
+
+fn run_dump(tool: &str, spec: &str, mut cmd: Command) -> Result<File, ImportError> {
+    let file = unlinked_temp(tool)?;
     let sink = file.try_clone().map_err(|e| ImportError::Read {
-        path: out.display().to_string(),
+        path: tool.to_string(),
         reason: e.to_string(),
     })?;
     let output = cmd
@@ -415,7 +463,10 @@ impl Source {
             }
             None => crate::input::open_regular(&self.path)?,
         };
-        let gzip = matches!(self.kind, SourceKind::SqlDump { gzip: true, .. });
+        let gzip = matches!(
+            self.kind,
+            SourceKind::SqlDump { gzip: true, .. } | SourceKind::Csv { gzip: true }
+        );
         Ok(if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
                 256 * 1024,
@@ -434,7 +485,7 @@ impl Source {
     ) -> Result<(), ImportError> {
         imp.begin_source(&self.label, &self.detected, &self.origin);
         match &self.kind {
-            SourceKind::Csv => {
+            SourceKind::Csv { .. } => {
                 let bytes = super::csv::read_csv(self.reader()?, &self.label, imp)?;
                 imp.end_source(bytes);
             }
@@ -527,13 +578,14 @@ impl Source {
     /// Size of the input on disk (for progress bars).
     pub fn size(&self) -> Option<u64> {
         match self.kind {
-            SourceKind::SqlDump { gzip: false, .. } | SourceKind::Csv | SourceKind::Bolt => {
-                match &self.temp {
-                    Some(held) => held.metadata().ok().map(|m| m.len()),
-                    None => std::fs::metadata(&self.path).ok().map(|m| m.len()),
-                }
-            }
+            SourceKind::SqlDump { gzip: false, .. }
+            | SourceKind::Csv { gzip: false }
+            | SourceKind::Bolt => match &self.temp {
+                Some(held) => held.metadata().ok().map(|m| m.len()),
+                None => std::fs::metadata(&self.path).ok().map(|m| m.len()),
+            },
             SourceKind::SqlDump { gzip: true, .. }
+            | SourceKind::Csv { gzip: true }
             | SourceKind::LivePostgres { .. }
             | SourceKind::Dir => None,
         }

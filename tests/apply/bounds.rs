@@ -1,7 +1,10 @@
-//! What `apply` will read (issue 11 §5): regular files only (a device never ends, a FIFO never
-//! answers), profiles no larger than `--max-profile-size`, and only from inside the repository
+//! What `apply` will read (issue 11 §5): regular files only for what a repository names (a
+//! device never ends, a FIFO never answers), profiles no larger than `--max-profile-size`, and
+//! only from inside the repository
 //! (no `..`, absolute paths or symlinks out of it) unless `--allow-outside-repo`. A repository
 //! driven by pull requests must not make the runner read its own files or run out of memory.
+//! What the admin names with `-f` may be a stream (issue 15: `-`, a FIFO, `<(…)`), read once
+//! and bounded by the YAML limit.
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +69,7 @@ fn devices_fifos_and_huge_profiles_are_refused_before_they_are_read() {
         .user_error()
         .stderr_has("not a property list");
 
-    // A YAML `-f` that is a FIFO is refused too, rather than waited on.
+    // A YAML `-f` named on purpose may be a stream (a FIFO, `<(…)`): it is read once, bounded.
     let yaml_fifo = ctx.path("pipe.yml");
     assert!(
         std::process::Command::new("mkfifo")
@@ -75,11 +78,25 @@ fn devices_fifos_and_huge_profiles_are_refused_before_they_are_read() {
             .unwrap()
             .success()
     );
+    let writer = {
+        let path = yaml_fifo.clone();
+        std::thread::spawn(move || {
+            std::fs::write(
+                path,
+                "apiVersion: v1\nkind: team\nspec:\n  team:\n    name: FromPipe\n",
+            )
+        })
+    };
     let started = Instant::now();
     ctx.run(&["apply", "-f", "pipe.yml", "--dry-run"])
-        .user_error()
-        .stderr_has("FIFO");
+        .success()
+        .stdout_has("+ team FromPipe");
+    writer.join().unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(20));
+    // A stream that never ends is cut at the YAML limit, not read forever.
+    ctx.run(&["apply", "-f", "/dev/zero", "--dry-run"])
+        .user_error()
+        .stderr_has("/dev/zero");
 }
 
 #[test]

@@ -145,3 +145,104 @@ fn a_past_deadline_is_a_warning_in_the_plan() {
         r.stderr
     );
 }
+
+/// `apply -f -` reads one YAML stream from stdin; profile paths in it resolve from the current
+/// directory; the same works through `/dev/stdin`.
+#[test]
+fn apply_reads_yaml_from_stdin() {
+    use std::io::Write;
+    let t = TestContext::new();
+    t.init();
+    t.write(
+        "profiles/wifi.mobileconfig",
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/gitops/profiles/wifi.mobileconfig"
+        ))
+        .unwrap(),
+    );
+    let yaml = "apiVersion: v1\nkind: team\nspec:\n  team:\n    name: Piped\n    mdm:\n      macos_settings:\n        custom_settings:\n          - profiles/wifi.mobileconfig\n";
+    for arg in ["-", "/dev/stdin"] {
+        let mut child = t
+            .mdmctl()
+            .current_dir(t.dir.path())
+            .args(["apply", "-f", arg, "--dry-run"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{arg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("+ team Piped"), "{arg}: {stdout}");
+        assert!(
+            stdout.contains("com.example.wifi") || stdout.contains("profile"),
+            "{arg}: {stdout}"
+        );
+    }
+}
+
+/// `import-devices -` and `/dev/stdin` read the stream once (format detection included), and a
+/// gzip-compressed CSV is read as CSV.
+#[test]
+fn import_devices_reads_stdin_and_gzip_csv() {
+    use std::io::Write;
+    let t = TestContext::new();
+    t.init();
+    let template = t
+        .run(&["import-devices", "--csv-template"])
+        .success()
+        .stdout
+        .clone();
+    for arg in ["-", "/dev/stdin"] {
+        let mut child = t
+            .mdmctl()
+            .args(["-o", "json", "import-devices", arg, "--dry-run"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(template.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{arg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["devices"]["imported"], 1, "{arg}: {j}");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(template.as_bytes()).unwrap();
+    t.write("devices.csv.gz", gz.finish().unwrap());
+    let j = t
+        .run(&[
+            "-o",
+            "json",
+            "import-devices",
+            "devices.csv.gz",
+            "--dry-run",
+        ])
+        .success()
+        .json();
+    assert_eq!(j["devices"]["imported"], 1, "{j}");
+}
