@@ -618,27 +618,44 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Fits 120 columns: what an admin scans for (the UDID in full, it is how devices are
+    // named); team (`--team` filters on it), topic, import and identity are in `--format json`
+    // and `get device`.
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|d| {
+            let short = |v: &Option<String>, n: usize| {
+                let v = opt(v);
+                if v.chars().count() > n {
+                    format!("{}…", v.chars().take(n - 1).collect::<String>())
+                } else {
+                    v
+                }
+            };
             vec![
                 if d.pending {
-                    "(pending)".into()
+                    "(pending: not enrolled yet)".into()
                 } else {
                     d.id.clone()
                 },
                 opt(&d.serial),
-                opt(&d.topic),
-                opt(&d.team),
+                short(&d.name, 15),
+                short(&d.model, 14),
+                short(&d.os_version, 7),
                 if d.pending {
-                    "abm: not enrolled yet".into()
+                    "abm".into()
+                } else if d.migrated_at.is_some() {
+                    "migrated".into()
+                } else if d.source.starts_with("imported") {
+                    "imported".into()
                 } else {
-                    d.source.clone()
+                    "enrolled".into()
                 },
-                time(d.imported_at),
-                time(d.migrated_at),
-                time(d.last_seen_at),
-                time(d.identity_not_after),
+                // Until a device checks in here, this is the old server's last-seen (UTC).
+                d.last_seen_at.map_or_else(
+                    || "-".to_string(),
+                    |t| t.to_string().replace('T', " ").chars().take(16).collect(),
+                ),
             ]
         })
         .collect();
@@ -646,13 +663,11 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
         &[
             "UDID",
             "SERIAL",
-            "TOPIC",
-            "TEAM",
-            "SOURCE",
-            "IMPORTED",
-            "MIGRATED",
+            "NAME",
+            "MODEL",
+            "OS",
+            "STATE",
             "LAST SEEN",
-            "IDENTITY EXPIRES",
         ],
         &rows,
     ))?;

@@ -286,6 +286,7 @@ pub fn devices(
         .map(|a| DeviceSummary {
             id: a.serial.clone(),
             serial: Some(a.serial),
+            model: a.model,
             source: "abm".into(),
             team: a.team,
             pending: true,

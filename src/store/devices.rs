@@ -95,6 +95,14 @@ pub struct DeviceSummary {
     /// The team the device is in (`None`: the global settings apply).
     #[serde(default)]
     pub team: Option<String>,
+    /// The device's name, model and macOS version, as it last reported them (or the old
+    /// server's import said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
     /// An Apple Business Manager device that has not enrolled yet: no UDID is known, so `id`
     /// is its serial number and `source` is `abm`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -566,7 +574,7 @@ impl Devices for SqlTx<'_> {
         let mut out = Vec::new();
         self.conn.query_each(
             "SELECT d.id, d.serial, e.topic, d.source, d.imported_at, d.migrated_at, d.last_seen_at, d.identity_not_after, t.name, \
-             (d.identity_sha256 IS NOT NULL) \
+             (d.identity_sha256 IS NOT NULL), d.device_name, COALESCE(d.model_name, d.model), d.os_version \
              FROM devices d LEFT JOIN enrollments e ON e.id = d.id LEFT JOIN teams t ON t.id = d.team_id ORDER BY d.id",
             &[],
             &mut |r| {
@@ -581,6 +589,9 @@ impl Devices for SqlTx<'_> {
                     identity_not_after: r.opt_ts(7)?,
                     team: r.opt_text(8)?,
                     identity_recorded: r.bool(9)?,
+                    name: r.opt_text(10)?,
+                    model: r.opt_text(11)?,
+                    os_version: r.opt_text(12)?,
                     pending: false,
                 });
                 Ok(())

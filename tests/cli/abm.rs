@@ -268,10 +268,16 @@ fn abm_sync_assigns_each_teams_profile_and_loses_no_device() {
         .json();
     assert_eq!(devices.as_array().unwrap().len(), 2500);
     assert_eq!(devices[0]["pending"], true, "{:#}", devices[0]);
-    run(&["get", "devices"])
+    let table = run(&["get", "devices"]);
+    table
         .success()
-        .stdout_has("(pending)")
-        .stdout_has("abm: not enrolled yet");
+        .stdout_has("(pending: not enrolled yet)")
+        .stdout_has("MacBook Air");
+    assert!(
+        table.stdout.lines().all(|l| l.chars().count() <= 120),
+        "the table fits 120 columns:\n{}",
+        table.stdout
+    );
     let state = |st: &str| all.iter().filter(|d| d["assign_state"] == st).count();
     assert_eq!(
         (

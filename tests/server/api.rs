@@ -309,12 +309,20 @@ async fn get_devices_and_device_work_locally_and_through_the_api() {
         assert_eq!(list.len(), 1, "{remote:?}");
         assert_eq!(list[0]["id"], mac.udid.as_str());
         assert_eq!(list[0]["serial"], mac.serial.as_str());
-        mdmctl(&s, remote, &["get", "devices"])
-            .await
+        let table = mdmctl(&s, remote, &["get", "devices"]).await;
+        table
             .success()
             .stdout_has("UDID")
             .stdout_has(&mac.udid)
+            .stdout_has("MacBook Air")
+            .stdout_has(&mac.os_version)
+            .stdout_has("enrolled")
             .stderr_has("1 device(s)");
+        assert!(
+            table.stdout.lines().all(|l| l.chars().count() <= 120),
+            "{}",
+            table.stdout
+        );
         let none = mdmctl(
             &s,
             remote,
