@@ -613,9 +613,26 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
         return print_json(&list);
     }
     if list.is_empty() {
-        eprintln!(
-            "No devices. Import them with `mdmctl import-devices`, or enroll new ones through `mdmctl serve`."
-        );
+        let mut filters = Vec::new();
+        if let Some(t) = &filter.team {
+            filters.push(format!("in team {t}"));
+        }
+        if let Some(m) = filter.migrated {
+            filters.push(if m { "migrated" } else { "not migrated" }.to_string());
+        }
+        if let Some(t) = &filter.seen_since {
+            filters.push(format!("seen since {t}"));
+        }
+        if let Some(t) = &filter.not_seen_since {
+            filters.push(format!("not seen since {t}"));
+        }
+        if filters.is_empty() {
+            eprintln!(
+                "No devices. Import them with `mdmctl import-devices`, or enroll new ones through `mdmctl serve`."
+            );
+        } else {
+            eprintln!("No devices {}.", filters.join(", "));
+        }
         return Ok(());
     }
     // Fits 120 columns: what an admin scans for (the UDID in full, it is how devices are

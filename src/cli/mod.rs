@@ -106,10 +106,19 @@ pub enum Command {
     #[command(subcommand)]
     Get(get::GetCommand),
     /// Apply GitOps YAML (global config, teams, profiles) to desired state, after a plan.
+    #[command(
+        after_help = "Examples:\n  mdmctl apply -f gitops/ --dry-run                        # the plan; nothing written\n  mdmctl apply -f gitops/ --dry-run --detailed-exitcode    # CI: exit 2 when changes are pending\n  envsubst < fleet.yml | mdmctl apply -f -                 # one YAML stream from stdin"
+    )]
     Apply(apply::ApplyArgs),
     /// Import devices, push certificate and SCEP CA from an old MDM (NanoMDM, Fleet, MicroMDM, CSV).
+    #[command(
+        after_help = "Examples:\n  mdmctl import-devices nanomdm.sql.gz --scep-depot /var/lib/scep/depot --dry-run\n  mdmctl import-devices mysql://nanomdm@db.internal/nanomdm --scep-depot depot/\n  mdmctl import-devices micromdm.db --report import-report.json"
+    )]
     ImportDevices(import_devices::ImportDevicesArgs),
     /// Run the MDM server: check-ins, commands, SCEP, push, enrollment, admin API.
+    #[command(
+        after_help = "Examples:\n  mdmctl serve --url https://mdm.example.com --listen 0.0.0.0:443 --tls-cert mdm.pem --tls-key mdm.key\n  mdmctl serve --url https://mdm.example.com --listen 127.0.0.1:8080 --client-cert-header X-Client-Cert\n  mdmctl serve --url https://mdm.example.com --upstream https://old-mdm.internal   # staged cutover"
+    )]
     Serve(Box<serve::ServeArgs>),
     /// Send MDM commands to devices (queued, then pushed).
     #[command(subcommand)]
@@ -117,6 +126,9 @@ pub enum Command {
     /// Wake devices now (an APNs push), so they check in.
     Push(push::PushArgs),
     /// Move devices into a team (or out of any): their profiles follow.
+    #[command(
+        after_help = "Examples:\n  mdmctl transfer --team Workstations --serial C02XK1ABJG5H\n  mdmctl transfer --no-team --udid 0000FE00-1234-5678-9ABC-DEF012345678"
+    )]
     Transfer(transfer::TransferArgs),
     /// Admin API tokens for `--server` and CI, each with a role.
     #[command(subcommand)]
@@ -127,11 +139,18 @@ pub enum Command {
     /// Act on one device's record (`rebind`: let a re-enrolled Mac bind its new identity).
     #[command(subcommand)]
     Device(device::DeviceCommand),
-    /// Apple Business Manager: `sync` its devices into the store.
-    #[command(subcommand)]
+    /// Apple Business Manager: `sync` its devices into the store and assign their enrollment
+    /// profiles.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mdmctl abm sync --url https://mdm.example.com   # devices, then each team's setup profile\n  mdmctl get abm-devices --pending"
+    )]
     Abm(abm::AbmCommand),
     /// Before DNS moves: `check` says go or no-go.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mdmctl cutover check --url https://mdm.example.com --enrollment-profile old.mobileconfig\n  mdmctl cutover set --percent 10\n  mdmctl cutover status"
+    )]
     Cutover(cutover::CutoverCommand),
     /// Run the whole flow on a throwaway store in a new directory, and show what happened.
     Demo(demo::DemoArgs),

@@ -246,3 +246,31 @@ fn import_devices_reads_stdin_and_gzip_csv() {
         .json();
     assert_eq!(j["devices"]["imported"], 1, "{j}");
 }
+
+#[test]
+fn main_commands_end_their_help_with_examples_and_empty_lists_name_their_filters() {
+    let t = TestContext::new();
+    for cmd in [
+        "apply",
+        "import-devices",
+        "serve",
+        "transfer",
+        "abm",
+        "cutover",
+    ] {
+        let help = t.run(&[cmd, "--help"]).success().stdout.clone();
+        let tail = help.trim_end().rsplit("Examples:").next().unwrap_or("");
+        assert!(
+            help.contains("Examples:\n  mdmctl ") || help.contains("Examples:\n  envsubst"),
+            "{cmd}: {help}"
+        );
+        assert!(
+            tail.lines().filter(|l| l.contains("mdmctl ")).count() >= 2,
+            "{cmd}: {tail}"
+        );
+    }
+    t.init();
+    t.run(&["get", "devices", "--team", "Lab"])
+        .success()
+        .stderr_has("No devices in team Lab.");
+}
