@@ -52,6 +52,17 @@ pub struct ImportDevicesArgs {
     pub csv_template: bool,
 }
 
+/// How often a progress line is printed off a terminal: every 5 seconds, or
+/// `MDMCTL_PROGRESS_SECONDS`.
+fn progress_every() -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var("MDMCTL_PROGRESS_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
 pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
     if args.csv_template {
         print!("{}", import::csv::template());
@@ -107,9 +118,10 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
         max_row_size: args.max_row_size,
     };
     let total: u64 = sources.iter().filter_map(|s| s.size()).sum();
+    let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(
         Some(total.max(1)),
-        if std::io::stderr().is_terminal() {
+        if tty {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -140,7 +152,25 @@ pub fn run(ctx: &Ctx, args: ImportDevicesArgs) -> anyhow::Result<()> {
     }
     let result = store.write(|tx| {
         bar.set_position(0);
-        let mut progress = |b: u64| bar.set_position(b);
+        // Off a terminal (CI logs): a plain line every few seconds instead of the bar.
+        let mut last = std::time::Instant::now();
+        let every = progress_every();
+        let mut progress = |b: u64| {
+            bar.set_position(b);
+            if !tty && last.elapsed() >= every {
+                last = std::time::Instant::now();
+                if total > 0 {
+                    eprintln!(
+                        "importing: {} of {} MiB read ({}%)",
+                        b >> 20,
+                        total >> 20,
+                        b.saturating_mul(100) / total.max(1)
+                    );
+                } else {
+                    eprintln!("importing: {} MiB read", b >> 20);
+                }
+            }
+        };
         import::import_into(tx, &sources, &opts, &scep, &mut progress)
     });
     bar.finish_and_clear();

@@ -274,3 +274,37 @@ fn main_commands_end_their_help_with_examples_and_empty_lists_name_their_filters
         .success()
         .stderr_has("No devices in team Lab.");
 }
+
+/// Off a terminal (a CI log), a long import prints a plain progress line every few seconds
+/// (`MDMCTL_PROGRESS_SECONDS`, here 0: at every report) instead of drawing a bar.
+#[test]
+fn an_import_off_a_terminal_prints_progress_lines() {
+    let t = TestContext::new();
+    t.init();
+    // A mysqldump-shaped file of 12 MB: comments the reader passes over, no device table.
+    let mut dump = String::from("-- MySQL dump 10.19  Distrib 10.11.19-MariaDB\n");
+    let line = format!("-- {}\n", "x".repeat(1021));
+    for _ in 0..12 * 1024 {
+        dump.push_str(&line);
+    }
+    t.write("big.sql", dump);
+    let r = t.run_with(
+        &[
+            "import-devices",
+            "big.sql",
+            "--from",
+            "nanomdm",
+            "--dry-run",
+        ],
+        |c| {
+            c.env("MDMCTL_PROGRESS_SECONDS", "0");
+        },
+    );
+    assert!(r.stderr.contains("importing: "), "{}", r.stderr);
+    assert!(r.stderr.contains("MiB read"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\r'),
+        "no bar drawn off a terminal: {:?}",
+        r.stderr
+    );
+}
