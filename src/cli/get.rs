@@ -635,6 +635,46 @@ fn devices(ctx: &Ctx, filter: DeviceFilter) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if ctx.format == super::Format::Wide {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.clone(),
+                    opt(&d.serial),
+                    opt(&d.name),
+                    opt(&d.model),
+                    opt(&d.os_version),
+                    opt(&d.team),
+                    opt(&d.topic),
+                    d.source.clone(),
+                    time(d.imported_at),
+                    time(d.migrated_at),
+                    time(d.last_seen_at),
+                    time(d.identity_not_after),
+                ]
+            })
+            .collect();
+        print_lines(&table(
+            &[
+                "UDID",
+                "SERIAL",
+                "NAME",
+                "MODEL",
+                "OS",
+                "TEAM",
+                "TOPIC",
+                "SOURCE",
+                "IMPORTED",
+                "MIGRATED",
+                "LAST SEEN",
+                "IDENTITY EXPIRES",
+            ],
+            &rows,
+        ))?;
+        eprintln!("{} device(s).", list.len());
+        return Ok(());
+    }
     // Fits 120 columns: what an admin scans for (the UDID in full, it is how devices are
     // named); team (`--team` filters on it), topic, import and identity are in `--format json`
     // and `get device`.

@@ -23,7 +23,7 @@ pub fn config(ctx: &Ctx) -> anyhow::Result<()> {
             print!("{}", gitops::to_yaml(&snap));
             return Ok(());
         }
-        Format::Table => {}
+        Format::Table | Format::Wide => {}
     }
     let mut lines = vec!["Global (devices in no team)".to_string()];
     match &snap.global {

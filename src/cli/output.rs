@@ -6,8 +6,11 @@ use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// Human-readable tables.
+    /// Human-readable tables, fitting 120 columns.
     Table,
+    /// Tables with every column (`get devices`: team, topic, source, import and identity dates);
+    /// where a command has no more to show, the same as `table`.
+    Wide,
     /// One JSON document, for scripts and pipelines.
     Json,
     /// YAML (`get config`: documents `mdmctl apply -f` accepts back).

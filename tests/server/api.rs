@@ -323,6 +323,11 @@ async fn get_devices_and_device_work_locally_and_through_the_api() {
             "{}",
             table.stdout
         );
+        let wide = mdmctl(&s, remote, &["-o", "wide", "get", "devices"]).await;
+        wide.success()
+            .stdout_has("IDENTITY EXPIRES")
+            .stdout_has("TOPIC")
+            .stdout_has(&mac.udid);
         let none = mdmctl(
             &s,
             remote,
