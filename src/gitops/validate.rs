@@ -555,6 +555,35 @@ impl Validator<'_> {
             name: format!("document {}", doc.index),
             path: String::new(),
         };
+        // Fleet's newer GitOps layout (fleetdm/fleet-gitops: `name`, `controls`, `policies`,
+        // `agent_options`, `org_settings`…): one clear problem naming it and the mapping,
+        // rather than an unknown key per line.
+        if let Value::Map(entries) = &doc.root.value {
+            let keys: Vec<&str> = entries
+                .iter()
+                .filter_map(|(k, _)| match &k.value {
+                    Value::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let fleet = [
+                "controls",
+                "policies",
+                "agent_options",
+                "org_settings",
+                "queries",
+                "software",
+            ];
+            if !keys.contains(&"apiVersion") && keys.iter().any(|k| fleet.contains(k)) {
+                self.issue(
+                    &top,
+                    &doc.root,
+                    "this is Fleet's newer GitOps layout (fleetdm/fleet-gitops: `name`, `controls`, `policies`, `agent_options`…), which mdmctl does not read",
+                    "`apiVersion: v1` documents: `kind: config` (from `org_settings`/`controls`) and `kind: team` (a team file's `name`), with `controls.macos_settings`, `controls.macos_updates`, `controls.enable_disk_encryption` and `controls.macos_setup` under `spec.mdm` (`spec.team.mdm` for a team): see examples/gitops",
+                );
+                return;
+            }
+        }
         let Some(f) = self.fields(&top, &doc.root, &["apiVersion", "kind", "spec"]) else {
             return;
         };

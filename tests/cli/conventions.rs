@@ -308,3 +308,28 @@ fn an_import_off_a_terminal_prints_progress_lines() {
         r.stderr
     );
 }
+
+/// A repository in Fleet's newer layout (fleetdm/fleet-gitops) gets one problem that names the
+/// layout and how its keys map, not an unknown-key error per line.
+#[test]
+fn fleets_newer_gitops_layout_is_named() {
+    let t = TestContext::new();
+    t.init();
+    t.write(
+        "fleet/default.yml",
+        "org_settings:\n  server_settings:\n    server_url: https://fleet.example.com\ncontrols:\n  macos_updates:\n    minimum_version: \"15.1\"\n    deadline: \"2031-01-01\"\npolicies:\nagent_options:\n",
+    );
+    let r = t.run(&["apply", "-f", "fleet", "--dry-run"]);
+    r.user_error()
+        .stderr_has("Fleet's newer GitOps layout")
+        .stderr_has("controls.macos_updates");
+    assert_eq!(
+        r.stderr
+            .lines()
+            .filter(|l| l.contains("default.yml"))
+            .count(),
+        1,
+        "one problem: {}",
+        r.stderr
+    );
+}
