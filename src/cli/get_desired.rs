@@ -13,10 +13,19 @@ fn updates(s: &Settings) -> String {
     }
 }
 
+/// The desired state, from the local store or through `--server`.
+fn snapshot(ctx: &Ctx) -> anyhow::Result<gitops::Snapshot> {
+    Ok(match ctx.remote()? {
+        Some(api) => api.config()?,
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| gitops::snapshot(tx))?
+        }
+    })
+}
+
 pub fn config(ctx: &Ctx) -> anyhow::Result<()> {
-    ctx.local_only("get config")?;
-    let store = ctx.open_store()?;
-    let snap = store.read(|tx| gitops::snapshot(tx))?;
+    let snap = snapshot(ctx)?;
     match ctx.format {
         Format::Json => return print_json(&snap),
         Format::Yaml => {
@@ -88,15 +97,8 @@ struct TeamRow {
 }
 
 pub fn teams(ctx: &Ctx) -> anyhow::Result<()> {
-    ctx.local_only("get teams")?;
-    let store = ctx.open_store()?;
-    let (teams, counts, profiles) = store.read(|tx| {
-        Ok::<_, crate::store::StoreError>((
-            tx.teams()?,
-            tx.device_counts_by_team()?,
-            tx.desired_profiles(None)?,
-        ))
-    })?;
+    let snap = snapshot(ctx)?;
+    let (teams, counts, profiles) = (snap.teams, snap.device_counts, snap.profiles);
     let rows: Vec<TeamRow> = teams
         .into_iter()
         .map(|t| TeamRow {
@@ -144,15 +146,16 @@ pub fn teams(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 pub fn profiles(ctx: &Ctx, team: Option<String>) -> anyhow::Result<()> {
-    ctx.local_only("get profiles")?;
-    let store = ctx.open_store()?;
-    let (profiles, known) = store.read(|tx| {
-        let known = match &team {
-            Some(t) => tx.teams()?.iter().any(|x| &x.name == t),
-            None => true,
-        };
-        Ok::<_, crate::store::StoreError>((tx.desired_profiles(team.as_deref().map(Some))?, known))
-    })?;
+    let snap = snapshot(ctx)?;
+    let known = match &team {
+        Some(t) => snap.teams.iter().any(|x| &x.name == t),
+        None => true,
+    };
+    let profiles: Vec<_> = snap
+        .profiles
+        .into_iter()
+        .filter(|p| team.is_none() || p.team == team)
+        .collect();
     if !known {
         let t = team.unwrap_or_default();
         return Err(UserError::new(format!("no team `{t}`"))

@@ -6,12 +6,15 @@ use std::fmt::Write;
 
 use crate::store::{DesiredProfile, GlobalSettings, Settings, StoreError, Team, Tx};
 
-/// Everything `get config` shows.
-#[derive(Clone, Debug, serde::Serialize)]
+/// Everything `get config`, `get teams` and `get profiles` show (also `GET /api/v1/config`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub global: Option<GlobalSettings>,
     pub teams: Vec<Team>,
     pub profiles: Vec<DesiredProfile>,
+    /// Devices per team (`None`: in no team).
+    #[serde(default)]
+    pub device_counts: Vec<(Option<String>, i64)>,
 }
 
 pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, StoreError> {
@@ -19,7 +22,20 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, StoreError> {
         global: tx.global_settings()?,
         teams: tx.teams()?,
         profiles: tx.desired_profiles(None)?,
+        device_counts: tx.device_counts_by_team()?,
     })
+}
+
+impl Snapshot {
+    /// What a token scoped to `team` may see: that team and its profiles, no global settings.
+    pub fn only_team(mut self, team: &str) -> Self {
+        self.global = None;
+        self.teams.retain(|t| t.name == team);
+        self.profiles.retain(|p| p.team.as_deref() == Some(team));
+        self.device_counts
+            .retain(|(t, _)| t.as_deref() == Some(team));
+        self
+    }
 }
 
 /// A YAML scalar: always double-quoted, so versions and dates stay strings.

@@ -327,6 +327,11 @@ impl ApiClient {
         self.call(req)
     }
 
+    /// The server's desired state (`GET /api/v1/config`).
+    pub fn config(&self) -> Result<crate::gitops::Snapshot, ApiClientError> {
+        self.call(self.http.get(format!("{}/config", self.base)))
+    }
+
     /// The server's build (`GET /api/v1/version`).
     pub fn version(&self) -> Result<crate::version::VersionInfo, ApiClientError> {
         self.call(self.http.get(format!("{}/version", self.base)))

@@ -54,6 +54,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/servers", get(servers))
         .route("/cutover", get(cutover).post(cutover_change))
         .route("/version", get(version))
+        .route("/config", get(config))
         .route("/abm/devices", get(abm_devices))
         .route("/abm/sync", post(abm_sync))
 }
@@ -424,6 +425,21 @@ async fn cutover(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Resp
 async fn version(caller: Caller) -> Result<Response, ApiError> {
     caller.may(READERS, "read the server's version")?;
     Ok(Json(crate::version::VersionInfo::current()).into_response())
+}
+
+/// Desired state (`mdmctl get config|teams|profiles --server`); a team token sees its team.
+async fn config(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    // A GitOps pipeline may read back what it applies.
+    caller.may(
+        &[Role::Observer, Role::Gitops, Role::Maintainer, Role::Admin],
+        "read the desired state",
+    )?;
+    let store = st.store.clone();
+    let mut snap = blocking(move || store.read(crate::gitops::snapshot)).await?;
+    if let Some(t) = &caller.team {
+        snap = snap.only_team(t);
+    }
+    Ok(Json(snap).into_response())
 }
 
 /// Apple Business Manager's devices (`mdmctl get abm-devices --server`); a team token sees its

@@ -451,6 +451,43 @@ async fn apply_works_through_the_api_validating_locally_first() {
         .success()
         .stdout_has("no changes");
 
+    // The desired state reads back through the API as on the store: `get config` (its YAML
+    // applies back with no change), `get teams`, `get profiles`; a team token sees its team.
+    let local = mdmctl(&s, None, &["-o", "json", "get", "teams"]).await;
+    let remote = mdmctl(&s, Some(&token), &["-o", "json", "get", "teams"]).await;
+    assert_eq!(remote.success().json(), local.success().json());
+    let yaml = mdmctl(&s, Some(&token), &["-o", "yaml", "get", "config"]).await;
+    yaml.success();
+    let back = s.dir.path().join("back.yml");
+    std::fs::write(&back, &yaml.stdout).unwrap();
+    mdmctl(
+        &s,
+        Some(&token),
+        &[
+            "apply",
+            "-f",
+            back.to_str().unwrap(),
+            "--dry-run",
+            "--allow-outside-repo",
+        ],
+    )
+    .await
+    .success()
+    .stdout_has("no changes");
+    mdmctl(
+        &s,
+        Some(&token),
+        &["get", "profiles", "--team", "Workstations"],
+    )
+    .await
+    .success()
+    .stdout_has("com.mdmctl.filevault");
+    let lab = token_as(&s, "lab-reader", "observer", Some("Lab")).await;
+    let theirs = mdmctl(&s, Some(&lab), &["-o", "json", "get", "teams"]).await;
+    let theirs = theirs.success().json();
+    assert_eq!(theirs.as_array().unwrap().len(), 1, "{theirs}");
+    assert_eq!(theirs[0]["name"], "Lab");
+
     // Problems in the files are found here, and nothing is sent.
     let dir = s.dir.path().join("bad");
     std::fs::create_dir_all(&dir).unwrap();
