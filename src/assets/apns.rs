@@ -292,7 +292,7 @@ pub fn set_scep_ca(
 }
 
 /// The push certificate as `get mdm-apple` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ApnsStatus {
     #[serde(flatten)]
     pub cert: CertInfo,
@@ -301,7 +301,7 @@ pub struct ApnsStatus {
     pub expired: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ScepCaStatus {
     #[serde(flatten)]
     pub cert: CertInfo,
@@ -310,7 +310,7 @@ pub struct ScepCaStatus {
     pub days_left: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct MdmAppleStatus {
     pub apns: Option<ApnsStatus>,
     /// When a push CSR was generated and is still waiting for Apple's certificate.

@@ -196,8 +196,13 @@ pub fn run(ctx: &Ctx, cmd: GetCommand) -> anyhow::Result<()> {
 const RENEW_HINT: &str = "renew at https://identity.apple.com with the same Apple ID: choose Renew (not Create) so the topic stays the same, then `mdmctl set mdm-apple --apns-cert FILE`";
 
 fn mdm_apple(ctx: &Ctx) -> anyhow::Result<()> {
-    let store = ctx.open_store()?;
-    let status = store.read(|tx| mdm_apple_status(tx))?;
+    let status = match ctx.remote()? {
+        Some(api) => api.mdm_apple()?,
+        None => {
+            let store = ctx.open_store()?;
+            store.read(|tx| mdm_apple_status(tx))?
+        }
+    };
     if ctx.json() {
         print_json(&status)?;
     } else {

@@ -327,6 +327,11 @@ impl ApiClient {
         self.call(req)
     }
 
+    /// The server's push certificate and SCEP CAs (`GET /api/v1/mdm-apple`).
+    pub fn mdm_apple(&self) -> Result<crate::assets::apns::MdmAppleStatus, ApiClientError> {
+        self.call(self.http.get(format!("{}/mdm-apple", self.base)))
+    }
+
     /// The server's desired state (`GET /api/v1/config`).
     pub fn config(&self) -> Result<crate::gitops::Snapshot, ApiClientError> {
         self.call(self.http.get(format!("{}/config", self.base)))

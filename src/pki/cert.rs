@@ -14,7 +14,7 @@ use crate::timestamp::Timestamp;
 pub const MDM_TOPIC_PREFIX: &str = "com.apple.mgmt.";
 
 /// What `get mdm-apple` and the asset checks show about a certificate.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct CertInfo {
     pub subject: String,
     pub issuer: String,

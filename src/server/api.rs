@@ -55,6 +55,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/cutover", get(cutover).post(cutover_change))
         .route("/version", get(version))
         .route("/config", get(config))
+        .route("/mdm-apple", get(mdm_apple))
         .route("/abm/devices", get(abm_devices))
         .route("/abm/sync", post(abm_sync))
 }
@@ -440,6 +441,21 @@ async fn config(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Respo
         snap = snap.only_team(t);
     }
     Ok(Json(snap).into_response())
+}
+
+/// The push certificate, SCEP CAs and the topics devices use (`mdmctl get mdm-apple --server`):
+/// certificates only, never a key.
+async fn mdm_apple(State(st): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.may(READERS, "read the push certificate and SCEP CAs")?;
+    caller.whole_fleet("read the push certificate and SCEP CAs")?;
+    let store = st.store.clone();
+    let out = blocking(move || {
+        store
+            .read(crate::assets::apns::mdm_apple_status)
+            .map_err(|e| StoreError::Decode(e.to_string()))
+    })
+    .await?;
+    Ok(Json(out).into_response())
 }
 
 /// Apple Business Manager's devices (`mdmctl get abm-devices --server`); a team token sees its

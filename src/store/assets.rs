@@ -47,7 +47,7 @@ impl AssetKind {
 }
 
 /// Where an asset is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetState {
     /// Generated and waiting for its certificate or token from Apple.

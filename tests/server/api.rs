@@ -527,7 +527,8 @@ async fn apply_works_through_the_api_validating_locally_first() {
 }
 
 /// `mdmctl version` through `--server` shows the server's build beside this one
-/// (`GET /api/v1/version`, any role); the same build gives no warning.
+/// (`GET /api/v1/version`, any role); the same build gives no warning. `get mdm-apple` reads the
+/// server's certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_through_the_server_shows_both_builds() {
     let s = Server::start(Options::default()).await;
@@ -542,5 +543,12 @@ async fn version_through_the_server_shows_both_builds() {
     assert!(text.stdout.contains("\nserver 0."), "{}", text.stdout);
     let none = mdmctl(&s, Some("not-a-token"), &["version"]).await;
     assert_ne!(none.code, 0, "the API needs a token");
+    // `get mdm-apple` through the server: the same certificates as on the store, no key.
+    let remote = mdmctl(&s, Some(&observer), &["-o", "json", "get", "mdm-apple"]).await;
+    let remote = remote.success().json();
+    assert_eq!(remote["apns"]["topic"], s.topic.as_str(), "{remote}");
+    let local = mdmctl(&s, None, &["-o", "json", "get", "mdm-apple"]).await;
+    assert_eq!(remote, local.success().json());
+    assert!(!remote.to_string().contains("PRIVATE KEY"));
     s.stop().await;
 }
