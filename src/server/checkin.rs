@@ -525,9 +525,11 @@ fn token_update(
             summary: format!("{} channel {} can now be pushed", channel.kind, channel.id),
             details: serde_json::json!({ "channel": channel.id, "kind": channel.kind, "topic": t.topic }),
         })?;
-        if channel.is_device_channel() {
-            setup_assistant(tx, &channel.device_id, t.awaiting_configuration, now)?;
-        }
+    }
+    // A new channel, or a Mac back in Setup Assistant (erased, and enrolling again over its old
+    // channel): held until its profiles are verified.
+    if channel.is_device_channel() && (existing.is_none() || t.awaiting_configuration) {
+        setup_assistant(tx, &channel.device_id, t.awaiting_configuration, now)?;
     }
     Ok(Reply::Empty)
 }
@@ -544,8 +546,9 @@ fn setup_assistant(
     awaiting: bool,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if awaiting {
-        tx.set_awaiting_configuration(device_id, Some(now))?;
+    // Held once: a repeated TokenUpdate neither restarts the wait nor repeats the activity.
+    if awaiting && !tx.set_awaiting_configuration(device_id, Some(now))? {
+        return Ok(());
     }
     let Some(serial) = tx.device(device_id)?.and_then(|d| d.serial) else {
         return Ok(());

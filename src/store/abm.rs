@@ -146,12 +146,13 @@ pub trait AbmDevices {
     fn abm_device(&mut self, serial: &str) -> Result<Option<AbmDevice>, StoreError>;
     /// Note the device that enrolled with this serial (nothing if the serial is not ABM's).
     fn set_abm_enrolled(&mut self, serial: &str, udid: &str) -> Result<(), StoreError>;
-    /// Hold a device in Setup Assistant from `since` (`None`: released).
+    /// Hold a device in Setup Assistant from `since`, unless it is held already (`None`:
+    /// released). Whether anything changed.
     fn set_awaiting_configuration(
         &mut self,
         device_id: &str,
         since: Option<Timestamp>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// The devices held in Setup Assistant, and since when.
     fn awaiting_configuration(&mut self) -> Result<Vec<(String, Timestamp)>, StoreError>;
     fn abm_cursor(&mut self) -> Result<Option<AbmCursor>, StoreError>;
@@ -391,12 +392,19 @@ impl AbmDevices for SqlTx<'_> {
         &mut self,
         device_id: &str,
         since: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE devices SET awaiting_configuration_since = ? WHERE id = ?",
-            &[since.into(), device_id.into()],
-        )?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let n = match since {
+            Some(t) => self.conn.execute(
+                "UPDATE devices SET awaiting_configuration_since = ? \
+                 WHERE id = ? AND awaiting_configuration_since IS NULL",
+                &[t.into(), device_id.into()],
+            )?,
+            None => self.conn.execute(
+                "UPDATE devices SET awaiting_configuration_since = NULL WHERE id = ?",
+                &[device_id.into()],
+            )?,
+        };
+        Ok(n > 0)
     }
 
     fn awaiting_configuration(&mut self) -> Result<Vec<(String, Timestamp)>, StoreError> {

@@ -327,6 +327,21 @@ async fn a_mac_from_abm_enrolls_into_its_team_and_is_released_once_its_profiles_
     assert!(pending.is_empty(), "both enrolled: {pending:?}");
     assert_eq!(s.activities("abm.enroll").len(), 2);
 
+    // Erased and set up again: the same Mac enrolls over its old channel from Setup Assistant
+    // and is held, then released, again.
+    staff.set_awaiting_configuration(true);
+    let info = apple
+        .machine_info(&staff.udid, &staff.serial, "Mac14,2", "15.1")
+        .unwrap();
+    let (status, profile) = staff.fetch_dep_profile(&url, &info, true).await.unwrap();
+    assert_eq!(status, 200);
+    staff.enroll(&profile).await.unwrap();
+    crate::reconcile::wait_for(30, "DeviceConfigured after the erase", || {
+        !staff.awaiting_configuration()
+    })
+    .await;
+    assert_eq!(s.activities("device.released").len(), 3);
+
     // Refused: a serial ABM did not assign here; a MachineInfo signed under another CA;
     // garbage; a huge body.
     let stranger = SimDevice::new(3, "15.1", IdentityMode::Signature, s.http(), &[]).unwrap();
