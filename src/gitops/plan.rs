@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::validate::{Config, ScopeConfig};
+use serde_json::{Value, json};
+
 use super::{GitopsError, OwnInputs, sha256_hex};
 use crate::apple::profile;
 use crate::store::{DesiredProfile, GlobalSettings, ProfileKind, Settings, StoreError, Tx};
@@ -70,6 +72,12 @@ pub struct Change {
     pub team: Option<String>,
     /// What changes: `content changed`, `"15.1" → "15.2"`, …
     pub detail: Option<String>,
+    /// The value before and after, as data (`null`: unset or absent): a setting's value, a
+    /// team's settings, a profile's `{name, sha256}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
     /// Devices the change reaches.
     pub devices: i64,
 }
@@ -222,7 +230,7 @@ fn setting_changes(
     devices: i64,
     out: &mut Vec<Change>,
 ) {
-    let mut push = |name: &str, from: String, to: String| {
+    let mut push = |name: &str, from: String, to: String, before: Value, after: Value| {
         if from != to {
             out.push(Change {
                 action: Action::Change,
@@ -230,6 +238,8 @@ fn setting_changes(
                 name: name.into(),
                 team: team.clone(),
                 detail: Some(format!("{from} → {to}")),
+                before: Some(before),
+                after: Some(after),
                 devices,
             });
         }
@@ -238,25 +248,37 @@ fn setting_changes(
         "mdm.macos_updates.minimum_version",
         quoted(&old.minimum_version),
         quoted(&new.minimum_version),
+        json!(old.minimum_version),
+        json!(new.minimum_version),
     );
     push(
         "mdm.macos_updates.deadline",
         quoted(&old.deadline),
         quoted(&new.deadline),
+        json!(old.deadline),
+        json!(new.deadline),
     );
     push(
         "mdm.macos_settings.enable_disk_encryption",
         old.enable_disk_encryption.to_string(),
         new.enable_disk_encryption.to_string(),
+        json!(old.enable_disk_encryption),
+        json!(new.enable_disk_encryption),
     );
     let setup = |v: &Option<String>| match v {
         None => "unset".to_string(),
         Some(json) => format!("sha256 {}", &sha256_hex(json.as_bytes())[..12]),
     };
+    let setup_json = |v: &Option<String>| match v {
+        None => Value::Null,
+        Some(json) => serde_json::from_str(json).unwrap_or(Value::Null),
+    };
     push(
         "mdm.macos_setup.macos_setup_assistant",
         setup(&old.setup_assistant),
         setup(&new.setup_assistant),
+        setup_json(&old.setup_assistant),
+        setup_json(&new.setup_assistant),
     );
 }
 
@@ -297,6 +319,8 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
                     quoted(&old.apple_bm_default_team),
                     quoted(&new.apple_bm_default_team)
                 )),
+                before: Some(json!(old.apple_bm_default_team)),
+                after: Some(json!(new.apple_bm_default_team)),
                 devices: 0,
             });
         }
@@ -324,6 +348,8 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
                     name: name.clone(),
                     team: team.clone(),
                     detail: Some(format!("{updates}, {fv}")),
+                    before: Some(Value::Null),
+                    after: Some(json!(t.settings)),
                     devices: 0,
                 });
                 plan.teams.push((name, t.settings.clone()));
@@ -351,6 +377,8 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
                         name: id.clone(),
                         team: team.clone(),
                         detail: None,
+                        before: Some(Value::Null),
+                        after: Some(json!({ "name": p.name, "sha256": p.sha256 })),
                         devices: n,
                     });
                     plan.put.push(p.clone());
@@ -367,6 +395,8 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
                         name: id.clone(),
                         team: team.clone(),
                         detail: Some(detail),
+                        before: Some(json!({ "name": old.name, "sha256": old.sha256 })),
+                        after: Some(json!({ "name": p.name, "sha256": p.sha256 })),
                         devices: n,
                     });
                     plan.put.push(p.clone());
@@ -383,12 +413,15 @@ pub fn plan(config: &Config, own: &OwnInputs, current: &Current) -> Result<Plan,
                 break;
             }
             if !want.contains_key(id) {
+                let old = current.profiles.get(&(team.clone(), id.clone()));
                 plan.changes.push(Change {
                     action: Action::Remove,
                     object: "profile",
                     name: id.clone(),
                     team: team.clone(),
                     detail: None,
+                    before: old.map(|o| json!({ "name": o.name, "sha256": o.sha256 })),
+                    after: Some(Value::Null),
                     devices: n,
                 });
                 plan.delete.push((team.clone(), id.clone()));

@@ -113,6 +113,15 @@ fn flow(ctx: &TestContext, db: &str, dump: &dyn Fn() -> Vec<u8>) {
     let c = find("change", "com.example.wifi", None);
     assert_eq!(c["detail"], "content changed");
     assert_eq!(c["devices"], 3);
+    // Structured values beside the prose: the profile's name and digest before and after.
+    assert_eq!(c["before"]["name"], c["after"]["name"]);
+    assert_ne!(c["before"]["sha256"], c["after"]["sha256"]);
+    assert_eq!(c["after"]["sha256"].as_str().map(str::len), Some(64));
+    let removed = find("remove", "com.example.restrictions", Some("Workstations"));
+    assert!(
+        removed["before"]["sha256"].is_string() && removed["after"].is_null(),
+        "{removed}"
+    );
     assert_eq!(
         find("change", "com.example.wifi", Some("Workstations"))["devices"],
         7
@@ -127,6 +136,10 @@ fn flow(ctx: &TestContext, db: &str, dump: &dyn Fn() -> Vec<u8>) {
         Some("Workstations"),
     );
     assert_eq!(s["detail"], "\"15.2\" → \"15.3\"");
+    assert_eq!(
+        (s["before"].as_str(), s["after"].as_str()),
+        (Some("15.2"), Some("15.3"))
+    );
     // The update profiles follow the setting.
     find("change", "com.mdmctl.nudge", Some("Workstations"));
     find("change", "com.mdmctl.softwareupdate", Some("Workstations"));
