@@ -1,6 +1,7 @@
 //! What build this is: the crate version, the git commit and the build date (`build.rs`), for
 //! `mdmctl version`, `--version`, `GET /api/v1/version` and the `--server` mismatch warning.
-//! (The name `mdmctl` is also MicroMDM's command line: this tells them apart.)
+//! (The name `mdmctl` is also MicroMDM's command line, whose `version` prints MicroMDM's v1.x
+//! release: this output tells them apart.)
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! `mdmctl version`: this build (crate version, git commit, build date) and, with `--server`,
 //! the server's, with a warning when they differ. MicroMDM's command line is also called
-//! `mdmctl` and has no such command: `mdmctl version` tells them apart.
+//! `mdmctl`; its `version` prints MicroMDM's v1.x release, so the output tells them apart.
 
 use super::Ctx;
 use super::output::{print_json, print_lines};
