@@ -323,46 +323,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_real_profile_passes_and_is_completed() {
+    fn a_real_profile_passes_and_is_completed() -> Result<(), Box<dyn std::error::Error>> {
         let text = r#"{
   "profile_name": "Staff Macs",
   "is_supervised": true,
   "skip_setup_items": ["AppleID", "Siri", "TOS"],
   "language": "en", "region": "US", "org_magic": "1"
 }"#;
-        let map = validate(text).unwrap();
+        let map = validate(text).map_err(|p| format!("{p:?}"))?;
         let built = build(
             Some(&canonical(&map)),
             Some("https://mdm.example.com/"),
             Some("Staff"),
-        )
-        .unwrap();
+        )?;
         assert_eq!(built["url"], "https://mdm.example.com/mdm/enroll");
         assert_eq!(built["profile_name"], "Staff Macs");
         assert_eq!(built["is_mdm_removable"], false);
         assert_eq!(built["await_device_configured"], true);
+        Ok(())
     }
 
     #[test]
-    fn the_admins_url_is_kept_and_no_url_at_all_is_refused() {
-        let built = build(Some(r#"{"url":"https://other.example.com/x"}"#), None, None).unwrap();
+    fn the_admins_url_is_kept_and_no_url_at_all_is_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let built = build(Some(r#"{"url":"https://other.example.com/x"}"#), None, None)?;
         assert_eq!(built["url"], "https://other.example.com/x");
         assert!(
             build(None, None, None)
                 .unwrap_err()
                 .contains("no server URL")
         );
+        Ok(())
     }
 
     #[test]
-    fn problems_name_the_key_and_its_line() {
+    fn problems_name_the_key_and_its_line() -> Result<(), Box<dyn std::error::Error>> {
         let text = "{\n  \"profile_name\": \"x\",\n  \"is_supervised\": \"yes\",\n  \"skip_setup_items\": [\"AppleID\", \"Sirri\"],\n  \"devcies\": []\n}";
         let p = validate(text).unwrap_err();
         let keys: Vec<(&str, usize)> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
         assert!(keys.contains(&("is_supervised", 3)), "{p:?}");
         assert!(keys.contains(&("skip_setup_items[1]", 4)), "{p:?}");
         assert!(keys.contains(&("devcies", 5)), "{p:?}");
-        let sirri = p.iter().find(|p| p.key == "skip_setup_items[1]").unwrap();
+        let sirri = p
+            .iter()
+            .find(|p| p.key == "skip_setup_items[1]")
+            .ok_or("no problem for `Sirri`")?;
         assert!(sirri.expected.contains("`Siri`"), "{sirri:?}");
         let devices = validate(r#"{"devices": ["C02"]}"#).unwrap_err();
         assert!(devices[0].message.contains("set by mdmctl"));
@@ -371,6 +376,7 @@ mod tests {
         let contradiction =
             validate(r#"{"is_supervised": false, "is_mdm_removable": false}"#).unwrap_err();
         assert_eq!(contradiction[0].key, "is_mdm_removable");
+        Ok(())
     }
 
     #[test]

@@ -137,25 +137,26 @@ mod tests {
     /// What a Mac sends: SHA-1 with RSA by an expired device certificate, made here with the
     /// `openssl` command line, is accepted; the same signed by a CA not trusted is refused.
     #[test]
-    fn a_sha1_signature_by_an_expired_device_certificate_is_accepted() {
-        let apple = FakeApple::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
+    fn a_sha1_signature_by_an_expired_device_certificate_is_accepted()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let apple = FakeApple::new()?;
+        let dir = tempfile::tempdir()?;
         let p = |n: &str| dir.path().join(n);
-        let (cert, key) = apple.device_certificate("0000FE00-ABCDEF").unwrap();
-        std::fs::write(p("dev.pem"), cert.to_pem().unwrap()).unwrap();
-        std::fs::write(p("dev.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        std::fs::write(p("info.plist"), info("C02EXPIRED1")).unwrap();
-        let run = |args: &[&str]| {
+        let (cert, key) = apple.device_certificate("0000FE00-ABCDEF")?;
+        std::fs::write(p("dev.pem"), cert.to_pem()?)?;
+        std::fs::write(p("dev.key"), key.private_key_to_pem_pkcs8()?)?;
+        std::fs::write(p("info.plist"), info("C02EXPIRED1"))?;
+        let run = |args: &[&str]| -> std::io::Result<()> {
             let out = std::process::Command::new("openssl")
                 .args(args)
                 .current_dir(dir.path())
-                .output()
-                .unwrap();
+                .output()?;
             assert!(
                 out.status.success(),
                 "openssl {args:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            Ok(())
         };
         run(&[
             "smime",
@@ -174,36 +175,38 @@ mod tests {
             "info.plist",
             "-out",
             "info.p7s",
-        ]);
-        let der = std::fs::read(p("info.p7s")).unwrap();
-        let got = verify(&der, std::slice::from_ref(&apple.device_ca_cert)).unwrap();
+        ])?;
+        let der = std::fs::read(p("info.p7s"))?;
+        let got = verify(&der, std::slice::from_ref(&apple.device_ca_cert))?;
         assert_eq!(
             (got.serial.as_str(), got.udid.as_str()),
             ("C02EXPIRED1", "0000FE00-ABCDEF")
         );
-        let stranger = FakeApple::new().unwrap();
+        let stranger = FakeApple::new()?;
         assert!(matches!(
             verify(&der, std::slice::from_ref(&stranger.device_ca_cert)),
             Err(MachineInfoError::NotApple(_))
         ));
         // Apple's real Device CA parses and is what `serve` trusts by default.
-        let real = X509::from_pem(crate::pki::APPLE_IPHONE_DEVICE_CA_PEM.as_bytes()).unwrap();
+        let real = X509::from_pem(crate::pki::APPLE_IPHONE_DEVICE_CA_PEM.as_bytes())?;
         assert!(matches!(
             verify(&der, &[real]),
             Err(MachineInfoError::NotApple(_))
         ));
+        Ok(())
     }
 
     #[test]
-    fn garbage_and_tampering_are_refused() {
-        let apple = FakeApple::new().unwrap();
+    fn garbage_and_tampering_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let apple = FakeApple::new()?;
         let cas = [apple.device_ca_cert.clone()];
-        let good = apple
-            .machine_info("U-1", "C02GOOD", "Mac14,2", "15.1")
-            .unwrap();
-        assert_eq!(verify(&good, &cas).unwrap().serial, "C02GOOD");
+        let good = apple.machine_info("U-1", "C02GOOD", "Mac14,2", "15.1")?;
+        assert_eq!(verify(&good, &cas)?.serial, "C02GOOD");
         let mut tampered = good.clone();
-        let at = tampered.windows(7).position(|w| w == b"C02GOOD").unwrap();
+        let at = tampered
+            .windows(7)
+            .position(|w| w == b"C02GOOD")
+            .ok_or("the serial is not in the signed content")?;
         tampered[at + 3] = b'B';
         assert_eq!(verify(&tampered, &cas), Err(MachineInfoError::BadSignature));
         assert!(matches!(
@@ -215,12 +218,14 @@ mod tests {
             Err(MachineInfoError::TooLarge)
         );
         assert_eq!(decode_header("!!!"), Err(MachineInfoError::NotBase64));
+        Ok(())
     }
 
     proptest::proptest! {
         #[test]
         fn any_bytes_are_refused_without_a_panic(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..2048)) {
-            let apple_ca = X509::from_pem(crate::pki::APPLE_IPHONE_DEVICE_CA_PEM.as_bytes()).unwrap();
+            let apple_ca = X509::from_pem(crate::pki::APPLE_IPHONE_DEVICE_CA_PEM.as_bytes())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             proptest::prop_assert!(verify(&bytes, &[apple_ca]).is_err());
         }
     }
