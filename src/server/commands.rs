@@ -13,22 +13,41 @@ use crate::apple::command::{self, Report, Status};
 use crate::pki::identity::Verified;
 use crate::store::{DeviceFacts, NewActivity, QueueStatus, Recorded, StoreError, Tx};
 
+/// What [`quick_idle`] did: answered, or what it learned for the full path (which then
+/// neither parses the report nor verifies the identity again).
+pub(crate) enum Quick {
+    Answered(Reply),
+    Continue {
+        report: Option<Box<Report>>,
+        verified: Option<Verified>,
+    },
+}
+
 /// The Idle fast path on the async worker (SQLite, see `AppState::inline_idle`): the report
 /// parsed first (only an Idle goes on), the identity verified, one glance at the store.
-/// `None` sends the request down the full path on the blocking pool: anything but an Idle, a
-/// last-seen write due, a command waiting, an identity or device to refuse (the full path
-/// logs and counts it).
-pub(crate) fn quick_idle(st: &AppState, req: &super::MdmRequest) -> Option<Reply> {
-    let report = command::parse_report(&req.body).ok()?;
+/// Anything else goes down the full path on the blocking pool: anything but an Idle, a
+/// last-seen write due, a command waiting, an identity or device to refuse (the full path logs
+/// and counts it).
+pub(crate) fn quick_idle(st: &AppState, req: &super::MdmRequest) -> Quick {
+    let full = |report, verified| Quick::Continue { report, verified };
+    let Ok(report) = command::parse_report(&req.body) else {
+        return full(None, None);
+    };
     if report.status != Status::Idle {
-        return None;
+        return full(Some(Box::new(report)), None);
     }
-    let channel = report.sender.channel().ok()?;
+    let Ok(channel) = report.sender.channel() else {
+        return full(Some(Box::new(report)), None);
+    };
     if st.touch_pending(&channel.id) {
-        return None;
+        return full(Some(Box::new(report)), None);
     }
-    let credential = super::device::credential(st, req).ok()?;
-    let v = st.trust.check(st.store.as_ref(), credential).ok()?;
+    let Ok(credential) = super::device::credential(st, req) else {
+        return full(Some(Box::new(report)), None);
+    };
+    let Ok(v) = st.trust.check(st.store.as_ref(), credential) else {
+        return full(Some(Box::new(report)), None);
+    };
     let quick = st.store.glance(|tx| -> Result<bool, StoreError> {
         let Ok(authz) = authorize(st, tx, &channel, &v)? else {
             return Ok(false);
@@ -36,10 +55,10 @@ pub(crate) fn quick_idle(st: &AppState, req: &super::MdmRequest) -> Option<Reply
         Ok(!authz.needs_write() && !tx.has_open_command(&channel.id, true)?)
     });
     if !matches!(quick, Ok(true)) {
-        return None;
+        return full(Some(Box::new(report)), Some(v));
     }
     crate::metrics::request(true, report.status.as_str(), crate::metrics::Outcome::Ok);
-    Some(Reply::Empty)
+    Quick::Answered(Reply::Empty)
 }
 
 pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
@@ -51,7 +70,12 @@ pub(crate) fn handle(st: &AppState, v: &Verified, body: &[u8]) -> Reply {
             return Reply::Refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let reply = respond(st, v, body, &report);
+    handle_report(st, v, body, &report)
+}
+
+/// [`handle`] for a report already parsed.
+pub(crate) fn handle_report(st: &AppState, v: &Verified, body: &[u8], report: &Report) -> Reply {
+    let reply = respond(st, v, body, report);
     crate::metrics::request(true, report.status.as_str(), super::device::outcome(&reply));
     reply
 }

@@ -450,7 +450,20 @@ pub(crate) struct MdmRequest {
 /// Route an MDM request: identify the caller, then hand it to the check-in or command handler.
 /// (Routing lives here, above `device`, `checkin` and `commands`: those two use `device`'s
 /// helpers, so `device` must not call them.)
-fn handle_device(st: &AppState, req: MdmRequest) -> Reply {
+/// `report` and `verified`: what the async fast path already parsed and verified (not done
+/// again).
+fn handle_device(
+    st: &AppState,
+    req: MdmRequest,
+    report: Option<Box<crate::apple::command::Report>>,
+    verified: Option<crate::pki::identity::Verified>,
+) -> Reply {
+    if let Some(v) = verified {
+        return match &report {
+            Some(r) if !req.checkin => commands::handle_report(st, &v, &req.body, r),
+            _ => handle_verified(st, &v, &req),
+        };
+    }
     let credential = match device::credential(st, &req) {
         Ok(c) => c,
         Err(e) => {
@@ -463,7 +476,10 @@ fn handle_device(st: &AppState, req: MdmRequest) -> Reply {
         Ok(v) => v,
         Err(e) => return device::refusal(e),
     };
-    handle_verified(st, &verified, &req)
+    match &report {
+        Some(r) if !req.checkin => commands::handle_report(st, &verified, &req.body, r),
+        _ => handle_verified(st, &verified, &req),
+    }
 }
 
 /// Hand a request whose identity is already verified to the check-in or command handler.
@@ -561,14 +577,18 @@ async fn mdm_endpoint(
             Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     }
-    if st.inline_idle
-        && !req.checkin
-        && let Some(reply) = commands::quick_idle(&st, &req)
-    {
-        return reply.into_response();
+    let (mut report, mut verified) = (None, None);
+    if st.inline_idle && !req.checkin {
+        match commands::quick_idle(&st, &req) {
+            commands::Quick::Answered(reply) => return reply.into_response(),
+            commands::Quick::Continue {
+                report: r,
+                verified: v,
+            } => (report, verified) = (r, v),
+        }
     }
     let st2 = st.clone();
-    match tokio::task::spawn_blocking(move || handle_device(&st2, req)).await {
+    match tokio::task::spawn_blocking(move || handle_device(&st2, req, report, verified)).await {
         Ok(reply) => reply.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "check-in handler failed");
