@@ -9,9 +9,12 @@
 //! `cargo bench --bench abm` (`MDMCTL_BENCH_ABM_DEVICES` to change the count). Results:
 //! docs/benchmarks.md.
 
+#[path = "common/measure.rs"]
+mod measure;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const PASSPHRASE: &str = "benchmark passphrase";
 
@@ -175,57 +178,16 @@ fn prepare(db: &str, dir: &Path, token: &mdmctl::assets::abm::ServerToken) {
     );
 }
 
-/// Wall time, peak RSS (KiB, VmHWM polled until exit) and stdout of one `abm sync`.
+/// Wall time, peak RSS (KiB) and stdout of one `abm sync`.
 fn sync(db: &str, dir: &Path, abm_url: &str) -> (Duration, u64, Vec<u8>) {
-    let start = Instant::now();
-    let mut child = mdmctl(db, dir)
-        .env("MDMCTL_ABM_URL", abm_url)
-        .args([
-            "--format",
-            "json",
-            "abm",
-            "sync",
-            "--url",
-            "https://mdm.example.com",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mdmctl");
-    let status_path = format!("/proc/{}/status", child.id());
-    let stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = stdout;
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut s, &mut v).expect("read stdout");
-        v
-    });
-    let mut hwm = 0u64;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status_path)
-            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            hwm = hwm.max(
-                line.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            );
-        }
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let wall = start.elapsed();
-    let out = reader.join().expect("reader");
-    let status = child.wait().expect("wait");
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        panic!("abm sync failed: {err}");
-    }
-    (wall, hwm, out)
+    let mut cmd = mdmctl(db, dir);
+    cmd.env("MDMCTL_ABM_URL", abm_url).args([
+        "--format",
+        "json",
+        "abm",
+        "sync",
+        "--url",
+        "https://mdm.example.com",
+    ]);
+    measure::run_measured(cmd, "abm sync")
 }

@@ -12,9 +12,12 @@
 //! ~1 MB extended INSERTs, `_binary` blobs, mysqldump's escapes) and cached under
 //! `target/bench-import/`. Results: docs/benchmarks.md.
 
+#[path = "common/measure.rs"]
+mod measure;
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -164,56 +167,16 @@ fn run_mdmctl(db: &str, args: &[&str]) {
     );
 }
 
-/// Wall time, peak RSS (KiB, VmHWM polled until exit) and stdout of one import.
+/// Wall time, peak RSS (KiB) and stdout of one import.
 fn import(db: &str, dump: &Path) -> (Duration, u64, Vec<u8>) {
-    let start = Instant::now();
-    let mut child = mdmctl(db)
-        .args([
-            "import-devices",
-            &dump.display().to_string(),
-            "--format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mdmctl");
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut hwm = 0u64;
-    let stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = stdout;
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut s, &mut v).expect("read stdout");
-        v
-    });
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status_path)
-            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            let kib: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            hwm = hwm.max(kib);
-        }
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let wall = start.elapsed();
-    let out = reader.join().expect("reader");
-    let status = child.wait().expect("wait");
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        panic!("import-devices failed: {err}");
-    }
-    (wall, hwm, out)
+    let mut cmd = mdmctl(db);
+    cmd.args([
+        "import-devices",
+        &dump.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    measure::run_measured(cmd, "import-devices")
 }
 
 fn mysql_load(url: &str, dump: &Path) -> Duration {

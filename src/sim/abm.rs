@@ -367,7 +367,8 @@ async fn account(State(s): State<AbmStandIn>, headers: HeaderMap, _uri: Uri) -> 
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let mut resp = axum::Json(serde_json::json!({
+    with_rotation(
+        serde_json::json!({
         "server_name": "mdmctl stand-in server",
         "server_uuid": "7A1B2C3D-0000-4000-8000-ABCDEF012345",
         "org_name": "Example Inc (DEMO ABM)",
@@ -378,14 +379,9 @@ async fn account(State(s): State<AbmStandIn>, headers: HeaderMap, _uri: Uri) -> 
         "org_type": "org",
         "org_version": "v2",
         "urls": [],
-    }))
-    .into_response();
-    if let Some(r) = rotated
-        && let Ok(v) = r.parse()
-    {
-        resp.headers_mut().insert("x-adm-auth-session", v);
-    }
-    resp
+        }),
+        rotated,
+    )
 }
 
 /// `f3.200` → (3, 200) for kind `f`.
