@@ -182,6 +182,23 @@ fn mysqldump_option_sets_import_every_field() {
             .unwrap()
             .contains("gzip")
     );
+    // The real gzip dump through stdin (`zcat dump.sql.gz | mdmctl import-devices -`): the same
+    // devices, every field.
+    let ctx = TestContext::new();
+    ctx.init();
+    let out = ctx
+        .mdmctl()
+        .args(["import-devices", "-", "--format", "json"])
+        .stdin(std::fs::File::open(&gz).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_fleet_imported(&ctx, &fleet, &summary);
 }
 
 #[test]
